@@ -1,0 +1,164 @@
+"""The metered download and the one definition of a metering line sent to OGC RS.
+
+A line is ``userId|collectionId|itemId|timestamp|bytes|backend``. OGC RS rejects a whole request when
+one line is invalid, so every value is checked here before a line can exist.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from metering.outcomes import Reason, Skip
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# CloudTrail writes whole seconds in UTC; this shape needs no parsing at all.
+_PLAIN_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_FIELD_SEPARATOR = "|"
+# Largest respSize OGC RS accepts (Java long, bigint column).
+_MAX_BYTES = 2**63 - 1
+
+
+class Backend(StrEnum):
+    """Storage backend written in the sixth field of a line."""
+
+    AWS_S3 = "aws_s3"
+    MINIO = "minio"
+
+
+@dataclass(frozen=True, slots=True)
+class MeteredDownload:
+    """One successful presigned download of a STAC asset, ready to be metered.
+
+    ``event_id`` identifies the source event (CloudTrail ``eventID``, MinIO deployment and ``requestID``)
+    so a repeated event is metered once; it is not part of the line.
+    """
+
+    user_id: str
+    collection_id: str
+    item_id: str
+    timestamp: str
+    bytes_sent: int
+    backend: Backend
+    event_id: str
+
+    def to_line(self) -> str:
+        """The line OGC RS stores: ``userId|collectionId|itemId|timestamp|bytes|backend``."""
+        return f"{self.user_id}|{self.collection_id}|{self.item_id}|{self.timestamp}|{self.bytes_sent}|{self.backend}"
+
+
+def check_ids(user_id: object, collection_id: object, item_id: object) -> Skip | None:
+    """The id rules shared by both flows: present, UUIDs for user and collection, no ``|`` in the item."""
+    for value, missing in (
+        (user_id, Reason.MISSING_USER_ID),
+        (collection_id, Reason.MISSING_COLLECTION_ID),
+        (item_id, Reason.MISSING_ITEM_ID),
+    ):
+        if not isinstance(value, str) or not value.strip():
+            return Skip.filtered(missing)
+    assert isinstance(user_id, str) and isinstance(collection_id, str) and isinstance(item_id, str)  # noqa: PT018
+    if not _UUID.fullmatch(user_id.strip()):
+        return Skip.filtered(Reason.INVALID_USER_ID)
+    if not _UUID.fullmatch(collection_id.strip()):
+        return Skip.filtered(Reason.INVALID_COLLECTION_ID)
+    if _FIELD_SEPARATOR in item_id:
+        return Skip.filtered(Reason.INVALID_ITEM_ID)
+    return None
+
+
+def normalize_timestamp(raw: object) -> str | None:
+    """RFC 3339 UTC with whole seconds and ``Z``; fractions are truncated. None when not a dated instant.
+
+    A timestamp without an offset is refused: OGC RS needs one and guessing the zone would shift the row.
+    """
+    if not isinstance(raw, str):
+        return None
+    if _PLAIN_UTC.fullmatch(raw):
+        try:
+            datetime.fromisoformat(raw[:19])  # the shape is right; the calendar must be too
+        except ValueError:
+            return None
+        return raw
+    text = raw.strip()
+    if len(text) < 20 or text[10] not in "Tt ":
+        return None
+    try:
+        # fromisoformat truncates digits past microseconds, so nanosecond MinIO times parse as they are.
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _integral(raw: object) -> int | None:
+    """An integer written as int, integral float or decimal text; None otherwise."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.isascii() and text.isdigit():
+            return int(text)
+        try:
+            raw = float(text)
+        except ValueError:
+            return None
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return None
+
+
+def normalize_bytes(raw: object) -> int | None:
+    """A byte count as a non-negative integer; ``16384.0`` and ``"16384"`` are accepted. None when invalid."""
+    value = _integral(raw)
+    if value is not None and 0 <= value <= _MAX_BYTES:
+        return value
+    return None
+
+
+def build_download(
+    *,
+    user_id: str,
+    collection_id: str,
+    item_id: str,
+    timestamp: object,
+    bytes_sent: object,
+    backend: Backend,
+    event_id: str,
+) -> MeteredDownload | Skip:
+    """A MeteredDownload from checked ids and raw time and size, or the quarantine reason for bad values."""
+    when = normalize_timestamp(timestamp)
+    if when is None:
+        return Skip.quarantined(Reason.INVALID_TIMESTAMP, f"timestamp {str(timestamp)[:64]!r}")
+    size = normalize_bytes(bytes_sent)
+    if size is None:
+        return Skip.quarantined(Reason.INVALID_BYTES, f"byte count {str(bytes_sent)[:64]!r}")
+    return MeteredDownload(
+        user_id=user_id.strip(),
+        collection_id=collection_id.strip(),
+        item_id=item_id.strip(),
+        timestamp=when,
+        bytes_sent=size,
+        backend=backend,
+        event_id=event_id,
+    )
+
+
+def is_valid_line(line: object) -> bool:
+    """The check OGC RS applies to a line, so nothing it would reject is ever sent."""
+    if not isinstance(line, str):
+        return False
+    fields = [field.strip() for field in line.split(_FIELD_SEPARATOR)]
+    if len(fields) != 6:
+        return False
+    user_id, collection_id, item_id, timestamp, size, _backend = fields
+    if check_ids(user_id, collection_id, item_id) is not None:
+        return False
+    if normalize_timestamp(timestamp) != timestamp:
+        return False
+    return size.isascii() and size.isdigit() and int(size) <= _MAX_BYTES

@@ -1,0 +1,161 @@
+"""The OGC RS client: validated lines, posted in chunks to the AuditLogsIngestion process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from metering.auth import TokenProvider, server_problem
+from metering.errors import ConfigurationError, DeliveryError
+from metering.line import is_valid_line
+from metering.settings import DEFAULT_BATCH_MAX_LINES
+
+__all__ = ["DeliveryError", "DeliveryReport", "OgcRsClient", "RejectedLine", "http_session"]
+
+# A synchronous run of the process can take ~30 s on the server; waiting less would turn a slow success
+# into a retry that stores the chunk twice.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
+_RETRYABLE_STATUSES = (429, 500, 502, 503, 504)
+_SUCCESS = (200, 201)
+
+
+def http_session(retries: int = 4, backoff_factor: float = 0.5, pool_size: int = 10) -> requests.Session:
+    """A session that retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter."""
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        backoff_factor=backoff_factor,
+        backoff_jitter=backoff_factor,
+        backoff_max=20.0,
+        status_forcelist=_RETRYABLE_STATUSES,
+        allowed_methods=frozenset({"POST"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    """A line OGC RS (or our own check before sending) refused, with the reason given."""
+
+    line: str
+    message: str
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """What one ``deliver`` call achieved."""
+
+    delivered: int = 0
+    rejected: list[RejectedLine] = field(default_factory=list)
+    requests: int = 0
+    seconds: float = 0.0
+
+
+class OgcRsClient:
+    """Posts metering lines to ``PROCESS_API_URL`` with a cached admin token.
+
+    Lines are checked before sending (one bad line makes OGC RS reject the whole request); a chunk OGC RS
+    still rejects with 400 is split until the offending lines are isolated, and the others are delivered.
+    """
+
+    def __init__(
+        self,
+        *,
+        process_url: str,
+        tokens: TokenProvider,
+        session: requests.Session,
+        batch_max_lines: int = DEFAULT_BATCH_MAX_LINES,
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+    ) -> None:
+        self._process_url = process_url
+        self._tokens = tokens
+        self._session = session
+        self._batch_max_lines = batch_max_lines
+        self._timeout = timeout
+
+    @property
+    def batch_max_lines(self) -> int:
+        """Most lines posted in one request."""
+        return self._batch_max_lines
+
+    def chunks(self, lines: Sequence[str]) -> list[Sequence[str]]:
+        """How ``deliver`` cuts ``lines`` into requests: deterministic, so a retried input cuts the same way."""
+        size = self._batch_max_lines
+        return [lines[start : start + size] for start in range(0, len(lines), size)]
+
+    def deliver(self, lines: Sequence[str]) -> DeliveryReport:
+        """Deliver every valid line; raise DeliveryError when OGC RS stays unavailable after retries."""
+        report = DeliveryReport()
+        started = time.monotonic()
+        valid: list[str] = []
+        for line in lines:
+            if is_valid_line(line):
+                valid.append(line)
+            else:
+                report.rejected.append(RejectedLine(str(line), "invalid line, not sent"))
+        try:
+            for chunk in self.chunks(valid):
+                self.deliver_chunk(chunk, report)
+        finally:
+            report.seconds = time.monotonic() - started
+        return report
+
+    def deliver_chunk(self, chunk: Sequence[str], report: DeliveryReport) -> None:
+        """Post one chunk of already valid lines; on 400 split it to isolate the rejected lines."""
+        if not chunk:
+            return
+        response = self._post(chunk, report)
+        status = response.status_code
+        if status in _SUCCESS:
+            report.delivered += len(chunk)
+        elif status in (400, 413) and len(chunk) > 1:
+            middle = len(chunk) // 2
+            self.deliver_chunk(chunk[:middle], report)
+            self.deliver_chunk(chunk[middle:], report)
+        elif status == 400:
+            report.rejected.append(RejectedLine(chunk[0], server_problem(response)))
+        elif status in _RETRYABLE_STATUSES:
+            raise DeliveryError(f"OGC RS answered {status} after retries: {server_problem(response)}")
+        else:
+            raise ConfigurationError(f"OGC RS {self._process_url} answered {status}: {server_problem(response)}")
+
+    def _post(self, chunk: Sequence[str], report: DeliveryReport) -> requests.Response:
+        body: dict[str, object] = {"inputs": {"logs": list(chunk)}}
+        token = self._tokens.token()
+        response = self._send(body, token, report)
+        if response.status_code == 401:
+            # The token may have been revoked or expired early: one fresh token, one more try.
+            self._tokens.invalidate(token)
+            response = self._send(body, self._tokens.token(), report)
+            if response.status_code == 401:
+                raise ConfigurationError(
+                    f"OGC RS refused a fresh token (401): the identity must be an RS admin; {server_problem(response)}"
+                )
+        return response
+
+    def _send(self, body: dict[str, object], token: str, report: DeliveryReport) -> requests.Response:
+        report.requests += 1
+        try:
+            return self._session.post(
+                self._process_url,
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self._timeout,
+            )
+        except requests.RequestException as error:
+            raise DeliveryError(f"OGC RS unreachable after retries: {type(error).__name__}") from error

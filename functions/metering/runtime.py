@@ -1,0 +1,73 @@
+"""Objects built once per process (Lambda cold start, server start) from the environment."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+
+from metering.auth import TokenProvider
+from metering.ogc_rs import OgcRsClient, http_session
+from metering.settings import ClientCredentials, OgcRsSettings, SettingsError
+
+# Secrets are re-read at most this often, so a rotated secret is picked up without a redeploy.
+SECRET_MAX_AGE_S = 300
+
+
+def secret_string(arn: str, *, force_fetch: bool = False) -> str:
+    """The SecretString of a Secrets Manager secret, cached for SECRET_MAX_AGE_S (Powertools parameters)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn, max_age=SECRET_MAX_AGE_S, force_fetch=force_fetch)
+    return value if isinstance(value, str) else bytes(value).decode()
+
+
+def parse_client_credentials(secret: str) -> ClientCredentials:
+    """``{"clientId": ..., "clientSecret": ...}`` from the client-credentials secret."""
+    try:
+        document = json.loads(secret)
+        return ClientCredentials(str(document["clientId"]).strip(), str(document["clientSecret"]).strip())
+    except (ValueError, KeyError, TypeError) as error:
+        raise SettingsError(
+            'the client credentials secret must be JSON {"clientId": "...", "clientSecret": "..."}'
+        ) from error
+
+
+def build_ogc_rs_client(settings: OgcRsSettings) -> OgcRsClient:
+    """An OgcRsClient with a retrying session and a token provider reading the configured credentials."""
+    local = settings.local_credentials
+    secret_arn = settings.credentials_secret_arn
+
+    def credentials(force_fetch: bool) -> ClientCredentials:
+        if local is not None:
+            return local
+        assert secret_arn is not None
+        return parse_client_credentials(secret_string(secret_arn, force_fetch=force_fetch))
+
+    session = http_session()
+    tokens = TokenProvider(
+        auth_url=settings.auth_url,
+        item_id=settings.auth_item_id,
+        item_type=settings.auth_item_type,
+        role=settings.auth_role,
+        credentials=credentials,
+        session=session,
+    )
+    return OgcRsClient(
+        process_url=settings.process_api_url,
+        tokens=tokens,
+        session=session,
+        batch_max_lines=settings.batch_max_lines,
+    )
+
+
+@functools.cache
+def _cached_client() -> OgcRsClient:
+    return build_ogc_rs_client(OgcRsSettings.from_env())
+
+
+def ogc_rs_client(env: Mapping[str, str] | None = None) -> OgcRsClient:
+    """The process-wide client (its token cache outlives one Lambda invocation); ``env`` builds a fresh one."""
+    if env is not None:
+        return build_ogc_rs_client(OgcRsSettings.from_env(env))
+    return _cached_client()

@@ -1,0 +1,86 @@
+"""Settings of the functions and the standalone server, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+DEFAULT_BATCH_MAX_LINES = 500
+MAX_BATCH_MAX_LINES = 5000
+
+
+class SettingsError(ValueError):
+    """A missing or invalid environment variable; the message names it."""
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"environment variable {name} is required")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str:
+    value = _required(env, name)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"environment variable {name} must be an http(s) URL, got {value!r}")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise SettingsError(f"environment variable {name} must be an integer from 1 to {maximum}, got {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    """The auth server client id and secret of the OGC RS admin identity."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OgcRsSettings:
+    """Where lines go and how the token is obtained. Secrets are referenced, never held here."""
+
+    process_api_url: str
+    auth_url: str
+    auth_item_id: str
+    auth_item_type: str
+    auth_role: str
+    batch_max_lines: int
+    credentials_secret_arn: str | None
+    # Local runs only (CLI, standalone server, tests): credentials given directly.
+    local_credentials: ClientCredentials | None = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OgcRsSettings:
+        """Parse the environment; a missing or invalid variable raises SettingsError naming it."""
+        env = os.environ if env is None else env
+        secret_arn = env.get("CLIENT_CREDENTIALS_SECRET_ARN", "").strip() or None
+        local: ClientCredentials | None = None
+        if secret_arn is None:
+            if not env.get("CLIENT_ID") or not env.get("CLIENT_SECRET"):
+                raise SettingsError(
+                    "environment variable CLIENT_CREDENTIALS_SECRET_ARN is required "
+                    "(or CLIENT_ID and CLIENT_SECRET for local runs)"
+                )
+            local = ClientCredentials(env["CLIENT_ID"].strip(), env["CLIENT_SECRET"].strip())
+        return cls(
+            process_api_url=_url(env, "PROCESS_API_URL"),
+            auth_url=_url(env, "AUTH_URL"),
+            auth_item_id=_required(env, "AUTH_ITEM_ID"),
+            auth_item_type=env.get("AUTH_ITEM_TYPE", "").strip() or "resource_server",
+            auth_role=env.get("AUTH_ROLE", "").strip() or "admin",
+            batch_max_lines=_positive_int(env, "BATCH_MAX_LINES", DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
+            credentials_secret_arn=secret_arn,
+            local_credentials=local,
+        )

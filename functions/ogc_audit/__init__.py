@@ -1,0 +1,1 @@
+"""Command line and local tools of ogc-audit-ingest."""

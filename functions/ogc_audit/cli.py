@@ -1,0 +1,56 @@
+"""The ``ogc-audit`` command: extract, replay, serve and demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ogc-audit",
+        description="Meter presigned STAC asset downloads from CloudTrail and MinIO into OGC RS.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    extract = commands.add_parser(
+        "extract",
+        help="print the metered lines of log files (a dry run: nothing is sent)",
+        description="Print the metered lines, one per line, to stdout and a per-reason summary to stderr.",
+    )
+    extract.add_argument("--source", choices=("cloudtrail", "minio"), required=True)
+    extract.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a .json.gz, .json or NDJSON file, - for stdin, or (cloudtrail) s3://bucket/prefix",
+    )
+
+    serve = commands.add_parser("serve", help="run the MinIO audit webhook on a plain host")
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server for MinIO on other hosts
+    serve.add_argument("--port", type=int, default=8092)
+    serve.add_argument("--workers", type=int, default=2)
+
+    commands.add_parser("demo", help="run both flows locally end to end against an emulator and a reference OGC RS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ogc-audit`` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "extract":
+        from ogc_audit.extract import run_extract
+
+        return run_extract(args.source, args.paths)
+    if args.command == "serve":
+        from ogc_audit.serve import run_serve
+
+        return run_serve(host=args.host, port=args.port, workers=args.workers)
+    from ogc_audit.demo import run_demo
+
+    return run_demo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

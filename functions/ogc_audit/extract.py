@@ -1,0 +1,41 @@
+"""``ogc-audit extract``: print the metered lines of log files, and a per-reason summary."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import TextIO
+
+from metering.line import MeteredDownload
+from metering.outcomes import OutcomeTally
+
+# Each source module exposes ``extract_downloads(path, tally)`` yielding the metered downloads of one PATH.
+_SOURCES = {
+    "cloudtrail": "s3_audit.extract",
+    "minio": "minio_relay.extract",
+}
+
+Extractor = Callable[[str, OutcomeTally], Iterator[MeteredDownload]]
+
+
+def extractor_for(source: str) -> Extractor:
+    """The ``extract_downloads`` function of a source."""
+    module = importlib.import_module(_SOURCES[source])
+    function: Extractor = module.extract_downloads
+    return function
+
+
+def run_extract(source: str, paths: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Write metered lines to ``out`` and the summary to ``err``; exit status 1 when an input was quarantined."""
+    extract_downloads = extractor_for(source)
+    tally = OutcomeTally()
+    write = out.write
+    for path in paths:
+        for download in extract_downloads(path, tally):
+            write(download.to_line())
+            write("\n")
+    out.flush()
+    err.write(json.dumps({"source": source, **tally.as_dict()}, indent=None) + "\n")
+    return 1 if tally.quarantined else 0

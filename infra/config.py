@@ -1,0 +1,216 @@
+"""CDK context (cdk.json, overridable with ``-c``) parsed and validated into one typed, frozen object.
+
+A wrong value raises :class:`ConfigError` whose message is one sentence naming the key; ``app.py`` prints
+that sentence and exits 1, so a typo never turns into a half-configured deployment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+MAX_BATCH_MAX_LINES = 5000
+
+# Defaults used when a key is absent; cdk.json carries the same values (a test keeps them in sync).
+DEFAULTS: Mapping[str, Any] = {
+    "processApiUrl": "https://ogc.example.org/processes/00000000-0000-4000-8000-000000000000/execution",
+    "authUrl": "https://auth.example.org/auth/v1/token",
+    "authItemId": "ogc.example.org",
+    "authItemType": "resource_server",
+    "authRole": "admin",
+    "clientCredentialsSecretArn": "",
+    "assetBuckets": [],
+    "enableS3Audit": True,
+    "enableMinioRelay": True,
+    "logRetentionDays": 365,
+    "batchMaxLines": 500,
+    "alarmEmail": "",
+}
+# Optional keys that cdk.json need not carry.
+OPTIONAL_DEFAULTS: Mapping[str, Any] = {"webhookTokenSecretArn": ""}
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_FORBIDDEN_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_FORBIDDEN_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_SECRET_ARN = re.compile(r"^arn:aws(-[a-z]+)*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TEXT = re.compile(r"^\S(.*\S)?$")
+
+
+class ConfigError(ValueError):
+    """A context value that cannot be deployed; the message is one sentence naming the key."""
+
+
+def _describe(value: object) -> str:
+    """Render the offending value the way the user typed it."""
+    return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+
+
+def _fail(key: str, expectation: str, value: object) -> ConfigError:
+    return ConfigError(f'Context key "{key}" must be {expectation}, got {_describe(value)}')
+
+
+def _https_url(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, "an https URL", value)
+    parts = urlsplit(value.strip())
+    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value.strip()):
+        raise _fail(key, "an https URL", value)
+    return value.strip()
+
+
+def _text(key: str, value: object) -> str:
+    if not isinstance(value, str) or not _TEXT.match(value.strip()):
+        raise _fail(key, "a non-empty string", value)
+    return value.strip()
+
+
+def _secret_arn(key: str, value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _fail(key, "empty or a Secrets Manager secret ARN", value)
+    arn = value.strip()
+    if arn and not _SECRET_ARN.match(arn):
+        raise _fail(key, "empty or a Secrets Manager secret ARN", value)
+    return arn
+
+
+def _boolean(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    # Values given with -c arrive as strings.
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _fail(key, "true or false", value)
+
+
+def _integer(key: str, value: object, minimum: int, maximum: int | None) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        number = int(value.strip())
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        expectation = (
+            f"an integer from {minimum} to {maximum}" if maximum is not None else f"an integer of at least {minimum}"
+        )
+        raise _fail(key, expectation, value)
+    return number
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _bucket_names(key: str, value: object) -> tuple[str, ...]:
+    names: list[object]
+    if value is None:
+        names = []
+    elif isinstance(value, str):
+        text = value.strip()
+        # -c assetBuckets='["a","b"]' and -c assetBuckets=a,b both work.
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                raise _fail(key, "a list of S3 bucket names", value) from None
+            if not isinstance(parsed, list):
+                raise _fail(key, "a list of S3 bucket names", value)
+            names = parsed
+        else:
+            names = [part.strip() for part in text.split(",") if part.strip()]
+    elif isinstance(value, list):
+        names = list(value)
+    else:
+        raise _fail(key, "a list of S3 bucket names", value)
+    result: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not _valid_bucket_name(name.strip()):
+            raise ConfigError(f'Context key "{key}" must list valid S3 bucket names, got {_describe(name)}')
+        if name.strip() not in result:
+            result.append(name.strip())
+    return tuple(result)
+
+
+def _valid_bucket_name(name: str) -> bool:
+    return (
+        bool(_BUCKET_NAME.match(name))
+        and ".." not in name
+        and not _is_ip_address(name)
+        and not name.startswith(_BUCKET_FORBIDDEN_PREFIXES)
+        and not name.endswith(_BUCKET_FORBIDDEN_SUFFIXES)
+    )
+
+
+def _email(key: str, value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or (value.strip() and not _EMAIL.match(value.strip())):
+        raise _fail(key, "empty or an email address", value)
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The deployment's settings, validated; built with :meth:`from_context`."""
+
+    process_api_url: str
+    auth_url: str
+    auth_item_id: str
+    auth_item_type: str
+    auth_role: str
+    client_credentials_secret_arn: str
+    """Empty: the app creates the secret, to be filled in after deployment."""
+    asset_buckets: tuple[str, ...]
+    """Existing bucket names; empty: the S3 audit stack creates one asset bucket."""
+    enable_s3_audit: bool
+    enable_minio_relay: bool
+    log_retention_days: int
+    batch_max_lines: int
+    alarm_email: str
+    webhook_token_secret_arn: str
+    """Empty: the MinIO relay stack creates the token secret with a generated value."""
+
+    @classmethod
+    def from_context(cls, lookup: Callable[[str], Any]) -> AuditConfig:
+        """Read every key with ``lookup`` (e.g. ``app.node.try_get_context``); absent keys take their defaults."""
+
+        def get(key: str) -> Any:
+            value = lookup(key)
+            return {**DEFAULTS, **OPTIONAL_DEFAULTS}[key] if value is None else value
+
+        config = cls(
+            process_api_url=_https_url("processApiUrl", get("processApiUrl")),
+            auth_url=_https_url("authUrl", get("authUrl")),
+            auth_item_id=_text("authItemId", get("authItemId")),
+            auth_item_type=_text("authItemType", get("authItemType")),
+            auth_role=_text("authRole", get("authRole")),
+            client_credentials_secret_arn=_secret_arn("clientCredentialsSecretArn", get("clientCredentialsSecretArn")),
+            asset_buckets=_bucket_names("assetBuckets", get("assetBuckets")),
+            enable_s3_audit=_boolean("enableS3Audit", get("enableS3Audit")),
+            enable_minio_relay=_boolean("enableMinioRelay", get("enableMinioRelay")),
+            log_retention_days=_integer("logRetentionDays", get("logRetentionDays"), 1, None),
+            batch_max_lines=_integer("batchMaxLines", get("batchMaxLines"), 1, MAX_BATCH_MAX_LINES),
+            alarm_email=_email("alarmEmail", get("alarmEmail")),
+            webhook_token_secret_arn=_secret_arn("webhookTokenSecretArn", get("webhookTokenSecretArn")),
+        )
+        if not config.enable_s3_audit and not config.enable_minio_relay:
+            raise ConfigError(
+                'Context keys "enableS3Audit" and "enableMinioRelay" are both false, so there is nothing to deploy'
+            )
+        return config
+
+    @property
+    def creates_client_credentials(self) -> bool:
+        """True when no client credentials secret ARN was given and the app creates one."""
+        return not self.client_credentials_secret_arn

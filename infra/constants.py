@@ -1,0 +1,70 @@
+"""Every sizing and naming choice of the infrastructure, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+
+# Stack names: the CLI and the README refer to them.
+S3_AUDIT_STACK_NAME = "OgcAuditS3"
+MINIO_RELAY_STACK_NAME = "OgcAuditMinioRelay"
+CREDENTIALS_STACK_NAME = "OgcAuditCredentials"
+
+# Lambda runtime. The bundler installs wheels for exactly this interpreter and CPU.
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+LAMBDA_PYTHON_VERSION = "3.14"
+LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
+LAMBDA_PIP_PLATFORM = "manylinux2014_aarch64"
+# The Lambda runtime ships these; bundling them would only add megabytes.
+RUNTIME_PROVIDED_DEPENDENCIES = frozenset({"boto3", "botocore"})
+# Shared package copied into every bundle beside the function's own package.
+SHARED_PACKAGE = "metering"
+FUNCTION_LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+POWERTOOLS_METRICS_NAMESPACE = "OgcAuditIngest"
+POWERTOOLS_LOG_LEVEL = "INFO"
+
+# s3_audit: one CloudTrail log file can hold 100 MB of JSON; one file per invocation keeps memory bounded.
+S3_AUDIT_MEMORY_MB = 1024
+S3_AUDIT_TIMEOUT = Duration.seconds(300)
+S3_AUDIT_BATCH_SIZE = 1
+# OGC RS must not be flooded: at most this many log files are processed at once.
+S3_AUDIT_MAX_CONCURRENCY = 2
+
+# Queues: SQS redelivers a failed message this many times before parking it in the DLQ.
+MAX_RECEIVE_COUNT = 5
+# AWS guidance for Lambda event sources: visibility timeout >= 6x the function timeout.
+VISIBILITY_TIMEOUT_FACTOR = 6
+QUEUE_RETENTION = Duration.days(14)
+DEAD_LETTER_RETENTION = Duration.days(14)
+
+# CloudTrail writes log files under this prefix; digests (CloudTrail-Digest/) share prefix and suffix.
+CLOUDTRAIL_LOG_PREFIX = "AWSLogs/"
+CLOUDTRAIL_LOG_SUFFIX = ".json.gz"
+# Incomplete multipart uploads never become log files; clean them up.
+ABORT_INCOMPLETE_UPLOAD_AFTER = Duration.days(7)
+ACCESS_LOG_RETENTION = Duration.days(90)
+
+# MinIO relay.
+WEBHOOK_PATH = ("auditlogs", "processor")
+WEBHOOK_MEMORY_MB = 512
+# MinIO gives up after 3-5 s; the webhook only parses and enqueues.
+WEBHOOK_TIMEOUT = Duration.seconds(10)
+# API Gateway caps bodies at 10 MB; the webhook answers 413 above this smaller limit.
+WEBHOOK_MAX_BODY_BYTES = 5 * 1024 * 1024
+DELIVER_MEMORY_MB = 512
+DELIVER_TIMEOUT = Duration.seconds(120)
+DELIVER_BATCH_SIZE = 10
+DELIVER_MAX_BATCHING_WINDOW = Duration.seconds(5)
+DELIVER_MAX_CONCURRENCY = 2
+API_THROTTLE_RATE_LIMIT = 50
+API_THROTTLE_BURST_LIMIT = 100
+API_STAGE_NAME = "prod"
+WEBHOOK_TOKEN_LENGTH = 48
+MINIO_WEBHOOK_TARGET = "ogc"
