@@ -34,7 +34,9 @@ def test_timestamps_become_whole_utc_seconds(raw: str, expected: str) -> None:
     assert normalize_timestamp(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["2025-10-27T10:12:30", "2025-10-27", "yesterday", "", None, 1761559950, "2025-13-01T00:00:00Z"])
+@pytest.mark.parametrize(
+    "raw", ["2025-10-27T10:12:30", "2025-10-27", "yesterday", "", None, 1761559950, "2025-13-01T00:00:00Z"]
+)
 def test_timestamps_without_an_instant_are_refused(raw: object) -> None:
     assert normalize_timestamp(raw) is None
 

@@ -89,7 +89,9 @@ class TokenProvider:
                 f"({_CONFIG_FAULTS[response.status_code]}): {server_problem(response)}"
             )
         if response.status_code != 200:
-            raise DeliveryError(f"auth server {self._auth_url} answered {response.status_code}: {server_problem(response)}")
+            raise DeliveryError(
+                f"auth server {self._auth_url} answered {response.status_code}: {server_problem(response)}"
+            )
         try:
             results = response.json()["results"]
             token = AccessToken(str(results["accessToken"]), float(results["expiry"]))

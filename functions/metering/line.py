@@ -76,12 +76,14 @@ def normalize_timestamp(raw: object) -> str | None:
     if not isinstance(raw, str):
         return None
     if _PLAIN_UTC.fullmatch(raw):
-        try:
-            datetime.fromisoformat(raw[:19])  # the shape is right; the calendar must be too
-        except ValueError:
-            return None
-        return raw
-    text = raw.strip()
+        # The common CloudTrail shape needs no conversion, only a calendar check.
+        return raw if _parse_instant(raw) is not None else None
+    instant = _parse_instant(raw.strip())
+    return None if instant is None else instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_instant(text: str) -> datetime | None:
+    """A timezone-aware datetime from ISO 8601 text with a date, a time and an offset."""
     if len(text) < 20 or text[10] not in "Tt ":
         return None
     try:
@@ -89,9 +91,7 @@ def normalize_timestamp(raw: object) -> str | None:
         parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _integral(raw: object) -> int | None:

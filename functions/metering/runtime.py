@@ -6,6 +6,8 @@ import functools
 import json
 from collections.abc import Mapping
 
+import requests
+
 from metering.auth import TokenProvider
 from metering.ogc_rs import OgcRsClient, http_session
 from metering.settings import ClientCredentials, OgcRsSettings, SettingsError
@@ -33,7 +35,7 @@ def parse_client_credentials(secret: str) -> ClientCredentials:
         ) from error
 
 
-def build_ogc_rs_client(settings: OgcRsSettings) -> OgcRsClient:
+def build_ogc_rs_client(settings: OgcRsSettings, session: requests.Session | None = None) -> OgcRsClient:
     """An OgcRsClient with a retrying session and a token provider reading the configured credentials."""
     local = settings.local_credentials
     secret_arn = settings.credentials_secret_arn
@@ -44,7 +46,7 @@ def build_ogc_rs_client(settings: OgcRsSettings) -> OgcRsClient:
         assert secret_arn is not None
         return parse_client_credentials(secret_string(secret_arn, force_fetch=force_fetch))
 
-    session = http_session()
+    session = session or http_session()
     tokens = TokenProvider(
         auth_url=settings.auth_url,
         item_id=settings.auth_item_id,
