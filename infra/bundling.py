@@ -30,7 +30,7 @@ from infra.constants import (
 )
 
 # Bump when the bundling procedure changes: the asset hash (and so cdk.out's cache) changes with it.
-BUNDLER_VERSION = "1"
+BUNDLER_VERSION = "2"
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache")
 
 
@@ -40,7 +40,7 @@ class BundlingError(RuntimeError):
 
 def _requirement_name(requirement: str) -> str:
     """The distribution name of a PEP 508 requirement (``requests==2.34.2`` -> ``requests``)."""
-    name = requirement.split(";")[0]
+    name = requirement.split(";", maxsplit=1)[0]
     for separator in "<>=!~[ (@":
         name = name.split(separator)[0]
     return name.strip().lower().replace("_", "-")
@@ -107,6 +107,8 @@ class LocalPythonBundler:
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise BundlingError(f"pip could not install {' '.join(self._requirements)}: {result.stderr.strip()}")
+            # Console scripts of the dependencies: never run inside Lambda.
+            shutil.rmtree(out / "bin", ignore_errors=True)
         for package in self._packages:
             shutil.copytree(FUNCTIONS_DIR / package, out / package, ignore=_IGNORED, dirs_exist_ok=True)
         return True

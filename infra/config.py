@@ -30,9 +30,8 @@ DEFAULTS: Mapping[str, Any] = {
     "logRetentionDays": 365,
     "batchMaxLines": 500,
     "alarmEmail": "",
+    "webhookTokenSecretArn": "",
 }
-# Optional keys that cdk.json need not carry.
-OPTIONAL_DEFAULTS: Mapping[str, Any] = {"webhookTokenSecretArn": ""}
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_FORBIDDEN_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
@@ -187,7 +186,7 @@ class AuditConfig:
 
         def get(key: str) -> Any:
             value = lookup(key)
-            return {**DEFAULTS, **OPTIONAL_DEFAULTS}[key] if value is None else value
+            return DEFAULTS[key] if value is None else value
 
         config = cls(
             process_api_url=_https_url("processApiUrl", get("processApiUrl")),

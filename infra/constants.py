@@ -56,8 +56,9 @@ WEBHOOK_PATH = ("auditlogs", "processor")
 WEBHOOK_MEMORY_MB = 512
 # MinIO gives up after 3-5 s; the webhook only parses and enqueues.
 WEBHOOK_TIMEOUT = Duration.seconds(10)
-# API Gateway caps bodies at 10 MB; the webhook answers 413 above this smaller limit.
-WEBHOOK_MAX_BODY_BYTES = 5 * 1024 * 1024
+# API Gateway caps bodies at 10 MB, but Lambda refuses events over 6 MB and the body grows when escaped into
+# the event's JSON (every quote of an audit entry doubles): the webhook answers 413 above 4 MiB.
+WEBHOOK_MAX_BODY_BYTES = 4 * 1024 * 1024
 DELIVER_MEMORY_MB = 512
 DELIVER_TIMEOUT = Duration.seconds(120)
 DELIVER_BATCH_SIZE = 10

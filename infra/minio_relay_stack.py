@@ -1,0 +1,248 @@
+"""The MinIO flow: audit webhook -> API Gateway -> webhook Lambda -> SQS delivery queue -> deliver Lambda -> OGC RS."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk import CfnOutput
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra.config import AuditConfig
+from infra.constants import (
+    API_STAGE_NAME,
+    API_THROTTLE_BURST_LIMIT,
+    API_THROTTLE_RATE_LIMIT,
+    DELIVER_BATCH_SIZE,
+    DELIVER_MAX_BATCHING_WINDOW,
+    DELIVER_MAX_CONCURRENCY,
+    DELIVER_MEMORY_MB,
+    DELIVER_TIMEOUT,
+    FUNCTION_LOG_RETENTION,
+    MINIO_WEBHOOK_TARGET,
+    WEBHOOK_MAX_BODY_BYTES,
+    WEBHOOK_MEMORY_MB,
+    WEBHOOK_PATH,
+    WEBHOOK_TIMEOUT,
+    WEBHOOK_TOKEN_LENGTH,
+)
+from infra.ogc_rs import ogc_rs_environment
+from infra.secure_defaults import AuditFunction, AuditStack, DurableQueue, SecretReference, acknowledge, alarm_topic
+
+# One JSON object per request in the stage's access log group.
+ACCESS_LOG_FIELDS = {
+    "requestId": apigateway.AccessLogField.context_request_id(),
+    "requestTime": apigateway.AccessLogField.context_request_time(),
+    "ip": apigateway.AccessLogField.context_identity_source_ip(),
+    "userAgent": apigateway.AccessLogField.context_identity_user_agent(),
+    "httpMethod": apigateway.AccessLogField.context_http_method(),
+    "resourcePath": apigateway.AccessLogField.context_resource_path(),
+    "protocol": apigateway.AccessLogField.context_protocol(),
+    "status": apigateway.AccessLogField.context_status(),
+    "responseLength": apigateway.AccessLogField.context_response_length(),
+    "responseLatency": apigateway.AccessLogField.context_response_latency(),
+    "integrationStatus": apigateway.AccessLogField.context_integration_status(),
+    "integrationLatency": apigateway.AccessLogField.context_integration_latency(),
+    "errorMessage": apigateway.AccessLogField.context_error_message(),
+}
+HEALTH_RESPONSE = '{"status":"ok"}'
+
+
+class MinioRelayStack(AuditStack):
+    """Receives MinIO's audit webhook, answers at once, and delivers metered lines to OGC RS through a queue."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AuditConfig,
+        client_credentials: SecretReference,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        topic = alarm_topic(self, "AlarmTopic", config.alarm_email)
+        self.webhook_token = self._webhook_token(config)
+        self.delivery = DurableQueue(self, "Delivery", consumer_timeout=DELIVER_TIMEOUT, alarm_topic=topic)
+
+        self.webhook = AuditFunction(
+            self,
+            "Webhook",
+            package="minio_relay",
+            handler="handler.webhook",
+            service_name="minio_relay",
+            memory_size=WEBHOOK_MEMORY_MB,
+            timeout=WEBHOOK_TIMEOUT,
+            environment={
+                "WEBHOOK_TOKEN_SECRET_ARN": self.webhook_token.arn,
+                "DELIVERY_QUEUE_URL": self.delivery.queue.queue_url,
+                "MAX_BODY_BYTES": str(WEBHOOK_MAX_BODY_BYTES),
+            },
+        )
+        self.webhook_token.grant_read(self.webhook.role)
+        self.delivery.queue.grant_send_messages(self.webhook.role)
+
+        self.deliver = AuditFunction(
+            self,
+            "Deliver",
+            package="minio_relay",
+            handler="handler.deliver",
+            service_name="minio_relay",
+            memory_size=DELIVER_MEMORY_MB,
+            timeout=DELIVER_TIMEOUT,
+            environment=ogc_rs_environment(config, client_credentials),
+        )
+        client_credentials.grant_read(self.deliver.role)
+        self.deliver.function.add_event_source(
+            event_sources.SqsEventSource(
+                self.delivery.queue,
+                batch_size=DELIVER_BATCH_SIZE,
+                max_batching_window=DELIVER_MAX_BATCHING_WINDOW,
+                # OGC RS must not be flooded when it comes back after an outage with a full queue.
+                max_concurrency=DELIVER_MAX_CONCURRENCY,
+                report_batch_item_failures=True,
+            )
+        )
+
+        self.api = self._webhook_api()
+        self._outputs(client_credentials)
+
+    def _webhook_token(self, config: AuditConfig) -> SecretReference:
+        """The token MinIO presents: imported by ARN, or generated here (the SecretString is the token itself)."""
+        if config.webhook_token_secret_arn:
+            return SecretReference.from_arn(config.webhook_token_secret_arn)
+        secret = secretsmanager.Secret(
+            self,
+            "WebhookToken",
+            description="Token MinIO sends in the Authorization header of its audit webhook (auth_token).",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=WEBHOOK_TOKEN_LENGTH,
+                # Pasted into an `mc admin config set` command line: letters and digits only.
+                exclude_punctuation=True,
+                include_space=False,
+            ),
+        )
+        acknowledge(
+            secret,
+            "AwsSolutions-SMG4",
+            "MinIO holds a copy of this token in its own configuration; rotation must change both at once "
+            "(mc admin config set, then put-secret-value), which a Secrets Manager rotation function cannot do.",
+        )
+        return SecretReference.of(secret)
+
+    def _webhook_api(self) -> apigateway.RestApi:
+        """Regional REST API: POST and PUT /auditlogs/processor to the webhook, GET / answered by a mock."""
+        access_logs = logs.LogGroup(self, "ApiAccessLogs", retention=FUNCTION_LOG_RETENTION)
+        api = apigateway.RestApi(
+            self,
+            "WebhookApi",
+            description="MinIO audit webhook for OGC RS metering",
+            endpoint_types=[apigateway.EndpointType.REGIONAL],
+            # The account-wide CloudWatch role is shared by every API of the account: not this stack's to own.
+            cloud_watch_role=False,
+            deploy_options=apigateway.StageOptions(
+                stage_name=API_STAGE_NAME,
+                throttling_rate_limit=API_THROTTLE_RATE_LIMIT,
+                throttling_burst_limit=API_THROTTLE_BURST_LIMIT,
+                access_log_destination=apigateway.LogGroupLogDestination(access_logs),
+                access_log_format=apigateway.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
+            ),
+        )
+        acknowledge(
+            api,
+            "AwsSolutions-APIG3",
+            "A WAF web ACL costs more each month than this webhook's whole traffic; requests without the token "
+            "are refused by the function, the stage is throttled and bodies are size-limited.",
+        )
+        acknowledge(
+            api,
+            "AwsSolutions-APIG6",
+            "Execution logging needs the account-wide API Gateway CloudWatch role, which this stack must not own; "
+            "the stage writes a JSON access log line per request and the functions log every outcome.",
+        )
+
+        # A request without the header never reaches the function, and MinIO sees 401 as it would from it.
+        # Bodies are not validated: no model is attached (MinIO sends NDJSON without a Content-Type), the
+        # function parses them; the flag only satisfies cdk-nag APIG2, which wants both flags on.
+        validator = api.add_request_validator(
+            "AuthorizationHeader", validate_request_parameters=True, validate_request_body=True
+        )
+        api.add_gateway_response(
+            "MissingToken",
+            type=apigateway.ResponseType.BAD_REQUEST_PARAMETERS,
+            status_code="401",
+            templates={"application/json": '{"message": "missing Authorization header"}'},
+        )
+        processor = api.root.resource_for_path("/".join(WEBHOOK_PATH))
+        integration = apigateway.LambdaIntegration(self.webhook.function, proxy=True, allow_test_invoke=False)
+        for method in ("POST", "PUT"):  # MinIO sends POST; some of its documentation says PUT.
+            webhook_method = processor.add_method(
+                method,
+                integration,
+                request_parameters={"method.request.header.Authorization": True},
+                request_validator=validator,
+            )
+            self._acknowledge_token_checked_by_function(webhook_method)
+
+        health = api.root.add_method(
+            "GET",
+            apigateway.MockIntegration(
+                request_templates={"application/json": '{"statusCode": 200}'},
+                passthrough_behavior=apigateway.PassthroughBehavior.WHEN_NO_TEMPLATES,
+                integration_responses=[
+                    apigateway.IntegrationResponse(
+                        status_code="200", response_templates={"application/json": HEALTH_RESPONSE}
+                    )
+                ],
+            ),
+            method_responses=[apigateway.MethodResponse(status_code="200")],
+        )
+        for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+            acknowledge(
+                health,
+                rule,
+                "Public health check: API Gateway answers a constant JSON itself; nothing behind it is reached.",
+            )
+        return api
+
+    @staticmethod
+    def _acknowledge_token_checked_by_function(method: apigateway.Method) -> None:
+        reason = (
+            "MinIO's audit webhook can only send a static Authorization header (auth_token): no IAM signature, "
+            "no Cognito. The webhook function compares it with the token secret in constant time and answers 401."
+        )
+        acknowledge(method, "AwsSolutions-APIG4", reason)
+        acknowledge(method, "AwsSolutions-COG4", reason)
+
+    def _outputs(self, client_credentials: SecretReference) -> None:
+        webhook_url = self.api.url_for_path("/" + "/".join(WEBHOOK_PATH))
+        CfnOutput(self, "WebhookUrl", value=webhook_url, description="MinIO audit_webhook endpoint")
+        token_hint = (
+            "<token: aws secretsmanager get-secret-value --secret-id "
+            f"{self.webhook_token.arn} --query SecretString --output text>"
+        )
+        CfnOutput(
+            self,
+            "MinioConfigCommand",
+            value=f"mc admin config set ALIAS audit_webhook:{MINIO_WEBHOOK_TARGET} endpoint={webhook_url} "
+            f'auth_token="Bearer {token_hint}"',
+            description="Run with your mc alias and the token, then: mc admin service restart ALIAS",
+        )
+        CfnOutput(self, "WebhookTokenSecretArn", value=self.webhook_token.arn, description="The webhook token")
+        CfnOutput(self, "DeliveryQueueUrl", value=self.delivery.queue.queue_url, description="Lines waiting for OGC RS")
+        CfnOutput(
+            self,
+            "DeliveryDeadLetterQueueUrl",
+            value=self.delivery.dead_letter_queue.queue_url,
+            description="Deliveries that failed 5 times; redrive them once the cause is fixed",
+        )
+        CfnOutput(
+            self,
+            "ClientCredentialsSecretArn",
+            value=client_credentials.arn,
+            description='Secret JSON {"clientId", "clientSecret"} for the OGC RS token',
+        )

@@ -1,0 +1,201 @@
+"""The AWS S3 flow: CloudTrail GetObject data events -> log bucket -> SQS log-file queue -> s3_audit Lambda."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration
+from aws_cdk import aws_cloudtrail as cloudtrail
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3_notifications
+from constructs import Construct
+
+from infra.config import AuditConfig
+from infra.constants import (
+    ABORT_INCOMPLETE_UPLOAD_AFTER,
+    CLOUDTRAIL_LOG_PREFIX,
+    CLOUDTRAIL_LOG_SUFFIX,
+    S3_AUDIT_BATCH_SIZE,
+    S3_AUDIT_MAX_CONCURRENCY,
+    S3_AUDIT_MEMORY_MB,
+    S3_AUDIT_TIMEOUT,
+)
+from infra.ogc_rs import ogc_rs_environment
+from infra.secure_defaults import (
+    AuditFunction,
+    AuditStack,
+    DurableQueue,
+    SecretReference,
+    access_logs_bucket,
+    acknowledge,
+    alarm_topic,
+    bucket_arn_finding,
+    private_bucket,
+)
+
+# CDK's singleton handler behind Custom::S3BucketNotifications (fixed id in aws-cdk-lib).
+BUCKET_NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
+
+
+class S3AuditStack(AuditStack):
+    """Meters presigned GetObject downloads from S3 asset buckets through CloudTrail data events."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: AuditConfig,
+        client_credentials: SecretReference,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        topic = alarm_topic(self, "AlarmTopic", config.alarm_email)
+        self.access_logs = access_logs_bucket(self, "AccessLogsBucket")
+        self.created_asset_bucket: s3.Bucket | None = None
+        self.asset_buckets = self._asset_buckets(config)
+        self.log_bucket = private_bucket(
+            self,
+            "LogBucket",
+            access_logs=self.access_logs,
+            access_logs_prefix="log-bucket/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=Duration.days(config.log_retention_days),
+                    noncurrent_version_expiration=Duration.days(config.log_retention_days),
+                    abort_incomplete_multipart_upload_after=ABORT_INCOMPLETE_UPLOAD_AFTER,
+                )
+            ],
+        )
+        self.trail = self._download_trail()
+
+        self.log_files = DurableQueue(self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic)
+        # S3 filters cannot exclude CloudTrail-Digest/ keys (same prefix and suffix): the function skips them.
+        self.log_bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3_notifications.SqsDestination(self.log_files.queue),
+            s3.NotificationKeyFilter(prefix=CLOUDTRAIL_LOG_PREFIX, suffix=CLOUDTRAIL_LOG_SUFFIX),
+        )
+        self._acknowledge_notifications_handler()
+
+        self.audit = AuditFunction(
+            self,
+            "S3Audit",
+            package="s3_audit",
+            handler="handler.handler",
+            service_name="s3_audit",
+            memory_size=S3_AUDIT_MEMORY_MB,
+            timeout=S3_AUDIT_TIMEOUT,
+            environment=ogc_rs_environment(config, client_credentials),
+        )
+        client_credentials.grant_read(self.audit.role)
+        self.audit.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[self.log_bucket.arn_for_objects(f"{CLOUDTRAIL_LOG_PREFIX}*")],
+            )
+        )
+        acknowledge(
+            self.audit.role,
+            bucket_arn_finding(self.log_bucket, f"/{CLOUDTRAIL_LOG_PREFIX}*"),
+            "CloudTrail names each log file at delivery (account, region, date, random suffix); the function "
+            "may read any object under AWSLogs/ of the log bucket and nothing else.",
+        )
+        self.audit.function.add_event_source(
+            event_sources.SqsEventSource(
+                self.log_files.queue,
+                batch_size=S3_AUDIT_BATCH_SIZE,
+                max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
+                report_batch_item_failures=True,
+            )
+        )
+        self._outputs(client_credentials)
+
+    def _asset_buckets(self, config: AuditConfig) -> list[s3.IBucket]:
+        """The buckets whose downloads are metered: the configured ones, or one created here."""
+        if config.asset_buckets:
+            return [
+                s3.Bucket.from_bucket_name(self, f"AssetBucket{index}", name)
+                for index, name in enumerate(config.asset_buckets)
+            ]
+        created = private_bucket(self, "AssetBucket", access_logs=self.access_logs, access_logs_prefix="asset-bucket/")
+        self.created_asset_bucket = created
+        return [created]
+
+    def _download_trail(self) -> cloudtrail.Trail:
+        """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket."""
+        trail = cloudtrail.Trail(
+            self,
+            "DownloadTrail",
+            bucket=self.log_bucket,
+            # Data events are billed per event, not per region: a multi-region trail costs nothing more and
+            # still meters asset buckets that live in another region than this stack.
+            is_multi_region_trail=True,
+            # CloudTrail requires global service events on multi-region trails; no management events are
+            # selected below, so none are recorded.
+            include_global_service_events=True,
+            enable_file_validation=True,
+            # No management_events here: the construct would then demand basic event selectors. The advanced
+            # selectors below replace them, and having no Management category they record no management events.
+            send_to_cloud_watch_logs=False,
+        )
+        cfn_trail = trail.node.default_child
+        if not isinstance(cfn_trail, cloudtrail.CfnTrail):
+            raise TypeError("the Trail construct no longer wraps a CfnTrail")
+        cfn_trail.advanced_event_selectors = [
+            cloudtrail.CfnTrail.AdvancedEventSelectorProperty(
+                name="GetObject on asset buckets",
+                field_selectors=[
+                    cloudtrail.CfnTrail.AdvancedFieldSelectorProperty(field="eventCategory", equal_to=["Data"]),
+                    cloudtrail.CfnTrail.AdvancedFieldSelectorProperty(
+                        field="resources.type", equal_to=["AWS::S3::Object"]
+                    ),
+                    cloudtrail.CfnTrail.AdvancedFieldSelectorProperty(field="eventName", equal_to=["GetObject"]),
+                    # Only the asset buckets, never the log bucket (a feedback loop billed per event).
+                    cloudtrail.CfnTrail.AdvancedFieldSelectorProperty(
+                        field="resources.ARN", starts_with=[f"{bucket.bucket_arn}/" for bucket in self.asset_buckets]
+                    ),
+                ],
+            )
+        ]
+        # CloudFormation refuses EventSelectors beside AdvancedEventSelectors, even empty ones.
+        cfn_trail.add_property_deletion_override("EventSelectors")
+        # No CloudWatch Logs copy: the s3_audit function reads the log files, and a copy would double the
+        # cost of every recorded event.
+        return trail
+
+    def _acknowledge_notifications_handler(self) -> None:
+        """CDK's own function that writes the bucket notification configuration at deployment time."""
+        handler = self.node.try_find_child(BUCKET_NOTIFICATIONS_HANDLER_ID)
+        if handler is None:
+            return
+        acknowledge(
+            handler,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+            "CDK's deployment-time handler for bucket notifications; it only writes its own logs.",
+        )
+
+    def _outputs(self, client_credentials: SecretReference) -> None:
+        CfnOutput(self, "LogBucketName", value=self.log_bucket.bucket_name, description="CloudTrail log bucket")
+        CfnOutput(self, "LogFileQueueUrl", value=self.log_files.queue.queue_url, description="Log files to meter")
+        CfnOutput(
+            self,
+            "LogFileDeadLetterQueueUrl",
+            value=self.log_files.dead_letter_queue.queue_url,
+            description="Log files that failed 5 times; redrive them once the cause is fixed",
+        )
+        CfnOutput(
+            self,
+            "ClientCredentialsSecretArn",
+            value=client_credentials.arn,
+            description='Secret JSON {"clientId", "clientSecret"} for the OGC RS token',
+        )
+        if self.created_asset_bucket is not None:
+            CfnOutput(
+                self,
+                "AssetBucketName",
+                value=self.created_asset_bucket.bucket_name,
+                description="Asset bucket whose presigned downloads are metered",
+            )

@@ -1,0 +1,266 @@
+"""Building blocks with the project's secure defaults: buckets, durable queues, functions, secrets, alarms.
+
+Each block creates its resources locked down (encryption, TLS only, no public access, bounded retention) and
+acknowledges the cdk-nag findings that are inherent to it right beside the resource, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct, IConstruct
+
+from infra.bundling import function_code
+from infra.constants import (
+    ABORT_INCOMPLETE_UPLOAD_AFTER,
+    ACCESS_LOG_RETENTION,
+    DEAD_LETTER_RETENTION,
+    FUNCTION_LOG_RETENTION,
+    LAMBDA_ARCHITECTURE,
+    LAMBDA_RUNTIME,
+    MAX_RECEIVE_COUNT,
+    POWERTOOLS_LOG_LEVEL,
+    POWERTOOLS_METRICS_NAMESPACE,
+    QUEUE_RETENTION,
+    VISIBILITY_TIMEOUT_FACTOR,
+)
+
+# Feature flags the constructs below rely on, set on each stack so that tests, `python app.py` and the CLI
+# synthesize the same templates whatever cdk.json holds.
+FEATURE_FLAGS: Mapping[str, bool | str] = {
+    # Server access logs delivered through a bucket policy, so every bucket can disable ACLs.
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+    # No account-wide API Gateway CloudWatch role (and its AWS managed policy).
+    "@aws-cdk/aws-apigateway:disableCloudWatchRole": True,
+    # CloudFormation exports: the shared credentials secret cannot be deleted while a flow stack reads it.
+    "@aws-cdk/core:defaultCrossStackReferences": "strong",
+}
+
+
+class AuditStack(Stack):
+    """A Stack with the project's feature flags; subclasses pass ``**kwargs`` (env, ...) through."""
+
+    def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        # Context must be set before the first child construct is added.
+        for flag, value in FEATURE_FLAGS.items():
+            self.node.set_context(flag, value)
+
+
+def acknowledge(construct: IConstruct, rule_id: str, reason: str) -> None:
+    """Acknowledge one cdk-nag finding on ``construct`` (and its children) with the reason it is accepted."""
+    Validations.of(construct).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+
+
+def bucket_arn_finding(bucket: s3.Bucket, suffix: str) -> str:
+    """The granular IAM5 id cdk-nag reports for ``<bucket arn><suffix>``, e.g. ``<LogBucket1234.Arn>/AWSLogs/*``."""
+    cfn = bucket.node.default_child
+    if not isinstance(cfn, s3.CfnBucket):
+        raise TypeError(f"{bucket.node.path} has no CfnBucket")
+    return f"AwsSolutions-IAM5[Resource::<{Stack.of(bucket).get_logical_id(cfn)}.Arn>{suffix}]"
+
+
+def access_logs_bucket(scope: Construct, construct_id: str) -> s3.Bucket:
+    """The target of S3 server access logs: SSE-S3 (the only encryption the log delivery supports), private, TLS.
+
+    No server access logging of its own: logging it to itself would loop, and cdk-nag's S1 accepts a bucket
+    that other buckets of the stack log to, so no acknowledgement is needed.
+    """
+    return s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        versioned=True,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        removal_policy=RemovalPolicy.RETAIN,
+        lifecycle_rules=[
+            s3.LifecycleRule(
+                expiration=ACCESS_LOG_RETENTION,
+                noncurrent_version_expiration=ACCESS_LOG_RETENTION,
+                abort_incomplete_multipart_upload_after=ABORT_INCOMPLETE_UPLOAD_AFTER,
+            )
+        ],
+    )
+
+
+def private_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    access_logs: s3.IBucket,
+    access_logs_prefix: str,
+    lifecycle_rules: Sequence[s3.LifecycleRule] | None = None,
+) -> s3.Bucket:
+    """A versioned, SSE-S3 encrypted, private, TLS-only bucket whose server access logs go to ``access_logs``."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        versioned=True,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        removal_policy=RemovalPolicy.RETAIN,
+        server_access_logs_bucket=access_logs,
+        server_access_logs_prefix=access_logs_prefix,
+        lifecycle_rules=list(lifecycle_rules) if lifecycle_rules else None,
+    )
+
+
+def alarm_topic(scope: Construct, construct_id: str, email: str) -> sns.Topic | None:
+    """An SNS topic mailing ``email`` when an alarm fires; None when no address is configured."""
+    if not email:
+        return None
+    topic = sns.Topic(scope, construct_id, enforce_ssl=True)
+    topic.add_subscription(subscriptions.EmailSubscription(email))
+    # SSE-KMS would need a customer managed key (CloudWatch cannot publish with the AWS managed SNS key), and
+    # the topic carries only alarm state changes: no payloads, no secrets.
+    return topic
+
+
+class DurableQueue(Construct):
+    """An SQS queue with a dead-letter queue, SSE, TLS only, and an alarm when anything reaches the DLQ."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        consumer_timeout: Duration,
+        alarm_topic: sns.ITopic | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=DEAD_LETTER_RETENTION,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=QUEUE_RETENTION,
+            # Lambda's guidance: a message must stay invisible through the function's retries of one batch.
+            visibility_timeout=Duration.seconds(consumer_timeout.to_seconds() * VISIBILITY_TIMEOUT_FACTOR),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=MAX_RECEIVE_COUNT),
+        )
+        # Anything in the DLQ is a download that is not metered yet: an operator must look.
+        self.dead_letter_alarm = cloudwatch.Alarm(
+            self,
+            "DeadLetterAlarm",
+            alarm_description="Messages reached the dead-letter queue: metering records are waiting for an operator.",
+            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        if alarm_topic is not None:
+            self.dead_letter_alarm.add_alarm_action(cloudwatch_actions.SnsAction(alarm_topic))
+
+
+class AuditFunction(Construct):
+    """A Python Lambda function (arm64, newest runtime) with its own role and its own log group with retention.
+
+    The role starts empty apart from writing to that log group; callers grant exactly what the function needs.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        package: str,
+        handler: str,
+        service_name: str,
+        memory_size: int,
+        timeout: Duration,
+        environment: Mapping[str, str],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = logs.LogGroup(
+            self, "LogGroup", retention=FUNCTION_LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY
+        )
+        # An explicit role instead of AWSLambdaBasicExecutionRole: logs go to this log group only.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Runs the {service_name} function",
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=LAMBDA_RUNTIME,
+            architecture=LAMBDA_ARCHITECTURE,
+            code=function_code(package),
+            handler=f"{package}.{handler}",
+            memory_size=memory_size,
+            timeout=timeout,
+            role=self.role,
+            log_group=self.log_group,
+            environment={
+                "POWERTOOLS_SERVICE_NAME": service_name,
+                "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_METRICS_NAMESPACE,
+                "POWERTOOLS_LOG_LEVEL": POWERTOOLS_LOG_LEVEL,
+                **environment,
+            },
+        )
+
+
+class SecretReference:
+    """A Secrets Manager secret the functions read: created by this app or given by ARN.
+
+    An ARN given by the user may lack the 6-character suffix Secrets Manager appends to the name, so read
+    access covers both the ARN as given and the ARN followed by that suffix (``-??????``, no ``*``).
+    """
+
+    def __init__(self, arn: str, *, imported: bool) -> None:
+        self.arn = arn
+        self.imported = imported
+
+    @classmethod
+    def of(cls, secret: secretsmanager.ISecret) -> SecretReference:
+        """A secret created by this app: its ARN is complete."""
+        return cls(secret.secret_arn, imported=False)
+
+    @classmethod
+    def from_arn(cls, arn: str) -> SecretReference:
+        """A secret created outside the app, by complete or partial ARN."""
+        return cls(arn, imported=True)
+
+    @property
+    def read_resources(self) -> list[str]:
+        """The IAM resources that cover exactly this secret."""
+        return [self.arn, f"{self.arn}-??????"] if self.imported else [self.arn]
+
+    def grant_read(self, role: iam.IRole) -> None:
+        """Allow ``role`` to read the secret's value, and nothing else."""
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=self.read_resources)
+        )

@@ -1,0 +1,122 @@
+"""Context parsing: defaults, values as typed with -c, and one sentence naming the key for every wrong value."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.config import DEFAULTS, AuditConfig, ConfigError
+from tests.infra.synth import REPO_ROOT, cdk_json_context
+
+SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:ogc/client-AbCdEf"
+
+
+def config_from(**overrides: Any) -> AuditConfig:
+    context = {**cdk_json_context(), **overrides}
+    return AuditConfig.from_context(context.get)
+
+
+def test_cdk_json_carries_every_default_of_the_code() -> None:
+    context = cdk_json_context()
+    assert {key: context[key] for key in DEFAULTS} == dict(DEFAULTS)
+    # Synthesis must work out of the box, and keep the CLI offline.
+    assert json.loads((REPO_ROOT / "cdk.json").read_text())["notices"] is False
+    assert context["cli-telemetry"] is False
+
+
+def test_defaults_apply_when_keys_are_absent() -> None:
+    config = AuditConfig.from_context(lambda _key: None)
+    assert config == config_from()
+    assert config.asset_buckets == ()
+    assert config.creates_client_credentials
+    assert config.webhook_token_secret_arn == ""
+    assert (config.log_retention_days, config.batch_max_lines) == (365, 500)
+
+
+def test_values_typed_on_the_command_line_are_accepted() -> None:
+    config = config_from(
+        enableS3Audit="false",
+        enableMinioRelay="TRUE",
+        logRetentionDays="30",
+        batchMaxLines="5000",
+        assetBuckets="stac-assets, stac.thumbnails,stac-assets",
+        clientCredentialsSecretArn=SECRET_ARN,
+        alarmEmail="ops@example.org",
+    )
+    assert config.enable_s3_audit is False
+    assert config.enable_minio_relay is True
+    assert config.log_retention_days == 30
+    assert config.batch_max_lines == 5000
+    assert config.asset_buckets == ("stac-assets", "stac.thumbnails")
+    assert not config.creates_client_credentials
+    assert config.alarm_email == "ops@example.org"
+
+
+def test_asset_buckets_accept_a_json_list_string() -> None:
+    assert config_from(assetBuckets='["a-bucket", "b-bucket"]').asset_buckets == ("a-bucket", "b-bucket")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("processApiUrl", "http://ogc.example.org/x", 'Context key "processApiUrl" must be an https URL, got "http://'),
+        ("processApiUrl", "", 'Context key "processApiUrl" must be an https URL, got ""'),
+        ("authUrl", "ftp://x", 'Context key "authUrl" must be an https URL, got "ftp://x"'),
+        ("authUrl", "https://", 'Context key "authUrl" must be an https URL'),
+        ("authUrl", 42, 'Context key "authUrl" must be an https URL, got 42'),
+        ("authItemId", "", 'Context key "authItemId" must be a non-empty string, got ""'),
+        ("authItemType", "  ", 'Context key "authItemType" must be a non-empty string'),
+        ("authRole", ["admin"], 'Context key "authRole" must be a non-empty string, got ["admin"]'),
+        ("clientCredentialsSecretArn", "my-secret", 'Context key "clientCredentialsSecretArn" must be empty or a'),
+        ("clientCredentialsSecretArn", "arn:aws:s3:::bucket", 'Context key "clientCredentialsSecretArn" must be'),
+        ("webhookTokenSecretArn", "token", 'Context key "webhookTokenSecretArn" must be empty or a Secrets'),
+        ("assetBuckets", "Bad_Bucket", 'Context key "assetBuckets" must list valid S3 bucket names, got "Bad_Bucket"'),
+        ("assetBuckets", ["ok-bucket", "ab"], 'Context key "assetBuckets" must list valid S3 bucket names, got "ab"'),
+        ("assetBuckets", ["192.168.1.1"], 'Context key "assetBuckets" must list valid S3 bucket names'),
+        ("assetBuckets", ["a..b"], 'Context key "assetBuckets" must list valid S3 bucket names'),
+        ("assetBuckets", {"name": "x"}, 'Context key "assetBuckets" must be a list of S3 bucket names'),
+        ("assetBuckets", "[not json", 'Context key "assetBuckets" must be a list of S3 bucket names'),
+        ("enableS3Audit", "yes", 'Context key "enableS3Audit" must be true or false, got "yes"'),
+        ("enableMinioRelay", 1, 'Context key "enableMinioRelay" must be true or false, got 1'),
+        ("logRetentionDays", -1, 'Context key "logRetentionDays" must be an integer of at least 1, got -1'),
+        ("logRetentionDays", 0, 'Context key "logRetentionDays" must be an integer of at least 1, got 0'),
+        ("logRetentionDays", "ten", 'Context key "logRetentionDays" must be an integer of at least 1, got "ten"'),
+        ("logRetentionDays", 1.5, 'Context key "logRetentionDays" must be an integer of at least 1, got 1.5'),
+        ("logRetentionDays", True, 'Context key "logRetentionDays" must be an integer of at least 1, got true'),
+        ("batchMaxLines", 0, 'Context key "batchMaxLines" must be an integer from 1 to 5000, got 0'),
+        ("batchMaxLines", "5001", 'Context key "batchMaxLines" must be an integer from 1 to 5000, got "5001"'),
+        ("alarmEmail", "ops-at-example", 'Context key "alarmEmail" must be empty or an email address'),
+    ],
+)
+def test_wrong_value_names_the_key_in_one_sentence(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from(**{key: value})
+    text = str(raised.value)
+    assert text.startswith(message)
+    assert "\n" not in text
+
+
+def test_switching_both_flows_off_is_refused() -> None:
+    with pytest.raises(ConfigError, match='"enableS3Audit" and "enableMinioRelay" are both false'):
+        config_from(enableS3Audit=False, enableMinioRelay="false")
+
+
+def test_app_prints_only_the_sentence_and_exits_1(tmp_path: Path) -> None:
+    environment = {
+        **os.environ,
+        "CDK_CONTEXT_JSON": json.dumps({"authUrl": "ftp://x"}),
+        "CDK_OUTDIR": str(tmp_path),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    result = subprocess.run(
+        [sys.executable, "app.py"], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr == 'Context key "authUrl" must be an https URL, got "ftp://x"\n'
+    assert result.stdout == ""

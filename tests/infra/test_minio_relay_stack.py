@@ -1,0 +1,346 @@
+"""Template assertions for the MinIO relay stack: routes, throttling, access logs, token handling, queues, outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.constants import CREDENTIALS_STACK_NAME, MINIO_RELAY_STACK_NAME, S3_AUDIT_STACK_NAME
+from tests.infra.synth import (
+    IMPORTED_SECRET_ARN,
+    SynthesizedApp,
+    as_list,
+    logical_id,
+    only_resource,
+    policy_statements,
+    render,
+    resources_of_type,
+    synthesize,
+)
+
+Template = Mapping[str, Any]
+TOKEN_SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:ogc-audit/minio-webhook-token"
+
+
+@pytest.fixture(scope="module")
+def default_app(module_tmp: Path) -> SynthesizedApp:
+    """cdk.json defaults: both flows, the credentials secret and the webhook token created by the app."""
+    return synthesize(module_tmp / "default")
+
+
+@pytest.fixture(scope="module")
+def relay(default_app: SynthesizedApp) -> Template:
+    return default_app.templates[MINIO_RELAY_STACK_NAME]
+
+
+@pytest.fixture(scope="module")
+def imported_app(module_tmp: Path) -> SynthesizedApp:
+    """MinIO only, with an existing client credentials secret and an existing webhook token secret."""
+    return synthesize(
+        module_tmp / "imported",
+        enableS3Audit="false",
+        clientCredentialsSecretArn=IMPORTED_SECRET_ARN,
+        webhookTokenSecretArn=TOKEN_SECRET_ARN,
+    )
+
+
+@pytest.fixture(scope="module")
+def imported_relay(imported_app: SynthesizedApp) -> Template:
+    return imported_app.templates[MINIO_RELAY_STACK_NAME]
+
+
+def get_att_arn(name: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [name, "Arn"]}
+
+
+def function(template: Template, prefix: str) -> tuple[str, Mapping[str, Any]]:
+    name = logical_id(template, "AWS::Lambda::Function", prefix)
+    return name, template["Resources"][name]["Properties"]
+
+
+def methods(template: Template) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """API methods by (path, HTTP method); the path is rebuilt from the resource tree."""
+    resources = template["Resources"]
+    api = logical_id(template, "AWS::ApiGateway::RestApi", "WebhookApi")
+
+    def path_of(resource_id: Any) -> str:
+        if resource_id == {"Fn::GetAtt": [api, "RootResourceId"]}:
+            return "/"
+        properties = resources[resource_id["Ref"]]["Properties"]
+        parent = path_of(properties["ParentId"])
+        return f"{parent.rstrip('/')}/{properties['PathPart']}"
+
+    return {
+        (path_of(body["Properties"]["ResourceId"]), body["Properties"]["HttpMethod"]): body["Properties"]
+        for body in resources_of_type(template, "AWS::ApiGateway::Method").values()
+    }
+
+
+def queue_ids(template: Template) -> tuple[str, str]:
+    return logical_id(template, "AWS::SQS::Queue", "DeliveryQueue"), logical_id(
+        template, "AWS::SQS::Queue", "DeliveryDeadLetterQueue"
+    )
+
+
+def role_statements(template: Template, function_prefix: str) -> dict[tuple[str, ...], Any]:
+    _, properties = function(template, function_prefix)
+    role = properties["Role"]["Fn::GetAtt"][0]
+    return {
+        tuple(as_list(statement["Action"])): statement["Resource"]
+        for body in resources_of_type(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in body["Properties"]["Roles"]
+        for statement in body["Properties"]["PolicyDocument"]["Statement"]
+    }
+
+
+# --- API -------------------------------------------------------------------------------------------------------------
+
+
+def test_api_is_regional(relay: Template) -> None:
+    api = only_resource(relay, "AWS::ApiGateway::RestApi")["Properties"]
+    assert api["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
+
+
+def test_routes_are_post_and_put_on_the_processor_and_get_on_the_root(relay: Template) -> None:
+    webhook, _ = function(relay, "WebhookFunction")
+    routes = methods(relay)
+    assert set(routes) == {("/auditlogs/processor", "POST"), ("/auditlogs/processor", "PUT"), ("/", "GET")}
+    for verb in ("POST", "PUT"):
+        integration = routes[("/auditlogs/processor", verb)]["Integration"]
+        assert integration["Type"] == "AWS_PROXY"
+        assert render(integration["Uri"]).endswith(f"/functions/${{{webhook}.Arn}}/invocations")
+
+
+def test_health_check_answers_status_ok_without_a_function(relay: Template) -> None:
+    integration = methods(relay)[("/", "GET")]["Integration"]
+    assert integration["Type"] == "MOCK"
+    (response,) = integration["IntegrationResponses"]
+    assert response["StatusCode"] == "200"
+    assert json.loads(response["ResponseTemplates"]["application/json"]) == {"status": "ok"}
+
+
+def test_webhook_requires_the_authorization_header_and_answers_401_without_it(relay: Template) -> None:
+    validator = logical_id(relay, "AWS::ApiGateway::RequestValidator", "WebhookApi")
+    assert relay["Resources"][validator]["Properties"]["ValidateRequestParameters"] is True
+    for verb in ("POST", "PUT"):
+        method = methods(relay)[("/auditlogs/processor", verb)]
+        assert method["RequestParameters"] == {"method.request.header.Authorization": True}
+        assert method["RequestValidatorId"] == {"Ref": validator}
+        assert "RequestModels" not in method  # MinIO's NDJSON bodies are parsed by the function
+    response = only_resource(relay, "AWS::ApiGateway::GatewayResponse")["Properties"]
+    assert (response["ResponseType"], response["StatusCode"]) == ("BAD_REQUEST_PARAMETERS", "401")
+
+
+def test_stage_is_throttled(relay: Template) -> None:
+    stage = only_resource(relay, "AWS::ApiGateway::Stage")["Properties"]
+    (settings,) = stage["MethodSettings"]
+    assert (settings["HttpMethod"], settings["ResourcePath"]) == ("*", "/*")
+    assert settings["ThrottlingRateLimit"] == 50
+    assert settings["ThrottlingBurstLimit"] == 100
+
+
+def test_stage_writes_json_access_logs_to_a_log_group_with_retention(relay: Template) -> None:
+    stage = only_resource(relay, "AWS::ApiGateway::Stage")["Properties"]
+    access_log = stage["AccessLogSetting"]
+    log_group = access_log["DestinationArn"]["Fn::GetAtt"][0]
+    assert relay["Resources"][log_group]["Properties"]["RetentionInDays"] > 0
+    fields = json.loads(access_log["Format"])
+    assert fields["requestId"] == "$context.requestId"
+    assert fields["status"] == "$context.status"
+    assert fields["ip"] == "$context.identity.sourceIp"
+    assert fields["integrationLatency"] == "$context.integrationLatency"
+    assert "$context.identity" not in json.dumps({k: v for k, v in fields.items() if k not in ("ip", "userAgent")})
+
+
+# --- Token and environment ----------------------------------------------------------------------------------------
+
+
+def test_webhook_environment_references_the_token_never_holds_it(relay: Template) -> None:
+    _, webhook = function(relay, "WebhookFunction")
+    token = logical_id(relay, "AWS::SecretsManager::Secret", "WebhookToken")
+    queue, _ = queue_ids(relay)
+    assert webhook["Environment"]["Variables"] == {
+        "POWERTOOLS_SERVICE_NAME": "minio_relay",
+        "POWERTOOLS_METRICS_NAMESPACE": "OgcAuditIngest",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "WEBHOOK_TOKEN_SECRET_ARN": {"Ref": token},
+        "DELIVERY_QUEUE_URL": {"Ref": queue},
+        "MAX_BODY_BYTES": str(4 * 1024 * 1024),
+    }
+    assert (webhook["Handler"], webhook["Architectures"], webhook["Runtime"]) == (
+        "minio_relay.handler.webhook",
+        ["arm64"],
+        "python3.14",
+    )
+
+
+def test_generated_token_is_never_written_into_the_template(relay: Template) -> None:
+    token = only_resource(relay, "AWS::SecretsManager::Secret")["Properties"]
+    assert "SecretString" not in token
+    assert token["GenerateSecretString"] == {"ExcludePunctuation": True, "IncludeSpace": False, "PasswordLength": 48}
+    assert '"SecretString"' not in json.dumps(relay)
+
+
+def test_imported_token_is_referenced_by_arn_only(imported_relay: Template) -> None:
+    assert not resources_of_type(imported_relay, "AWS::SecretsManager::Secret")
+    _, webhook = function(imported_relay, "WebhookFunction")
+    assert webhook["Environment"]["Variables"]["WEBHOOK_TOKEN_SECRET_ARN"] == TOKEN_SECRET_ARN
+    assert role_statements(imported_relay, "WebhookFunction")[("secretsmanager:GetSecretValue",)] == [
+        TOKEN_SECRET_ARN,
+        f"{TOKEN_SECRET_ARN}-??????",
+    ]
+
+
+@pytest.mark.parametrize("template_fixture", ["relay", "imported_relay"])
+def test_no_secret_value_in_any_environment(template_fixture: str, request: pytest.FixtureRequest) -> None:
+    template: Template = request.getfixturevalue(template_fixture)
+    for body in resources_of_type(template, "AWS::Lambda::Function").values():
+        for name, value in body["Properties"]["Environment"]["Variables"].items():
+            if any(word in name for word in ("SECRET", "TOKEN", "PASSWORD")):
+                assert name.endswith("_SECRET_ARN"), name
+                assert isinstance(value, dict) or value.startswith("arn:aws:secretsmanager:"), value
+
+
+def test_deliver_environment_is_exactly_the_ogc_rs_settings(relay: Template) -> None:
+    _, deliver = function(relay, "DeliverFunction")
+    environment = deliver["Environment"]["Variables"]
+    assert render(environment["CLIENT_CREDENTIALS_SECRET_ARN"]).startswith(f"${{Import:{CREDENTIALS_STACK_NAME}:")
+    assert {k: v for k, v in environment.items() if k != "CLIENT_CREDENTIALS_SECRET_ARN"} == {
+        "POWERTOOLS_SERVICE_NAME": "minio_relay",
+        "POWERTOOLS_METRICS_NAMESPACE": "OgcAuditIngest",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "PROCESS_API_URL": "https://ogc.example.org/processes/00000000-0000-4000-8000-000000000000/execution",
+        "AUTH_URL": "https://auth.example.org/auth/v1/token",
+        "AUTH_ITEM_ID": "ogc.example.org",
+        "AUTH_ITEM_TYPE": "resource_server",
+        "AUTH_ROLE": "admin",
+        "BATCH_MAX_LINES": "500",
+    }
+    assert (deliver["Handler"], deliver["Architectures"], deliver["Runtime"]) == (
+        "minio_relay.handler.deliver",
+        ["arm64"],
+        "python3.14",
+    )
+
+
+# --- Queue -----------------------------------------------------------------------------------------------------------
+
+
+def test_delivery_queue_keeps_lines_for_days_and_parks_failures_in_a_dlq(relay: Template) -> None:
+    queue, dead_letter_queue = queue_ids(relay)
+    resources = relay["Resources"]
+    properties = resources[queue]["Properties"]
+    assert properties["RedrivePolicy"] == {"deadLetterTargetArn": get_att_arn(dead_letter_queue), "maxReceiveCount": 5}
+    assert properties["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert resources[dead_letter_queue]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    for name in (queue, dead_letter_queue):
+        assert resources[name]["Properties"]["SqsManagedSseEnabled"] is True
+    _, deliver = function(relay, "DeliverFunction")
+    assert properties["VisibilityTimeout"] >= 6 * deliver["Timeout"]
+
+
+def test_queues_refuse_plain_http(relay: Template) -> None:
+    secured = {
+        queue["Ref"]
+        for body in resources_of_type(relay, "AWS::SQS::QueuePolicy").values()
+        for statement in body["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for queue in body["Properties"]["Queues"]
+    }
+    assert secured == set(queue_ids(relay))
+
+
+def test_deliver_consumes_in_partial_batches_with_bounded_concurrency(relay: Template) -> None:
+    queue, _ = queue_ids(relay)
+    deliver, _ = function(relay, "DeliverFunction")
+    mapping = only_resource(relay, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["EventSourceArn"] == get_att_arn(queue)
+    assert mapping["FunctionName"] == {"Ref": deliver}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == 10
+    assert 0 < mapping["MaximumBatchingWindowInSeconds"] <= 10
+    assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 5
+
+
+# --- IAM -------------------------------------------------------------------------------------------------------------
+
+
+def test_webhook_may_only_read_its_token_and_send_to_the_queue(relay: Template) -> None:
+    queue, _ = queue_ids(relay)
+    token = logical_id(relay, "AWS::SecretsManager::Secret", "WebhookToken")
+    log_group = logical_id(relay, "AWS::Logs::LogGroup", "WebhookLogGroup")
+    assert role_statements(relay, "WebhookFunction") == {
+        ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        ("secretsmanager:GetSecretValue",): {"Ref": token},
+        ("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"): get_att_arn(queue),
+    }
+
+
+def test_deliver_may_only_consume_its_queue_and_read_the_client_credentials(relay: Template) -> None:
+    queue, _ = queue_ids(relay)
+    log_group = logical_id(relay, "AWS::Logs::LogGroup", "DeliverLogGroup")
+    statements = role_statements(relay, "DeliverFunction")
+    secret = statements[("secretsmanager:GetSecretValue",)]
+    assert set(secret) == {"Fn::ImportValue"}
+    assert statements == {
+        ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        ("secretsmanager:GetSecretValue",): secret,
+        (
+            "sqs:ReceiveMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueUrl",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+        ): get_att_arn(queue),
+    }
+
+
+@pytest.mark.parametrize("template_fixture", ["relay", "imported_relay"])
+def test_no_wildcard_resources_and_no_managed_policies(template_fixture: str, request: pytest.FixtureRequest) -> None:
+    template: Template = request.getfixturevalue(template_fixture)
+    for owner, statement in policy_statements(template):
+        if statement["Effect"] == "Allow":
+            assert "*" not in as_list(statement["Resource"]), owner
+    for role in resources_of_type(template, "AWS::IAM::Role").values():
+        assert "ManagedPolicyArns" not in role["Properties"]
+
+
+# --- Outputs and deployment modes -----------------------------------------------------------------------------------
+
+
+def test_outputs_give_the_webhook_url_and_the_mc_command(relay: Template) -> None:
+    outputs = {name: render(output["Value"]) for name, output in relay["Outputs"].items()}
+    api = logical_id(relay, "AWS::ApiGateway::RestApi", "WebhookApi")
+    stage = logical_id(relay, "AWS::ApiGateway::Stage", "WebhookApi")
+    token = logical_id(relay, "AWS::SecretsManager::Secret", "WebhookToken")
+    queue, dead_letter_queue = queue_ids(relay)
+    url = f"https://${{{api}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/${{{stage}}}/auditlogs/processor"
+    assert outputs["WebhookUrl"] == url
+    assert outputs["MinioConfigCommand"] == (
+        f"mc admin config set ALIAS audit_webhook:ogc endpoint={url} "
+        f'auth_token="Bearer <token: aws secretsmanager get-secret-value --secret-id ${{{token}}} '
+        '--query SecretString --output text>"'
+    )
+    assert outputs["WebhookTokenSecretArn"] == f"${{{token}}}"
+    assert outputs["DeliveryQueueUrl"] == f"${{{queue}}}"
+    assert outputs["DeliveryDeadLetterQueueUrl"] == f"${{{dead_letter_queue}}}"
+    assert outputs["ClientCredentialsSecretArn"].startswith(f"${{Import:{CREDENTIALS_STACK_NAME}:")
+
+
+def test_both_flows_share_one_client_credentials_secret(default_app: SynthesizedApp) -> None:
+    assert len(resources_of_type(default_app.templates[CREDENTIALS_STACK_NAME], "AWS::SecretsManager::Secret")) == 1
+    imports = {
+        render(default_app.templates[name]["Outputs"]["ClientCredentialsSecretArn"]["Value"])
+        for name in (S3_AUDIT_STACK_NAME, MINIO_RELAY_STACK_NAME)
+    }
+    assert len(imports) == 1
+
+
+def test_minio_only_deployment_pays_for_no_trail(imported_app: SynthesizedApp) -> None:
+    assert set(imported_app.templates) == {MINIO_RELAY_STACK_NAME}
+    assert imported_app.stacks.s3_audit is None
+    assert imported_app.stacks.credentials is None

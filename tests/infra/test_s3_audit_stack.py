@@ -1,0 +1,424 @@
+"""Template assertions for the S3 audit stack: trail selectors, notification filter, queues, buckets, IAM, outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.constants import CREDENTIALS_STACK_NAME, S3_AUDIT_STACK_NAME
+from tests.infra.synth import (
+    IMPORTED_SECRET_ARN,
+    SynthesizedApp,
+    as_list,
+    logical_id,
+    only_resource,
+    policy_statements,
+    resources_of_type,
+    synthesize,
+)
+
+Template = Mapping[str, Any]
+
+
+def get_att_arn(name: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [name, "Arn"]}
+
+
+def getobject_selector(bucket_arn_prefixes: list[Any]) -> list[dict[str, Any]]:
+    """The one advanced event selector the trail must have, for the given resources.ARN prefixes."""
+    return [
+        {
+            "Name": "GetObject on asset buckets",
+            "FieldSelectors": [
+                {"Field": "eventCategory", "Equals": ["Data"]},
+                {"Field": "resources.type", "Equals": ["AWS::S3::Object"]},
+                {"Field": "eventName", "Equals": ["GetObject"]},
+                {"Field": "resources.ARN", "StartsWith": bucket_arn_prefixes},
+            ],
+        }
+    ]
+
+
+@pytest.fixture(scope="module")
+def default_app(module_tmp: Path) -> SynthesizedApp:
+    """cdk.json defaults: the stack creates the asset bucket; the app creates the credentials secret."""
+    return synthesize(module_tmp / "default", enableMinioRelay=False)
+
+
+@pytest.fixture(scope="module")
+def s3_template(default_app: SynthesizedApp) -> Template:
+    return default_app.templates[S3_AUDIT_STACK_NAME]
+
+
+@pytest.fixture(scope="module")
+def imported_app(module_tmp: Path) -> SynthesizedApp:
+    """Existing asset buckets given as a comma-separated -c string, and an existing secret by partial ARN."""
+    return synthesize(
+        module_tmp / "imported",
+        enableMinioRelay="false",
+        assetBuckets="stac-assets-a, stac-assets-b",
+        clientCredentialsSecretArn=IMPORTED_SECRET_ARN,
+    )
+
+
+@pytest.fixture(scope="module")
+def imported_template(imported_app: SynthesizedApp) -> Template:
+    return imported_app.templates[S3_AUDIT_STACK_NAME]
+
+
+def bucket_id(template: Template, prefix: str) -> str:
+    return logical_id(template, "AWS::S3::Bucket", prefix)
+
+
+def queue_ids(template: Template) -> tuple[str, str]:
+    return logical_id(template, "AWS::SQS::Queue", "LogFilesQueue"), logical_id(
+        template, "AWS::SQS::Queue", "LogFilesDeadLetterQueue"
+    )
+
+
+def audit_function(template: Template) -> Mapping[str, Any]:
+    functions = {
+        name: body
+        for name, body in resources_of_type(template, "AWS::Lambda::Function").items()
+        if name.startswith("S3AuditFunction")
+    }
+    assert len(functions) == 1
+    return next(iter(functions.values()))
+
+
+# --- Trail ---------------------------------------------------------------------------------------------------------
+
+
+def test_trail_selects_only_getobject_data_events_on_the_created_asset_bucket(s3_template: Template) -> None:
+    trail = only_resource(s3_template, "AWS::CloudTrail::Trail")["Properties"]
+    asset_bucket = bucket_id(s3_template, "AssetBucket")
+    assert trail["AdvancedEventSelectors"] == getobject_selector([{"Fn::Join": ["", [get_att_arn(asset_bucket), "/"]]}])
+
+
+def test_trail_selects_imported_asset_buckets_by_partition_aware_arn(imported_template: Template) -> None:
+    trail = only_resource(imported_template, "AWS::CloudTrail::Trail")["Properties"]
+    assert trail["AdvancedEventSelectors"] == getobject_selector(
+        [
+            {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::{name}/"]]}
+            for name in ("stac-assets-a", "stac-assets-b")
+        ]
+    )
+
+
+@pytest.mark.parametrize("template_fixture", ["s3_template", "imported_template"])
+def test_trail_has_no_basic_event_selectors_and_no_management_events(
+    template_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    template: Template = request.getfixturevalue(template_fixture)
+    trail = only_resource(template, "AWS::CloudTrail::Trail")["Properties"]
+    # CloudFormation refuses EventSelectors beside AdvancedEventSelectors; cfn-lint does not notice.
+    assert "EventSelectors" not in trail
+    categories = [
+        value
+        for selector in trail["AdvancedEventSelectors"]
+        for field in selector["FieldSelectors"]
+        if field["Field"] == "eventCategory"
+        for value in field["Equals"]
+    ]
+    assert categories == ["Data"]
+
+
+@pytest.mark.parametrize("template_fixture", ["s3_template", "imported_template"])
+def test_trail_never_selects_its_own_log_bucket(template_fixture: str, request: pytest.FixtureRequest) -> None:
+    template: Template = request.getfixturevalue(template_fixture)
+    trail = only_resource(template, "AWS::CloudTrail::Trail")["Properties"]
+    selectors = json.dumps(trail["AdvancedEventSelectors"])
+    assert bucket_id(template, "LogBucket") not in selectors
+    assert bucket_id(template, "AccessLogsBucket") not in selectors
+    assert trail["S3BucketName"] == {"Ref": bucket_id(template, "LogBucket")}
+
+
+def test_trail_validates_log_files_and_skips_cloudwatch_logs(s3_template: Template) -> None:
+    trail = only_resource(s3_template, "AWS::CloudTrail::Trail")["Properties"]
+    assert trail["EnableLogFileValidation"] is True
+    assert trail["IsLogging"] is True
+    assert trail["IsMultiRegionTrail"] is True
+    assert "CloudWatchLogsLogGroupArn" not in trail
+    assert "KMSKeyId" not in trail  # SSE-S3: the function needs no kms:Decrypt
+
+
+# --- Log file notification -> queue -> function ----------------------------------------------------------------------
+
+
+def test_log_bucket_notifies_the_queue_of_cloudtrail_log_files_only(s3_template: Template) -> None:
+    notification = only_resource(s3_template, "Custom::S3BucketNotifications")["Properties"]
+    queue, _ = queue_ids(s3_template)
+    assert notification["BucketName"] == {"Ref": bucket_id(s3_template, "LogBucket")}
+    assert notification["NotificationConfiguration"] == {
+        "QueueConfigurations": [
+            {
+                "Events": ["s3:ObjectCreated:*"],
+                "Filter": {
+                    "Key": {
+                        "FilterRules": [
+                            {"Name": "suffix", "Value": ".json.gz"},
+                            {"Name": "prefix", "Value": "AWSLogs/"},
+                        ]
+                    }
+                },
+                "QueueArn": get_att_arn(queue),
+            }
+        ]
+    }
+
+
+def test_log_file_queue_parks_failures_in_a_dead_letter_queue(s3_template: Template) -> None:
+    queue, dead_letter_queue = queue_ids(s3_template)
+    resources = s3_template["Resources"]
+    queue_properties = resources[queue]["Properties"]
+    assert queue_properties["RedrivePolicy"] == {
+        "deadLetterTargetArn": get_att_arn(dead_letter_queue),
+        "maxReceiveCount": 5,
+    }
+    assert resources[dead_letter_queue]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert "RedrivePolicy" not in resources[dead_letter_queue]["Properties"]
+
+
+@pytest.mark.parametrize("queue_prefix", ["LogFilesQueue", "LogFilesDeadLetterQueue"])
+def test_queues_are_encrypted_and_refuse_plain_http(s3_template: Template, queue_prefix: str) -> None:
+    queue = logical_id(s3_template, "AWS::SQS::Queue", queue_prefix)
+    assert s3_template["Resources"][queue]["Properties"]["SqsManagedSseEnabled"] is True
+    policies = [
+        body["Properties"]["PolicyDocument"]
+        for body in resources_of_type(s3_template, "AWS::SQS::QueuePolicy").values()
+        if {"Ref": queue} in body["Properties"]["Queues"]
+    ]
+    assert any(
+        statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for document in policies
+        for statement in document["Statement"]
+    )
+
+
+def test_visibility_timeout_is_at_least_six_times_the_function_timeout(s3_template: Template) -> None:
+    queue, _ = queue_ids(s3_template)
+    visibility = s3_template["Resources"][queue]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * audit_function(s3_template)["Properties"]["Timeout"]
+
+
+def test_function_consumes_the_queue_in_small_bounded_partial_batches(s3_template: Template) -> None:
+    queue, _ = queue_ids(s3_template)
+    mapping = only_resource(s3_template, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["EventSourceArn"] == get_att_arn(queue)
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 1 <= mapping["BatchSize"] <= 5
+    assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 5
+
+
+def test_function_runs_on_arm64_with_the_newest_python(s3_template: Template) -> None:
+    function = audit_function(s3_template)["Properties"]
+    assert function["Architectures"] == ["arm64"]
+    assert function["Runtime"] == "python3.14"
+    assert function["Handler"] == "s3_audit.handler.handler"
+    assert function["MemorySize"] == 1024
+    assert function["Timeout"] == 300
+    log_group = function["LoggingConfig"]["LogGroup"]["Ref"]
+    assert s3_template["Resources"][log_group]["Properties"]["RetentionInDays"] > 0
+
+
+def test_function_environment_is_exactly_the_ogc_rs_settings(s3_template: Template) -> None:
+    environment = audit_function(s3_template)["Properties"]["Environment"]["Variables"]
+    credentials_import = environment["CLIENT_CREDENTIALS_SECRET_ARN"]
+    assert set(credentials_import) == {"Fn::ImportValue"}
+    assert credentials_import["Fn::ImportValue"].startswith(f"{CREDENTIALS_STACK_NAME}:")
+    assert environment == {
+        "POWERTOOLS_SERVICE_NAME": "s3_audit",
+        "POWERTOOLS_METRICS_NAMESPACE": "OgcAuditIngest",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "PROCESS_API_URL": "https://ogc.example.org/processes/00000000-0000-4000-8000-000000000000/execution",
+        "AUTH_URL": "https://auth.example.org/auth/v1/token",
+        "AUTH_ITEM_ID": "ogc.example.org",
+        "AUTH_ITEM_TYPE": "resource_server",
+        "AUTH_ROLE": "admin",
+        "CLIENT_CREDENTIALS_SECRET_ARN": credentials_import,
+        "BATCH_MAX_LINES": "500",
+    }
+
+
+@pytest.mark.parametrize("template_fixture", ["s3_template", "imported_template"])
+def test_no_secret_value_reaches_the_environment(template_fixture: str, request: pytest.FixtureRequest) -> None:
+    template: Template = request.getfixturevalue(template_fixture)
+    environment = audit_function(template)["Properties"]["Environment"]["Variables"]
+    for name, value in environment.items():
+        if any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "CLIENT_ID")):
+            assert name.endswith("_SECRET_ARN"), name
+            # A reference to the secret, or the ARN the operator configured: never a value.
+            assert isinstance(value, dict) or value.startswith("arn:aws:secretsmanager:"), value
+
+
+def test_imported_secret_arn_reaches_the_environment(imported_template: Template) -> None:
+    environment = audit_function(imported_template)["Properties"]["Environment"]["Variables"]
+    assert environment["CLIENT_CREDENTIALS_SECRET_ARN"] == IMPORTED_SECRET_ARN
+
+
+def test_created_secret_holds_a_generated_placeholder_not_a_value(default_app: SynthesizedApp) -> None:
+    secret = only_resource(default_app.templates[CREDENTIALS_STACK_NAME], "AWS::SecretsManager::Secret")
+    properties = secret["Properties"]
+    assert "SecretString" not in properties
+    generated = properties["GenerateSecretString"]
+    assert generated["GenerateStringKey"] == "clientSecret"
+    assert set(json.loads(generated["SecretStringTemplate"])) == {"clientId"}
+
+
+def test_no_credentials_stack_when_the_secret_is_imported(imported_app: SynthesizedApp) -> None:
+    assert CREDENTIALS_STACK_NAME not in imported_app.templates
+    assert imported_app.stacks.credentials is None
+
+
+# --- Buckets ---------------------------------------------------------------------------------------------------------
+
+
+def bucket_policy_statements(template: Template, bucket: str) -> list[Mapping[str, Any]]:
+    return [
+        statement
+        for body in resources_of_type(template, "AWS::S3::BucketPolicy").values()
+        if body["Properties"]["Bucket"] == {"Ref": bucket}
+        for statement in body["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+@pytest.mark.parametrize("bucket_prefix", ["LogBucket", "AccessLogsBucket", "AssetBucket"])
+def test_buckets_are_encrypted_private_versioned_and_tls_only(s3_template: Template, bucket_prefix: str) -> None:
+    bucket = bucket_id(s3_template, bucket_prefix)
+    properties = s3_template["Resources"][bucket]["Properties"]
+    assert properties["BucketEncryption"] == {
+        "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    }
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert any(
+        statement["Effect"] == "Deny"
+        and statement["Action"] == "s3:*"
+        and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for statement in bucket_policy_statements(s3_template, bucket)
+    )
+
+
+@pytest.mark.parametrize("bucket_prefix", ["LogBucket", "AssetBucket"])
+def test_buckets_send_server_access_logs_to_the_access_logs_bucket(s3_template: Template, bucket_prefix: str) -> None:
+    logging = s3_template["Resources"][bucket_id(s3_template, bucket_prefix)]["Properties"]["LoggingConfiguration"]
+    assert logging["DestinationBucketName"] == {"Ref": bucket_id(s3_template, "AccessLogsBucket")}
+
+
+def test_log_files_expire_after_the_retention_period(s3_template: Template) -> None:
+    rules = s3_template["Resources"][bucket_id(s3_template, "LogBucket")]["Properties"]["LifecycleConfiguration"]
+    assert rules["Rules"] == [
+        {
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+            "ExpirationInDays": 365,
+            "NoncurrentVersionExpiration": {"NoncurrentDays": 365},
+            "Status": "Enabled",
+        }
+    ]
+
+
+def test_log_bucket_lets_cloudtrail_write_log_files(s3_template: Template) -> None:
+    statements = bucket_policy_statements(s3_template, bucket_id(s3_template, "LogBucket"))
+    cloudtrail_actions = {
+        statement["Action"]
+        for statement in statements
+        if statement.get("Principal") == {"Service": "cloudtrail.amazonaws.com"} and statement["Effect"] == "Allow"
+    }
+    assert cloudtrail_actions == {"s3:GetBucketAcl", "s3:PutObject"}
+
+
+def test_imported_asset_buckets_are_not_created(imported_template: Template) -> None:
+    assert not [name for name in resources_of_type(imported_template, "AWS::S3::Bucket") if "Asset" in name]
+    assert "AssetBucketName" not in imported_template["Outputs"]
+
+
+# --- IAM -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("template_fixture", ["s3_template", "imported_template"])
+def test_no_wildcard_resource_for_s3_or_secrets_manager(template_fixture: str, request: pytest.FixtureRequest) -> None:
+    template: Template = request.getfixturevalue(template_fixture)
+    for owner, statement in policy_statements(template):
+        actions = as_list(statement["Action"])
+        if statement["Effect"] == "Allow" and any(a.startswith(("s3:", "secretsmanager:")) for a in actions):
+            assert "*" not in as_list(statement["Resource"]), owner
+
+
+def function_statements(template: Template) -> list[Mapping[str, Any]]:
+    role = audit_function(template)["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [
+        statement
+        for body in resources_of_type(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in body["Properties"]["Roles"]
+        for statement in body["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def test_function_may_read_only_the_secret_the_log_files_and_its_queue(s3_template: Template) -> None:
+    queue, _ = queue_ids(s3_template)
+    log_group = audit_function(s3_template)["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    statements = {tuple(as_list(s["Action"])): s["Resource"] for s in function_statements(s3_template)}
+    secret = statements[("secretsmanager:GetSecretValue",)]
+    assert set(secret) == {"Fn::ImportValue"}
+    assert statements == {
+        ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        ("secretsmanager:GetSecretValue",): secret,
+        ("s3:GetObject",): {"Fn::Join": ["", [get_att_arn(bucket_id(s3_template, "LogBucket")), "/AWSLogs/*"]]},
+        (
+            "sqs:ReceiveMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueUrl",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+        ): get_att_arn(queue),
+    }
+    # No AWS managed policy: the role writes only to its own log group.
+    role = audit_function(s3_template)["Properties"]["Role"]["Fn::GetAtt"][0]
+    assert "ManagedPolicyArns" not in s3_template["Resources"][role]["Properties"]
+
+
+def test_imported_secret_is_readable_by_partial_or_complete_arn(imported_template: Template) -> None:
+    secret_statements = [
+        s for s in function_statements(imported_template) if s["Action"] == "secretsmanager:GetSecretValue"
+    ]
+    assert [s["Resource"] for s in secret_statements] == [[IMPORTED_SECRET_ARN, f"{IMPORTED_SECRET_ARN}-??????"]]
+
+
+# --- Outputs ---------------------------------------------------------------------------------------------------------
+
+
+def test_outputs_name_the_log_bucket_queues_secret_and_asset_bucket(s3_template: Template) -> None:
+    queue, dead_letter_queue = queue_ids(s3_template)
+    outputs = {name: output["Value"] for name, output in s3_template["Outputs"].items() if "Export" not in output}
+    assert outputs["LogBucketName"] == {"Ref": bucket_id(s3_template, "LogBucket")}
+    assert outputs["LogFileQueueUrl"] == {"Ref": queue}
+    assert outputs["LogFileDeadLetterQueueUrl"] == {"Ref": dead_letter_queue}
+    assert set(outputs["ClientCredentialsSecretArn"]) == {"Fn::ImportValue"}
+    assert outputs["AssetBucketName"] == {"Ref": bucket_id(s3_template, "AssetBucket")}
+
+
+def test_outputs_carry_the_imported_secret_arn(imported_template: Template) -> None:
+    assert imported_template["Outputs"]["ClientCredentialsSecretArn"]["Value"] == IMPORTED_SECRET_ARN
+
+
+def test_dead_letter_alarm_mails_the_operator_when_configured(module_tmp: Path) -> None:
+    app = synthesize(module_tmp / "alarm", enableMinioRelay=False, alarmEmail="ops@example.org")
+    template = app.templates[S3_AUDIT_STACK_NAME]
+    subscription = only_resource(template, "AWS::SNS::Subscription")["Properties"]
+    assert subscription["Protocol"] == "email"
+    assert subscription["Endpoint"] == "ops@example.org"
+    alarm = only_resource(template, "AWS::CloudWatch::Alarm")["Properties"]
+    assert alarm["AlarmActions"] == [{"Ref": logical_id(template, "AWS::SNS::Topic", "AlarmTopic")}]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_ids(template)[1], "QueueName"]}}
+    ]
