@@ -68,8 +68,8 @@ def _request_filter(api: Mapping[str, object], query: Mapping[str, object]) -> S
     return None
 
 
-def classify_entry(entry: object) -> MeteredDownload | Skip:
-    """Apply the MinIO metering rules to one decoded audit entry."""
+def _parts(entry: object) -> tuple[dict[str, object], dict[str, object]] | Skip:
+    """The ``api`` and ``requestQuery`` objects of a client request, or why the entry is not one."""
     if not isinstance(entry, dict):
         return _malformed(f"entry is a JSON {type(entry).__name__}, not an object")
     if not entry:
@@ -81,11 +81,19 @@ def classify_entry(entry: object) -> MeteredDownload | Skip:
     if api.get("statusCode") is None:
         # Internal events (ILM expiry, scanner, healing) carry a trigger but no HTTP status.
         return Skip.filtered(Reason.INTERNAL_EVENT)
-    query = entry.get("requestQuery", {})
-    if query is None:
-        query = {}
+    query = entry.get("requestQuery") or {}
     if not isinstance(query, dict):
         return _malformed("requestQuery is not an object")
+    return api, query
+
+
+def classify_entry(entry: object) -> MeteredDownload | Skip:
+    """Apply the MinIO metering rules to one decoded audit entry."""
+    parts = _parts(entry)
+    if isinstance(parts, Skip):
+        return parts
+    assert isinstance(entry, dict)
+    api, query = parts
     refused = _request_filter(api, query)
     if refused is not None:
         return refused

@@ -852,6 +852,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two sends; without TCP_NODELAY the body waits ~40 ms for the client's
+    # delayed ACK. The real OGC RS (Vert.x) sets TCP_NODELAY too.
+    disable_nagle_algorithm = True
     server_version = "ReferenceOgcRs/1.0"
 
     @property

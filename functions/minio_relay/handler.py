@@ -1,0 +1,112 @@
+"""Lambda entry points of the MinIO flow: ``webhook`` (API Gateway REST proxy) and ``deliver`` (SQS).
+
+Both are thin: they turn the event into plain values, call the logic in ``webhook`` / ``deliver`` and shape
+the answer. Everything built from the environment is built once per execution environment and reused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from metering.settings import SettingsError
+from minio_relay.deliver import BatchDelivery, LineDeliverer
+from minio_relay.delivery_queue import enqueue
+from minio_relay.webhook import Webhook, WebhookRequest, WebhookResponse, WebhookSettings
+
+# The service logger is the parent of the minio_relay.* module loggers, so their records are JSON too.
+logger = Logger(service="minio_relay")
+copy_config_to_registered_loggers(source_logger=logger, include={"metering"})
+
+
+def sqs_client() -> Any:
+    """The SQS client of this execution environment, with timeouts that keep the webhook's answer fast."""
+    return _sqs_client()
+
+
+@functools.cache
+def _sqs_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # MinIO waits ~3 s: a slow SQS call should end in 503 (MinIO re-sends) rather than in MinIO's timeout.
+    config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("sqs", config=config)
+
+
+@functools.cache
+def _webhook() -> Webhook:
+    settings = WebhookSettings.from_env()
+    queue_url = os.environ.get("DELIVERY_QUEUE_URL", "").strip()
+    if not queue_url:
+        raise SettingsError("environment variable DELIVERY_QUEUE_URL is required")
+    sqs = sqs_client()
+    max_lines = settings.batch_max_lines
+
+    def to_queue(downloads: Any) -> None:
+        enqueue(downloads, sqs=sqs, queue_url=queue_url, max_lines=max_lines)
+
+    return Webhook(token=settings.token_source(), sink=to_queue, max_body_bytes=settings.max_body_bytes)
+
+
+def request_from_event(event: dict[str, Any]) -> WebhookRequest:
+    """A WebhookRequest from an API Gateway REST proxy event (headers are matched case-insensitively)."""
+    headers = {str(name).lower(): str(value) for name, value in (event.get("headers") or {}).items()}
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            body = b"\x00not base64"  # parse_body refuses it with a clear 400
+    else:
+        body = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+    # `resource` is the route template, unaffected by a custom domain's base path.
+    path = event.get("resource") or event.get("path") or "/"
+    return WebhookRequest(method=str(event.get("httpMethod", "")), path=str(path), headers=headers, body=body)
+
+
+def response_to_proxy(response: WebhookResponse) -> dict[str, Any]:
+    """The API Gateway proxy integration answer."""
+    return {
+        "statusCode": response.status,
+        "headers": {"Content-Type": "application/json"},
+        "body": response.body().decode(),
+        "isBase64Encoded": False,
+    }
+
+
+@logger.inject_lambda_context(clear_state=True)
+def webhook(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """API Gateway: POST/PUT /auditlogs/processor (MinIO audit bodies) and GET / (health)."""
+    return response_to_proxy(_webhook().handle(request_from_event(event)))
+
+
+def deliver_client() -> LineDeliverer:
+    """The process-wide OGC RS client (its token cache outlives one invocation)."""
+    from metering.runtime import ogc_rs_client
+
+    return ogc_rs_client()
+
+
+_processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def deliver(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    """SQS delivery queue -> OGC RS; failed messages are reported back one by one (partial batch response)."""
+    batch = BatchDelivery(deliver_client())
+
+    def record_handler(record: SQSRecord) -> None:
+        batch.deliver(record.message_id, record.body)
+
+    return process_partial_response(event=event, record_handler=record_handler, processor=_processor, context=context)

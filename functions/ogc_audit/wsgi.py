@@ -1,0 +1,135 @@
+"""The MinIO webhook as a WSGI application, delivering straight to OGC RS (``ogc-audit serve``).
+
+Without a queue in between, a body is confirmed to MinIO only once its lines are in OGC RS: when OGC RS stays
+unreachable the answer is 503 and MinIO keeps the body and re-sends it. The OGC RS client used here gives up
+within about two seconds, because MinIO abandons a request after ~3 s and re-sends it anyway; a slower answer
+would only risk the same lines arriving twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from metering.auth import TokenProvider
+from metering.line import MeteredDownload
+from metering.ogc_rs import DeliveryError, OgcRsClient, http_session
+from metering.outcomes import Reason
+from metering.runtime import parse_client_credentials, secret_string
+from metering.settings import ClientCredentials, OgcRsSettings
+from minio_relay.webhook import DownstreamUnavailable, Webhook, WebhookRequest, WebhookSettings
+
+logger = logging.getLogger(__name__)
+
+# Retry budget of the direct client: one retry, short timeouts; see the module docstring.
+SERVE_RETRIES = 1
+SERVE_TIMEOUT_S = (1.0, 2.0)
+_EXCERPT_CHARS = 200
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def direct_client(settings: OgcRsSettings) -> OgcRsClient:
+    """An OGC RS client with the short retry budget of the standalone server."""
+    local, secret_arn = settings.local_credentials, settings.credentials_secret_arn
+
+    def credentials(force_fetch: bool) -> ClientCredentials:
+        if local is not None:
+            return local
+        assert secret_arn is not None
+        return parse_client_credentials(secret_string(secret_arn, force_fetch=force_fetch))
+
+    session = http_session(retries=SERVE_RETRIES, backoff_factor=0.2, pool_size=32)
+    tokens = TokenProvider(
+        auth_url=settings.auth_url,
+        item_id=settings.auth_item_id,
+        item_type=settings.auth_item_type,
+        role=settings.auth_role,
+        credentials=credentials,
+        session=session,
+        timeout=SERVE_TIMEOUT_S,
+    )
+    return OgcRsClient(
+        process_url=settings.process_api_url,
+        tokens=tokens,
+        session=session,
+        batch_max_lines=settings.batch_max_lines,
+        timeout=SERVE_TIMEOUT_S,
+    )
+
+
+def direct_sink(client: OgcRsClient) -> Callable[[Sequence[MeteredDownload]], None]:
+    """A webhook sink that delivers to OGC RS and raises DownstreamUnavailable when it cannot."""
+
+    def deliver(downloads: Sequence[MeteredDownload]) -> None:
+        try:
+            report = client.deliver([download.to_line() for download in downloads])
+        except DeliveryError as error:
+            raise DownstreamUnavailable(str(error)) from error
+        for rejected in report.rejected:
+            logger.error(
+                "quarantined %s: %s: %s", Reason.REJECTED_BY_OGC_RS, rejected.message, rejected.line[:_EXCERPT_CHARS]
+            )
+
+    return deliver
+
+
+def webhook_from_env() -> Webhook:
+    """The webhook configured from the environment, delivering directly to OGC RS."""
+    settings = WebhookSettings.from_env()
+    client = direct_client(OgcRsSettings.from_env())
+    return Webhook(token=settings.token_source(), sink=direct_sink(client), max_body_bytes=settings.max_body_bytes)
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")}
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    return headers
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> tuple[bytes, int | None]:
+    """The body, or nothing and the declared length when it is over ``limit`` (it is not read at all)."""
+    raw_length = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if raw_length.isdigit():
+        length = int(raw_length)
+        if length > limit:
+            return b"", length
+        return stream.read(length), None
+    # Chunked transfer: read one byte past the limit so an oversized body is recognised.
+    return stream.read(limit + 1), None
+
+
+def create_app(webhook_factory: Callable[[], Webhook] = webhook_from_env) -> WsgiApp:
+    """A WSGI application around the webhook; the webhook is built on the first request of each worker."""
+    built: list[Webhook] = []
+
+    def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not built:
+            built.append(webhook_factory())
+        webhook = built[0]
+        method = environ.get("REQUEST_METHOD", "GET")
+        body, declared = b"", None
+        if method in ("POST", "PUT"):
+            body, declared = _read_body(environ, webhook.max_body_bytes)
+        request = WebhookRequest(
+            method=method,
+            path=environ.get("PATH_INFO", "/"),
+            headers=_headers(environ),
+            body=body,
+            declared_length=declared,
+        )
+        response = webhook.handle(request)
+        payload = response.body()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        if response.status == 401:
+            headers.append(("WWW-Authenticate", "Bearer"))
+        status = HTTPStatus(response.status)
+        start_response(f"{status.value} {status.phrase}", headers)
+        return [payload]
+
+    return application
