@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import requests
@@ -23,6 +23,9 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 _RETRYABLE_STATUSES = (429, 500, 502, 503, 504)
 _SUCCESS = (200, 201)
+
+SettledCallback = Callable[[Sequence[int]], None]
+"""Receives positions of lines that OGC RS stored or refused for good."""
 
 
 def http_session(retries: int = 4, backoff_factor: float = 0.5, pool_size: int = 10) -> requests.Session:
@@ -93,46 +96,55 @@ class OgcRsClient:
         """Most lines posted in one request."""
         return self._batch_max_lines
 
-    def chunks(self, lines: Sequence[str]) -> list[Sequence[str]]:
-        """How ``deliver`` cuts ``lines`` into requests: deterministic, so a retried input cuts the same way."""
-        size = self._batch_max_lines
-        return [lines[start : start + size] for start in range(0, len(lines), size)]
+    def deliver(self, lines: Sequence[str], on_settled: SettledCallback | None = None) -> DeliveryReport:
+        """Deliver every valid line; raise DeliveryError when OGC RS stays unavailable after retries.
 
-    def deliver(self, lines: Sequence[str]) -> DeliveryReport:
-        """Deliver every valid line; raise DeliveryError when OGC RS stays unavailable after retries."""
+        ``on_settled`` is told, as soon as OGC RS has answered for them, the positions in ``lines`` that reached
+        a final state (stored, or refused for good), so a caller can record progress chunk by chunk.
+        """
         report = DeliveryReport()
         started = time.monotonic()
-        valid: list[str] = []
-        for line in lines:
-            if is_valid_line(line):
-                valid.append(line)
-            else:
-                report.rejected.append(RejectedLine(str(line), "invalid line, not sent"))
+        valid: list[int] = []
+        refused: list[int] = []
+        for position, line in enumerate(lines):
+            (valid if is_valid_line(line) else refused).append(position)
+        report.rejected.extend(RejectedLine(str(lines[position]), "invalid line, not sent") for position in refused)
+        if refused and on_settled is not None:
+            on_settled(refused)
+        size = self._batch_max_lines
         try:
-            for chunk in self.chunks(valid):
-                self.deliver_chunk(chunk, report)
+            for start in range(0, len(valid), size):
+                self._deliver_positions(lines, valid[start : start + size], report, on_settled)
         finally:
             report.seconds = time.monotonic() - started
         return report
 
-    def deliver_chunk(self, chunk: Sequence[str], report: DeliveryReport) -> None:
-        """Post one chunk of already valid lines; on 400 split it to isolate the rejected lines."""
-        if not chunk:
-            return
+    def _deliver_positions(
+        self,
+        lines: Sequence[str],
+        positions: Sequence[int],
+        report: DeliveryReport,
+        on_settled: SettledCallback | None,
+    ) -> None:
+        """Post the lines at ``positions`` in one request; on 400 split them to isolate the rejected lines."""
+        chunk = [lines[position] for position in positions]
         response = self._post(chunk, report)
         status = response.status_code
+        if status in (400, 413) and len(chunk) > 1:
+            middle = len(positions) // 2
+            self._deliver_positions(lines, positions[:middle], report, on_settled)
+            self._deliver_positions(lines, positions[middle:], report, on_settled)
+            return
         if status in _SUCCESS:
             report.delivered += len(chunk)
-        elif status in (400, 413) and len(chunk) > 1:
-            middle = len(chunk) // 2
-            self.deliver_chunk(chunk[:middle], report)
-            self.deliver_chunk(chunk[middle:], report)
         elif status == 400:
             report.rejected.append(RejectedLine(chunk[0], server_problem(response)))
         elif status in _RETRYABLE_STATUSES:
             raise DeliveryError(f"OGC RS answered {status} after retries: {server_problem(response)}")
         else:
             raise ConfigurationError(f"OGC RS {self._process_url} answered {status}: {server_problem(response)}")
+        if on_settled is not None:
+            on_settled(positions)
 
     def _post(self, chunk: Sequence[str], report: DeliveryReport) -> requests.Response:
         body: dict[str, object] = {"inputs": {"logs": list(chunk)}}

@@ -1,0 +1,220 @@
+"""The delivery ledger: which metering keys OGC RS already has, so nothing is sent twice.
+
+OGC RS does not deduplicate, while SQS, CloudTrail and MinIO all deliver at least once. Before lines are
+sent their keys are *claimed* (a conditional write that only one sender can win); once OGC RS has answered
+for them they are *settled*; if sending fails they are *released* for the next try. A claim left behind by a
+crashed sender expires after ``in_progress_s``, so the input is retried rather than lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Keys are kept this long after delivery: re-sent MinIO bodies, redelivered SQS messages and replays of
+# CloudTrail logs inside this window send nothing twice.
+RETENTION_S = 30 * 24 * 3600
+# A claim not settled within this time is considered abandoned (longer than any function timeout).
+IN_PROGRESS_S = 15 * 60
+
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
+# A key can be claimed when nobody has it, or when its claim was abandoned.
+_CLAIMABLE = "attribute_not_exists(id) OR (#status = :in_progress AND in_progress_expiry < :now)"
+
+
+@dataclass(slots=True)
+class Claim:
+    """The outcome of claiming keys: ours to send, already delivered, or being sent by someone else now."""
+
+    claimed: set[str] = field(default_factory=set)
+    delivered: set[str] = field(default_factory=set)
+    in_flight: set[str] = field(default_factory=set)
+
+
+class DeliveryLedger(Protocol):
+    """Records which keys were delivered to OGC RS."""
+
+    def claim(self, keys: Collection[str]) -> Claim:
+        """Claim keys for sending; a key already delivered or claimed by a live sender is not claimed."""
+        ...
+
+    def settle(self, keys: Collection[str]) -> None:
+        """Mark claimed keys as delivered (stored, or refused for good) for the retention window."""
+        ...
+
+    def release(self, keys: Collection[str]) -> None:
+        """Give claimed keys back after a failed send, so a later try can claim them."""
+        ...
+
+
+class NoLedger:
+    """At-least-once delivery without a ledger: every key is claimed (local runs, no table configured)."""
+
+    def claim(self, keys: Collection[str]) -> Claim:
+        """Every key is ours."""
+        return Claim(claimed=set(keys))
+
+    def settle(self, keys: Collection[str]) -> None:
+        """Nothing is remembered."""
+
+    def release(self, keys: Collection[str]) -> None:
+        """Nothing is remembered."""
+
+
+class SqliteLedger:
+    """A ledger in a SQLite file (or in memory) for the standalone server and local runs."""
+
+    def __init__(
+        self,
+        path: str = ":memory:",
+        *,
+        retention_s: float = RETENTION_S,
+        in_progress_s: float = IN_PROGRESS_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS delivery_ledger"
+            " (key TEXT PRIMARY KEY, status TEXT NOT NULL, expires REAL NOT NULL)"
+        )
+        self._lock = threading.Lock()
+        self._retention_s = retention_s
+        self._in_progress_s = in_progress_s
+        self._clock = clock
+
+    def claim(self, keys: Collection[str]) -> Claim:
+        """Claim keys in one transaction."""
+        claim = Claim()
+        now = self._clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM delivery_ledger WHERE expires < ?", (now,))
+                for key in keys:
+                    row = self._db.execute("SELECT status FROM delivery_ledger WHERE key = ?", (key,)).fetchone()
+                    if row is None:
+                        self._db.execute(
+                            "INSERT INTO delivery_ledger VALUES (?, ?, ?)",
+                            (key, IN_PROGRESS, now + self._in_progress_s),
+                        )
+                        claim.claimed.add(key)
+                    elif row[0] == COMPLETED:
+                        claim.delivered.add(key)
+                    else:
+                        claim.in_flight.add(key)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return claim
+
+    def settle(self, keys: Collection[str]) -> None:
+        """Keep the keys as delivered for the retention window."""
+        expires = self._clock() + self._retention_s
+        with self._lock:
+            self._db.executemany(
+                "UPDATE delivery_ledger SET status = ?, expires = ? WHERE key = ?",
+                [(COMPLETED, expires, key) for key in keys],
+            )
+
+    def release(self, keys: Collection[str]) -> None:
+        """Forget claims that were not delivered."""
+        with self._lock:
+            self._db.executemany(
+                "DELETE FROM delivery_ledger WHERE key = ? AND status = ?", [(key, IN_PROGRESS) for key in keys]
+            )
+
+
+class DynamoDbLedger:
+    """The ledger in a DynamoDB table (partition key ``id``, TTL attribute ``expiration``)."""
+
+    def __init__(
+        self,
+        table_name: str,
+        dynamodb: Any,
+        *,
+        retention_s: float = RETENTION_S,
+        in_progress_s: float = IN_PROGRESS_S,
+        clock: Callable[[], float] = time.time,
+        parallelism: int = 8,
+    ) -> None:
+        self._table = table_name
+        self._dynamodb = dynamodb
+        self._retention_s = retention_s
+        self._in_progress_s = in_progress_s
+        self._clock = clock
+        self._parallelism = parallelism
+
+    def claim(self, keys: Collection[str]) -> Claim:
+        """One conditional write per key (in parallel): only a new key, or an abandoned claim, is won."""
+        claim = Claim()
+        now = int(self._clock())
+        with ThreadPoolExecutor(max_workers=max(1, min(self._parallelism, len(keys)))) as pool:
+            for key, status in zip(keys, pool.map(lambda key: self._claim_one(key, now), keys), strict=True):
+                {None: claim.claimed, COMPLETED: claim.delivered}.get(status, claim.in_flight).add(key)
+        return claim
+
+    def _claim_one(self, key: str, now: int) -> str | None:
+        """None when claimed, else the status of the record that stopped the claim."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._dynamodb.put_item(
+                TableName=self._table,
+                Item={
+                    "id": {"S": key},
+                    "status": {"S": IN_PROGRESS},
+                    "in_progress_expiry": {"N": str(now + int(self._in_progress_s))},
+                    "expiration": {"N": str(now + int(self._retention_s))},
+                },
+                ConditionExpression=_CLAIMABLE,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":in_progress": {"S": IN_PROGRESS}, ":now": {"N": str(now)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            response: dict[str, Any] = dict(error.response)
+            item: dict[str, Any] = response.get("Item") or self._read(key)
+            return str(item.get("status", {}).get("S", IN_PROGRESS)) if item else IN_PROGRESS
+        return None
+
+    def _read(self, key: str) -> dict[str, Any]:
+        item: dict[str, Any] = self._dynamodb.get_item(
+            TableName=self._table, Key={"id": {"S": key}}, ConsistentRead=True
+        ).get("Item", {})
+        return item
+
+    def settle(self, keys: Collection[str]) -> None:
+        """Write the keys as COMPLETED with the retention TTL (batched, 25 per request)."""
+        expiration = str(int(self._clock() + self._retention_s))
+        self._write_batches(
+            {"PutRequest": {"Item": {"id": {"S": key}, "status": {"S": COMPLETED}, "expiration": {"N": expiration}}}}
+            for key in keys
+        )
+
+    def release(self, keys: Collection[str]) -> None:
+        """Delete the claims so the next try can claim the keys."""
+        self._write_batches({"DeleteRequest": {"Key": {"id": {"S": key}}}} for key in keys)
+
+    def _write_batches(self, requests: Iterable[dict[str, Any]]) -> None:
+        pending = list(requests)
+        for start in range(0, len(pending), 25):
+            batch = pending[start : start + 25]
+            for attempt in range(8):
+                unprocessed = self._dynamodb.batch_write_item(RequestItems={self._table: batch}).get(
+                    "UnprocessedItems", {}
+                )
+                batch = unprocessed.get(self._table, [])
+                if not batch:
+                    break
+                time.sleep(min(2.0, 0.05 * 2**attempt))  # throttled: back off before the unprocessed rest
+            else:
+                raise RuntimeError(f"DynamoDB kept {len(batch)} ledger writes unprocessed")

@@ -1,0 +1,144 @@
+"""The delivery ledger (SQLite and DynamoDB under moto) and exactly-once delivery against the reference OGC RS."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from metering.errors import DeliveryError
+from metering.exactly_once import InFlightError, KeyedLine, deliver_once
+from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
+from metering.ogc_rs import OgcRsClient, http_session
+from metering.runtime import build_ogc_rs_client
+from metering.settings import OgcRsSettings
+from ogc_audit.reference_rs import ReferenceOgcRs
+
+COLLECTION = "0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def keyed(count: int, prefix: str = "k") -> list[KeyedLine]:
+    return [
+        KeyedLine(f"{prefix}{i}", f"{uuid.UUID(int=i + 1)}|{COLLECTION}|{prefix}-{i}|2025-10-27T10:12:30Z|{i}|minio")
+        for i in range(count)
+    ]
+
+
+def client_for(rs: ReferenceOgcRs, batch_max_lines: int = 500) -> OgcRsClient:
+    env = {
+        "PROCESS_API_URL": rs.process_url,
+        "AUTH_URL": rs.token_url,
+        "AUTH_ITEM_ID": rs.rs_host,
+        "CLIENT_ID": rs.client_id,
+        "CLIENT_SECRET": rs.client_secret,
+        "BATCH_MAX_LINES": str(batch_max_lines),
+    }
+    return build_ogc_rs_client(OgcRsSettings.from_env(env), session=http_session(retries=1, backoff_factor=0.01))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def ledger(request: pytest.FixtureRequest, clock: Clock) -> Iterator[DeliveryLedger]:
+    if request.param == "sqlite":
+        yield SqliteLedger(clock=clock, in_progress_s=60, retention_s=3600)
+        return
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="ledger",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield DynamoDbLedger("ledger", dynamodb, clock=clock, in_progress_s=60, retention_s=3600)
+
+
+def test_a_key_is_claimed_once(ledger: DeliveryLedger) -> None:
+    first = ledger.claim(["a", "b"])
+    second = ledger.claim(["b", "c"])
+    assert first.claimed == {"a", "b"}
+    assert (second.claimed, second.in_flight) == ({"c"}, {"b"})
+
+
+def test_settled_keys_stay_delivered_until_retention_ends(ledger: DeliveryLedger, clock: Clock) -> None:
+    ledger.claim(["a"])
+    ledger.settle(["a"])
+    assert ledger.claim(["a"]).delivered == {"a"}
+    if isinstance(ledger, SqliteLedger):  # DynamoDB's TTL deletes later, on its own schedule
+        clock.now += 3601
+        assert ledger.claim(["a"]).claimed == {"a"}
+
+
+def test_released_keys_can_be_claimed_again(ledger: DeliveryLedger) -> None:
+    ledger.claim(["a"])
+    ledger.release(["a"])
+    assert ledger.claim(["a"]).claimed == {"a"}
+
+
+def test_an_abandoned_claim_expires(ledger: DeliveryLedger, clock: Clock) -> None:
+    ledger.claim(["a"])
+    clock.now += 61
+    assert ledger.claim(["a"]).claimed == {"a"}
+
+
+def test_redelivered_input_sends_nothing_twice(reference_rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
+    client = client_for(reference_rs)
+    items = keyed(5)
+    first = deliver_once(client, ledger, items)
+    again = deliver_once(client, ledger, [*items, KeyedLine("new", keyed(1, "new")[0].line)])
+    assert (first.delivery.delivered, again.delivery.delivered, again.already_delivered) == (5, 1, 5)
+    assert reference_rs.row_count() == 6
+
+
+def test_repeated_keys_in_one_input_are_sent_once(reference_rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
+    items = keyed(3)
+    report = deliver_once(client_for(reference_rs), ledger, [*items, items[1]])
+    assert (report.delivery.delivered, report.repeated_in_input) == (3, 1)
+    assert reference_rs.row_count() == 3
+
+
+def test_a_failed_chunk_is_retried_but_confirmed_chunks_are_not(
+    reference_rs: ReferenceOgcRs, ledger: DeliveryLedger
+) -> None:
+    client = client_for(reference_rs, batch_max_lines=2)
+    items = keyed(5)
+    reference_rs.faults.push("ok").push("status", 503, times=2)  # the first try and its one retry
+    with pytest.raises(DeliveryError):
+        deliver_once(client, ledger, items)
+    assert reference_rs.row_count() == 2
+    retry = deliver_once(client, ledger, items)
+    assert (retry.already_delivered, retry.delivery.delivered) == (2, 3)
+    assert sorted(reference_rs.stored_lines()) == sorted(item.line for item in items)
+
+
+def test_rejected_lines_are_settled_and_not_resent(reference_rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
+    items = keyed(4)
+    reference_rs.poisoned_item_ids.add("k-2")
+    client = client_for(reference_rs)
+    report = deliver_once(client, ledger, items)
+    assert (report.delivery.delivered, len(report.delivery.rejected)) == (3, 1)
+    again = deliver_once(client, ledger, items)
+    assert (again.already_delivered, again.delivery.requests) == (4, 0)
+
+
+def test_keys_held_by_another_sender_make_the_input_retry(reference_rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
+    items = keyed(3)
+    ledger.claim([items[0].key])  # another invocation is sending this one now
+    with pytest.raises(InFlightError):
+        deliver_once(client_for(reference_rs), ledger, items)
+    assert reference_rs.row_count() == 2
