@@ -31,7 +31,15 @@ from infra.constants import (
     WEBHOOK_TOKEN_LENGTH,
 )
 from infra.ogc_rs import ogc_rs_environment
-from infra.secure_defaults import AuditFunction, AuditStack, DurableQueue, SecretReference, acknowledge, alarm_topic
+from infra.secure_defaults import (
+    AuditFunction,
+    AuditStack,
+    DeliveryLedgerTable,
+    DurableQueue,
+    SecretReference,
+    acknowledge,
+    alarm_topic,
+)
 
 # One JSON object per request in the stage's access log group.
 ACCESS_LOG_FIELDS = {
@@ -97,6 +105,8 @@ class MinioRelayStack(AuditStack):
             environment=ogc_rs_environment(config, client_credentials),
         )
         client_credentials.grant_read(self.deliver.role)
+        self.ledger = DeliveryLedgerTable(self, "DeliveryLedger")
+        self.ledger.grant_ledger_access(self.deliver)
         self.deliver.function.add_event_source(
             event_sources.SqsEventSource(
                 self.delivery.queue,

@@ -26,6 +26,7 @@ from infra.ogc_rs import ogc_rs_environment
 from infra.secure_defaults import (
     AuditFunction,
     AuditStack,
+    DeliveryLedgerTable,
     DurableQueue,
     SecretReference,
     access_logs_bucket,
@@ -91,6 +92,8 @@ class S3AuditStack(AuditStack):
             environment=ogc_rs_environment(config, client_credentials),
         )
         client_credentials.grant_read(self.audit.role)
+        self.ledger = DeliveryLedgerTable(self, "DeliveryLedger")
+        self.ledger.grant_ledger_access(self.audit)
         self.audit.role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],

@@ -12,6 +12,7 @@ from typing import Any
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -231,6 +232,43 @@ class AuditFunction(Construct):
                 **environment,
             },
         )
+
+
+class DeliveryLedgerTable(Construct):
+    """The DynamoDB table of delivered metering keys, so nothing is sent to OGC RS twice.
+
+    On-demand (load follows downloads), TTL on ``expiration`` (keys expire after the retention window the
+    functions write), point-in-time recovery, AWS-owned encryption, retained on stack deletion.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.Table(
+            self,
+            "Table",
+            partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute="expiration",
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def grant_ledger_access(self, function: AuditFunction) -> None:
+        """Let ``function`` claim, settle and release keys (no scans, no queries, no other table)."""
+        function.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "dynamodb:PutItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:BatchWriteItem",
+                ],
+                resources=[self.table.table_arn],
+            )
+        )
+        function.function.add_environment("IDEMPOTENCY_TABLE_NAME", self.table.table_name)
 
 
 class SecretReference:

@@ -105,3 +105,12 @@ def render(value: Any) -> str:
         if function == "Fn::ImportValue":
             return f"${{Import:{render(argument)}}}"
     raise ValueError(f"cannot render {value!r}")
+
+
+# What a function may do in its delivery ledger: claim, read, settle and release keys; no scans or queries.
+LEDGER_ACTIONS = ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+
+
+def ledger_table(template: Mapping[str, Any]) -> str:
+    """Logical id of the stack's delivery ledger table."""
+    return logical_id(template, "AWS::DynamoDB::Table", "DeliveryLedger")

@@ -12,8 +12,10 @@ import pytest
 from infra.constants import CREDENTIALS_STACK_NAME, MINIO_RELAY_STACK_NAME, S3_AUDIT_STACK_NAME
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
+    LEDGER_ACTIONS,
     SynthesizedApp,
     as_list,
+    ledger_table,
     logical_id,
     only_resource,
     policy_statements,
@@ -219,6 +221,7 @@ def test_deliver_environment_is_exactly_the_ogc_rs_settings(relay: Template) -> 
         "AUTH_ITEM_TYPE": "resource_server",
         "AUTH_ROLE": "admin",
         "BATCH_MAX_LINES": "500",
+        "IDEMPOTENCY_TABLE_NAME": {"Ref": ledger_table(relay)},
     }
     assert (deliver["Handler"], deliver["Architectures"], deliver["Runtime"]) == (
         "minio_relay.handler.deliver",
@@ -296,6 +299,7 @@ def test_deliver_may_only_consume_its_queue_and_read_the_client_credentials(rela
             "sqs:DeleteMessage",
             "sqs:GetQueueAttributes",
         ): get_att_arn(queue),
+        LEDGER_ACTIONS: get_att_arn(ledger_table(relay)),
     }
 
 
@@ -344,3 +348,9 @@ def test_minio_only_deployment_pays_for_no_trail(imported_app: SynthesizedApp) -
     assert set(imported_app.templates) == {MINIO_RELAY_STACK_NAME}
     assert imported_app.stacks.s3_audit is None
     assert imported_app.stacks.credentials is None
+
+
+def test_delivery_ledger_keeps_delivered_keys_with_a_ttl(relay: Template) -> None:
+    properties = relay["Resources"][ledger_table(relay)]["Properties"]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True

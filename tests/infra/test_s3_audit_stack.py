@@ -12,8 +12,10 @@ import pytest
 from infra.constants import CREDENTIALS_STACK_NAME, S3_AUDIT_STACK_NAME
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
+    LEDGER_ACTIONS,
     SynthesizedApp,
     as_list,
+    ledger_table,
     logical_id,
     only_resource,
     policy_statements,
@@ -241,6 +243,7 @@ def test_function_environment_is_exactly_the_ogc_rs_settings(s3_template: Templa
         "AUTH_ROLE": "admin",
         "CLIENT_CREDENTIALS_SECRET_ARN": credentials_import,
         "BATCH_MAX_LINES": "500",
+        "IDEMPOTENCY_TABLE_NAME": {"Ref": ledger_table(s3_template)},
     }
 
 
@@ -381,6 +384,7 @@ def test_function_may_read_only_the_secret_the_log_files_and_its_queue(s3_templa
             "sqs:DeleteMessage",
             "sqs:GetQueueAttributes",
         ): get_att_arn(queue),
+        LEDGER_ACTIONS: get_att_arn(ledger_table(s3_template)),
     }
     # No AWS managed policy: the role writes only to its own log group.
     role = audit_function(s3_template)["Properties"]["Role"]["Fn::GetAtt"][0]
@@ -422,3 +426,16 @@ def test_dead_letter_alarm_mails_the_operator_when_configured(module_tmp: Path) 
     assert alarm["Dimensions"] == [
         {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_ids(template)[1], "QueueName"]}}
     ]
+
+
+# --- Delivery ledger -------------------------------------------------------------------------------------------------
+
+
+def test_delivery_ledger_is_on_demand_with_ttl_and_point_in_time_recovery(s3_template: Template) -> None:
+    table = s3_template["Resources"][ledger_table(s3_template)]
+    assert table["DeletionPolicy"] == "Retain"
+    properties = table["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
