@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -225,14 +226,13 @@ def main() -> int:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "functions"), env.get("PYTHONPATH", "")])
     env["LOG_LEVEL"] = "warning"
     rs_process, rs_settings = start_reference_rs(env)
-    webhook_env = {**env, **rs_settings, "WEBHOOK_TOKEN": TOKEN}
+    ledger_dir = tempfile.mkdtemp(prefix="ogc-audit-bench-")
+    webhook_env = {**env, **rs_settings, "WEBHOOK_TOKEN": TOKEN, "LEDGER_PATH": f"{ledger_dir}/ledger.sqlite3"}
     cases = [
         ("single-entry", entry_bodies(2000, 1, "A"), 1),
         ("100-entry", entry_bodies(100, 100, "B"), 100),
     ]
-    print(
-        f"MinIO webhook benchmark: {args.senders} senders, {args.workers} gunicorn workers, {os.cpu_count()} CPUs"
-    )
+    print(f"MinIO webhook benchmark: {args.senders} senders, {args.workers} gunicorn workers, {os.cpu_count()} CPUs")
     try:
         baseline = run_case("baseline", BASELINE_APP, env, cases, args)
         webhook = run_case("webhook", WEBHOOK_APP, webhook_env, cases, args)

@@ -16,8 +16,9 @@ from moto import mock_aws
 
 import metering.ogc_rs
 import metering.runtime
+from metering.ledger import SqliteLedger
 from metering.line import Backend, MeteredDownload
-from metering.ogc_rs import DeliveryError, DeliveryReport, OgcRsClient, RejectedLine
+from metering.ogc_rs import DeliveryError, DeliveryReport, OgcRsClient, RejectedLine, SettledCallback
 from minio_relay import handler
 from minio_relay.deliver import BatchDelivery, deliver_message
 from minio_relay.delivery_queue import pack_messages
@@ -70,7 +71,7 @@ class StubClient:
         self.reject = reject
         self.delivered: list[str] = []
 
-    def deliver(self, lines: Sequence[str]) -> DeliveryReport:
+    def deliver(self, lines: Sequence[str], on_settled: SettledCallback | None = None) -> DeliveryReport:
         if self.fail_on is not None and any(self.fail_on in line for line in lines):
             raise DeliveryError("OGC RS answered 503 after retries")
         report = DeliveryReport()
@@ -80,6 +81,8 @@ class StubClient:
             else:
                 self.delivered.append(line)
                 report.delivered += 1
+        if on_settled is not None:
+            on_settled(range(len(lines)))
         return report
 
 
@@ -89,6 +92,14 @@ def batch_event(*bodies: str | bytes) -> dict[str, Any]:
 
 def failed_ids(response: Any) -> list[str]:
     return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
+
+
+@pytest.fixture(autouse=True)
+def fresh_ledger(monkeypatch: pytest.MonkeyPatch) -> SqliteLedger:
+    """Each test starts with an empty ledger (the process-wide one would remember other tests' keys)."""
+    ledger = SqliteLedger()
+    monkeypatch.setattr(handler, "deliver_ledger", lambda: ledger)
+    return ledger
 
 
 def test_malformed_message_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,17 +132,19 @@ def test_after_an_outage_the_rest_of_the_batch_is_not_tried(monkeypatch: pytest.
 
 def test_rejected_lines_are_quarantined_and_the_message_succeeds(caplog: pytest.LogCaptureFixture) -> None:
     client = StubClient(reject="x-1")
-    report = deliver_message(pack_messages(downloads(3, "x"))[0], client)
-    assert (report.delivered, len(report.rejected)) == (2, 1)
+    report = deliver_message(pack_messages(downloads(3, "x"))[0], client, SqliteLedger())
+    assert (report.delivery.delivered, len(report.delivery.rejected)) == (2, 1)
     assert "quarantined rejected_by_ogc_rs: itemId refused" in caplog.text
 
 
-def test_same_key_twice_in_one_batch_is_delivered_once() -> None:
+def test_same_key_twice_is_delivered_once_within_and_across_batches() -> None:
     client = StubClient()
-    batch = BatchDelivery(client)
+    ledger = SqliteLedger()
     body = pack_messages(downloads(3))[0]
+    batch = BatchDelivery(client, ledger)
     batch.deliver("m1", body)
     batch.deliver("m2", body)  # MinIO re-sent the body: same keys in a second message
+    BatchDelivery(client, ledger).deliver("m3", body)  # and again, days later, in another invocation
     assert len(client.delivered) == 3
 
 
@@ -233,8 +246,10 @@ def test_ogc_rs_outage_nothing_lost_nothing_twice(relay: str, reference_rs: Refe
         b"".join(json.dumps(minio_entry(i), separators=(",", ":")).encode() + b"\n" for i in range(120)),
     ]
     assert [post_body(body) for body in bodies] == [200] * len(bodies)
+    # MinIO re-sends a body it thinks failed (e.g. our answer reached it after its timeout).
+    assert post_body(bodies[0]) == 200
     depth = queue_depth(relay)
-    assert depth == 4 + 3  # one message per small body, 120 lines in messages of 50
+    assert depth == 4 + 3 + 1  # one message per small body, 120 lines in messages of 50, the re-sent body
 
     for _ in range(3):  # the deliver function keeps failing while OGC RS is down
         received, failed = run_deliver_once(relay)

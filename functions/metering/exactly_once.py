@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from metering.errors import DeliveryError
 from metering.ledger import DeliveryLedger
-from metering.ogc_rs import DeliveryReport, OgcRsClient
+from metering.ogc_rs import DeliveryReport, SettledCallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +28,19 @@ class OnceReport:
     repeated_in_input: int = 0
 
 
+class LineSender(Protocol):
+    """What exactly-once delivery needs of the OGC RS client."""
+
+    def deliver(self, lines: Sequence[str], on_settled: SettledCallback | None = None) -> DeliveryReport:
+        """Deliver lines, reporting settled positions; raise DeliveryError when OGC RS stays unavailable."""
+        ...
+
+
 class InFlightError(DeliveryError):
     """Some keys are being sent by another invocation right now; try the input again later."""
 
 
-def deliver_once(client: OgcRsClient, ledger: DeliveryLedger, items: Sequence[KeyedLine]) -> OnceReport:
+def deliver_once(client: LineSender, ledger: DeliveryLedger, items: Sequence[KeyedLine]) -> OnceReport:
     """Send each key's line unless the ledger shows it delivered; record progress as OGC RS confirms it.
 
     Raises DeliveryError (the input must be retried) after releasing the keys that were not confirmed;

@@ -11,8 +11,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,7 +69,7 @@ class NoLedger:
 
 
 class SqliteLedger:
-    """A ledger in a SQLite file (or in memory) for the standalone server and local runs."""
+    """A ledger in a SQLite file (shared by the standalone server's workers) or in memory (one process)."""
 
     def __init__(
         self,
@@ -78,46 +79,48 @@ class SqliteLedger:
         in_progress_s: float = IN_PROGRESS_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Workers of the standalone server share the file: wait for each other's short transactions.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        if path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS delivery_ledger"
             " (key TEXT PRIMARY KEY, status TEXT NOT NULL, expires REAL NOT NULL)"
         )
+        self._db.execute("CREATE INDEX IF NOT EXISTS delivery_ledger_expires ON delivery_ledger (expires)")
         self._lock = threading.Lock()
         self._retention_s = retention_s
         self._in_progress_s = in_progress_s
         self._clock = clock
+        self._claims = 0
 
     def claim(self, keys: Collection[str]) -> Claim:
-        """Claim keys in one transaction."""
+        """Claim keys in one transaction; an expired record counts as absent."""
         claim = Claim()
         now = self._clock()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        with self._lock, self._transaction():
+            for key in keys:
+                row = self._db.execute("SELECT status, expires FROM delivery_ledger WHERE key = ?", (key,)).fetchone()
+                if row is None or row[1] < now:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO delivery_ledger VALUES (?, ?, ?)",
+                        (key, IN_PROGRESS, now + self._in_progress_s),
+                    )
+                    claim.claimed.add(key)
+                elif row[0] == COMPLETED:
+                    claim.delivered.add(key)
+                else:
+                    claim.in_flight.add(key)
+            self._claims += 1
+            if self._claims % 1000 == 0:  # keep the file from growing past the retention window
                 self._db.execute("DELETE FROM delivery_ledger WHERE expires < ?", (now,))
-                for key in keys:
-                    row = self._db.execute("SELECT status FROM delivery_ledger WHERE key = ?", (key,)).fetchone()
-                    if row is None:
-                        self._db.execute(
-                            "INSERT INTO delivery_ledger VALUES (?, ?, ?)",
-                            (key, IN_PROGRESS, now + self._in_progress_s),
-                        )
-                        claim.claimed.add(key)
-                    elif row[0] == COMPLETED:
-                        claim.delivered.add(key)
-                    else:
-                        claim.in_flight.add(key)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         return claim
 
     def settle(self, keys: Collection[str]) -> None:
         """Keep the keys as delivered for the retention window."""
         expires = self._clock() + self._retention_s
-        with self._lock:
+        with self._lock, self._transaction():
             self._db.executemany(
                 "UPDATE delivery_ledger SET status = ?, expires = ? WHERE key = ?",
                 [(COMPLETED, expires, key) for key in keys],
@@ -125,10 +128,20 @@ class SqliteLedger:
 
     def release(self, keys: Collection[str]) -> None:
         """Forget claims that were not delivered."""
-        with self._lock:
+        with self._lock, self._transaction():
             self._db.executemany(
                 "DELETE FROM delivery_ledger WHERE key = ? AND status = ?", [(key, IN_PROGRESS) for key in keys]
             )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
 
 class DynamoDbLedger:

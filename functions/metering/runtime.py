@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Mapping
 
 import requests
 
 from metering.auth import TokenProvider
-from metering.ogc_rs import OgcRsClient, http_session
+from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
+from metering.ogc_rs import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, OgcRsClient, http_session
 from metering.settings import ClientCredentials, OgcRsSettings, SettingsError
 
 # Secrets are re-read at most this often, so a rotated secret is picked up without a redeploy.
@@ -35,7 +37,11 @@ def parse_client_credentials(secret: str) -> ClientCredentials:
         ) from error
 
 
-def build_ogc_rs_client(settings: OgcRsSettings, session: requests.Session | None = None) -> OgcRsClient:
+def build_ogc_rs_client(
+    settings: OgcRsSettings,
+    session: requests.Session | None = None,
+    timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+) -> OgcRsClient:
     """An OgcRsClient with a retrying session and a token provider reading the configured credentials."""
     local = settings.local_credentials
     secret_arn = settings.credentials_secret_arn
@@ -54,13 +60,35 @@ def build_ogc_rs_client(settings: OgcRsSettings, session: requests.Session | Non
         role=settings.auth_role,
         credentials=credentials,
         session=session,
+        timeout=(timeout[0], min(timeout[1], 30.0)),
     )
     return OgcRsClient(
         process_url=settings.process_api_url,
         tokens=tokens,
         session=session,
         batch_max_lines=settings.batch_max_lines,
+        timeout=timeout,
     )
+
+
+def build_ledger(env: Mapping[str, str]) -> DeliveryLedger:
+    """DynamoDB (IDEMPOTENCY_TABLE_NAME) in AWS; else SQLite at LEDGER_PATH, or in memory for this process."""
+    table = env.get("IDEMPOTENCY_TABLE_NAME", "").strip()
+    if table:
+        import boto3
+
+        return DynamoDbLedger(table, boto3.client("dynamodb"))
+    return SqliteLedger(env.get("LEDGER_PATH", "").strip() or ":memory:")
+
+
+@functools.cache
+def _cached_ledger() -> DeliveryLedger:
+    return build_ledger(os.environ)
+
+
+def delivery_ledger() -> DeliveryLedger:
+    """The process-wide delivery ledger."""
+    return _cached_ledger()
 
 
 @functools.cache

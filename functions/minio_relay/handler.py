@@ -19,8 +19,10 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from metering.exactly_once import LineSender
+from metering.ledger import DeliveryLedger
 from metering.settings import SettingsError
-from minio_relay.deliver import BatchDelivery, LineDeliverer
+from minio_relay.deliver import BatchDelivery
 from minio_relay.delivery_queue import enqueue
 from minio_relay.webhook import Webhook, WebhookRequest, WebhookResponse, WebhookSettings
 
@@ -91,11 +93,18 @@ def webhook(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return response_to_proxy(_webhook().handle(request_from_event(event)))
 
 
-def deliver_client() -> LineDeliverer:
+def deliver_client() -> LineSender:
     """The process-wide OGC RS client (its token cache outlives one invocation)."""
     from metering.runtime import ogc_rs_client
 
     return ogc_rs_client()
+
+
+def deliver_ledger() -> DeliveryLedger:
+    """The process-wide delivery ledger (DynamoDB table IDEMPOTENCY_TABLE_NAME)."""
+    from metering.runtime import delivery_ledger
+
+    return delivery_ledger()
 
 
 _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -104,7 +113,7 @@ _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_fail
 @logger.inject_lambda_context(clear_state=True)
 def deliver(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     """SQS delivery queue -> OGC RS; failed messages are reported back one by one (partial batch response)."""
-    batch = BatchDelivery(deliver_client())
+    batch = BatchDelivery(deliver_client(), deliver_ledger())
 
     def record_handler(record: SQSRecord) -> None:
         batch.deliver(record.message_id, record.body)

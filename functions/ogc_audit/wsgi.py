@@ -9,16 +9,19 @@ would only risk the same lines arriving twice.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from metering.auth import TokenProvider
+from metering.errors import DeliveryError
+from metering.exactly_once import KeyedLine, LineSender, deliver_once
+from metering.ledger import DeliveryLedger, SqliteLedger
 from metering.line import MeteredDownload
-from metering.ogc_rs import DeliveryError, OgcRsClient, http_session
+from metering.ogc_rs import OgcRsClient, http_session
 from metering.outcomes import Reason
-from metering.runtime import parse_client_credentials, secret_string
-from metering.settings import ClientCredentials, OgcRsSettings
+from metering.runtime import build_ogc_rs_client
+from metering.settings import OgcRsSettings
 from minio_relay.webhook import DownstreamUnavailable, Webhook, WebhookRequest, WebhookSettings
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,7 @@ logger = logging.getLogger(__name__)
 SERVE_RETRIES = 1
 SERVE_TIMEOUT_S = (1.0, 2.0)
 _EXCERPT_CHARS = 200
+DEFAULT_LEDGER_PATH = "ogc-audit-ledger.sqlite3"
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -34,42 +38,20 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def direct_client(settings: OgcRsSettings) -> OgcRsClient:
     """An OGC RS client with the short retry budget of the standalone server."""
-    local, secret_arn = settings.local_credentials, settings.credentials_secret_arn
-
-    def credentials(force_fetch: bool) -> ClientCredentials:
-        if local is not None:
-            return local
-        assert secret_arn is not None
-        return parse_client_credentials(secret_string(secret_arn, force_fetch=force_fetch))
-
     session = http_session(retries=SERVE_RETRIES, backoff_factor=0.2, pool_size=32)
-    tokens = TokenProvider(
-        auth_url=settings.auth_url,
-        item_id=settings.auth_item_id,
-        item_type=settings.auth_item_type,
-        role=settings.auth_role,
-        credentials=credentials,
-        session=session,
-        timeout=SERVE_TIMEOUT_S,
-    )
-    return OgcRsClient(
-        process_url=settings.process_api_url,
-        tokens=tokens,
-        session=session,
-        batch_max_lines=settings.batch_max_lines,
-        timeout=SERVE_TIMEOUT_S,
-    )
+    return build_ogc_rs_client(settings, session=session, timeout=SERVE_TIMEOUT_S)
 
 
-def direct_sink(client: OgcRsClient) -> Callable[[Sequence[MeteredDownload]], None]:
-    """A webhook sink that delivers to OGC RS and raises DownstreamUnavailable when it cannot."""
+def direct_sink(client: LineSender, ledger: DeliveryLedger) -> Callable[[Sequence[MeteredDownload]], None]:
+    """A webhook sink that delivers to OGC RS once per entry and raises DownstreamUnavailable when it cannot."""
 
     def deliver(downloads: Sequence[MeteredDownload]) -> None:
+        lines = [KeyedLine(f"minio:{download.event_id}", download.to_line()) for download in downloads]
         try:
-            report = client.deliver([download.to_line() for download in downloads])
+            report = deliver_once(client, ledger, lines)
         except DeliveryError as error:
             raise DownstreamUnavailable(str(error)) from error
-        for rejected in report.rejected:
+        for rejected in report.delivery.rejected:
             logger.error(
                 "quarantined %s: %s: %s", Reason.REJECTED_BY_OGC_RS, rejected.message, rejected.line[:_EXCERPT_CHARS]
             )
@@ -78,10 +60,17 @@ def direct_sink(client: OgcRsClient) -> Callable[[Sequence[MeteredDownload]], No
 
 
 def webhook_from_env() -> Webhook:
-    """The webhook configured from the environment, delivering directly to OGC RS."""
+    """The webhook configured from the environment, delivering directly to OGC RS.
+
+    Delivered entries are remembered in the SQLite file LEDGER_PATH (default ``ogc-audit-ledger.sqlite3`` in the
+    working directory), shared by the workers, so a body MinIO re-sends is not counted twice.
+    """
     settings = WebhookSettings.from_env()
     client = direct_client(OgcRsSettings.from_env())
-    return Webhook(token=settings.token_source(), sink=direct_sink(client), max_body_bytes=settings.max_body_bytes)
+    ledger = SqliteLedger(os.environ.get("LEDGER_PATH", "").strip() or DEFAULT_LEDGER_PATH)
+    return Webhook(
+        token=settings.token_source(), sink=direct_sink(client, ledger), max_body_bytes=settings.max_body_bytes
+    )
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:
