@@ -13,8 +13,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 
@@ -27,22 +29,14 @@ _EMULATOR_ENV = {
 }
 
 
-@dataclass(frozen=True)
-class LambdaContext:
-    """The attributes of a Lambda context object that Powertools reads."""
-
-    function_name: str
-    memory_limit_in_mb: int = 1024
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    @property
-    def invoked_function_arn(self) -> str:
-        """ARN of the function as Lambda would give it."""
-        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        """Time left in the invocation; the local run has no deadline."""
-        return 300_000
+def lambda_context(function_name: str, memory_mb: int = 1024) -> LambdaContext:
+    """A Lambda context object with the attributes Powertools reads."""
+    context = LambdaContext()
+    context._function_name = function_name
+    context._memory_limit_in_mb = memory_mb
+    context._invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+    context._aws_request_id = str(uuid.uuid4())
+    return context
 
 
 @contextmanager
@@ -133,7 +127,7 @@ def pump_queue(
             time.sleep(wait_between_s)
             continue
         idle = 0
-        response = handler(sqs_event(messages, queue_arn), LambdaContext(function_name)) or {}
+        response = handler(sqs_event(messages, queue_arn), lambda_context(function_name)) or {}
         failed = {failure["itemIdentifier"] for failure in response.get("batchItemFailures", [])}
         result.invocations += 1
         result.failed += len(failed)

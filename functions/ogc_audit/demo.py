@@ -1,0 +1,237 @@
+"""``ogc-audit demo``: both flows end to end on loopback, with the real handlers and no AWS account.
+
+An AWS emulator (moto server) holds the log bucket, the queues, the secrets and the delivery ledger table;
+CloudTrail log files written to the log bucket notify the log-file queue, and the real ``s3_audit`` handler
+receives the notifications. MinIO audit bodies are POSTed to the real ``webhook`` handler as API Gateway
+events and the real ``deliver`` handler drains the delivery queue. A reference OGC RS (token endpoint and
+process endpoint enforcing OGC RS's validation) writes the ``metering`` table, which the demo prints.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from metering.outcomes import OutcomeTally
+from ogc_audit.local_aws import environment, lambda_context, local_aws, pump_queue
+from ogc_audit.reference_rs import ReferenceOgcRs
+from ogc_audit.samples import (
+    ACCOUNT,
+    Download,
+    Variant,
+    cloudtrail_log_key,
+    cloudtrail_record,
+    minio_entry,
+    random_download,
+    utc,
+)
+
+LOG_BUCKET = "ogc-demo-trail-logs"
+WEBHOOK_TOKEN = "demo-webhook-token-7f3a9c"  # noqa: S105 - a throwaway token of the local demo
+_START = utc("2025-10-27T10:10:00")
+# Shown in the S3 flow: what a log file holds besides metered downloads.
+_S3_VARIANTS = [
+    Variant.PRESIGNED_GET,
+    Variant.PRESIGNED_GET,
+    Variant.FAILED_403,
+    Variant.HEADER_SIGNED,
+    Variant.HEAD_OBJECT,
+    Variant.PUT_OBJECT,
+    Variant.MISSING_USER,
+    Variant.NON_UUID_USER,
+    Variant.PRESIGNED_GET,
+]
+_MINIO_VARIANTS = [
+    Variant.PRESIGNED_GET,
+    Variant.FAILED_404,
+    Variant.HEAD_OBJECT,
+    Variant.PRESIGNED_GET,
+    Variant.HEADER_SIGNED,
+]
+
+
+def _create_aws_resources(aws: Any, rs: ReferenceOgcRs) -> dict[str, str]:
+    """Secrets, queues (with DLQs), ledger table and log bucket with its notification, like the stacks."""
+    secrets = aws.client("secretsmanager")
+    credentials_arn = secrets.create_secret(
+        Name="ogc-audit/client-credentials",
+        SecretString=json.dumps({"clientId": rs.client_id, "clientSecret": rs.client_secret}),
+    )["ARN"]
+    token_arn = secrets.create_secret(Name="ogc-audit/webhook-token", SecretString=WEBHOOK_TOKEN)["ARN"]
+    sqs = aws.client("sqs")
+    queues = {}
+    for name in ("log-files", "delivery"):
+        dead_letter = sqs.create_queue(QueueName=f"ogc-demo-{name}-dlq")["QueueUrl"]
+        dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letter, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        queues[name] = sqs.create_queue(
+            QueueName=f"ogc-demo-{name}",
+            Attributes={
+                "VisibilityTimeout": "1",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": "5"}),
+            },
+        )["QueueUrl"]
+    aws.client("dynamodb").create_table(
+        TableName="ogc-demo-ledger",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=LOG_BUCKET)
+    log_queue_arn = sqs.get_queue_attributes(QueueUrl=queues["log-files"], AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    s3.put_bucket_notification_configuration(
+        Bucket=LOG_BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": log_queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {
+                        "Key": {
+                            "FilterRules": [
+                                {"Name": "prefix", "Value": "AWSLogs/"},
+                                {"Name": "suffix", "Value": ".json.gz"},
+                            ]
+                        }
+                    },
+                }
+            ]
+        },
+    )
+    return {
+        "CLIENT_CREDENTIALS_SECRET_ARN": credentials_arn,
+        "WEBHOOK_TOKEN_SECRET_ARN": token_arn,
+        "LOG_FILE_QUEUE_URL": queues["log-files"],
+        "DELIVERY_QUEUE_URL": queues["delivery"],
+        "IDEMPOTENCY_TABLE_NAME": "ogc-demo-ledger",
+    }
+
+
+def _write_log_files(s3: Any, rng: random.Random) -> list[Download]:
+    """Two CloudTrail log files (one repeating an event), a digest file; returns the metered downloads."""
+    metered: list[Download] = []
+    for file_number in range(2):
+        records = []
+        for variant in _S3_VARIANTS:
+            download = random_download(rng, _START + timedelta(minutes=5 * file_number))
+            records.append(cloudtrail_record(download, variant, float_bytes=file_number == 1))
+            if variant is Variant.PRESIGNED_GET:
+                metered.append(download)
+        records.append(records[0])  # CloudTrail delivered one event twice
+        key = cloudtrail_log_key(_START + timedelta(minutes=5 * file_number), f"demo{file_number}")
+        s3.put_object(Bucket=LOG_BUCKET, Key=key, Body=gzip.compress(json.dumps({"Records": records}).encode()))
+    digest_key = f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/ap-south-1/2025/10/27/{ACCOUNT}_CloudTrail-Digest_demo.json.gz"
+    s3.put_object(Bucket=LOG_BUCKET, Key=digest_key, Body=gzip.compress(b'{"digestStartTime":"2025-10-27T10:00:00Z"}'))
+    return metered
+
+
+def _minio_bodies(rng: random.Random) -> tuple[list[bytes], list[Download]]:
+    """The start-up probe, a single entry, an NDJSON batch, and the batch again (MinIO re-sending it)."""
+    single = random_download(rng, _START)
+    batch = [(random_download(rng, _START), variant) for variant in _MINIO_VARIANTS]
+    batch_body = b"".join(json.dumps(minio_entry(d, v)).encode() + b"\n" for d, v in batch)
+    legacy = random_download(rng, _START)
+    bodies = [
+        b"{}\n",
+        json.dumps(minio_entry(single)).encode() + b"\n",
+        batch_body,
+        json.dumps(minio_entry(legacy, legacy=True)).encode() + b"\n",
+        batch_body,
+    ]
+    metered = [single, *(d for d, v in batch if v is Variant.PRESIGNED_GET), legacy]
+    return bodies, metered
+
+
+def _webhook_event(body: bytes, token: str) -> dict[str, Any]:
+    return {
+        "resource": "/auditlogs/processor",
+        "path": "/auditlogs/processor",
+        "httpMethod": "POST",
+        "headers": {"Authorization": token, "User-Agent": "MinIO (linux; amd64)", "x-minio-version": "RELEASE.2025"},
+        "body": body.decode(),
+        "isBase64Encoded": False,
+    }
+
+
+def _print_rows(rs: ReferenceOgcRs, out: TextIO) -> None:
+    rows = rs.rows()
+    out.write(f"\nmetering table of the reference OGC RS ({len(rows)} rows):\n")
+    out.write(f"{'id':>3}  {'user_id':36}  {'timestamp':19}  {'resp_size':>10}  api_path\n")
+    for row in rows:
+        out.write(f"{row.id:>3}  {row.user_id:36}  {row.timestamp:19}  {row.resp_size:>10}  {row.api_path}\n")
+
+
+def _check(label: str, expected: Sequence[Download], rs: ReferenceOgcRs, backend: str, out: TextIO) -> bool:
+    """Compare the lines OGC RS stored for ``backend`` with the downloads the samples made, exactly."""
+    stored = sorted(line for line in rs.stored_lines() if line.endswith(f"|{backend}"))
+    want = sorted(
+        f"{d.user_id}|{d.collection_id}|{d.item_id}|{d.when:%Y-%m-%dT%H:%M:%SZ}|{d.size}|{backend}" for d in expected
+    )
+    ok = stored == want
+    out.write(f"{label}: {len(stored)} lines stored, {len(want)} expected: {'OK' if ok else 'MISMATCH'}\n")
+    return ok
+
+
+def run_demo(out: TextIO = sys.stdout) -> int:
+    """Run both flows; exit status 0 when OGC RS holds exactly the expected lines, once each."""
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    rng = random.Random(20251027)  # noqa: S311 - sample data, not security
+    with tempfile.TemporaryDirectory() as folder, ReferenceOgcRs(db_path=str(Path(folder) / "metering.sqlite3")) as rs:
+        with local_aws():
+            import boto3
+
+            names = _create_aws_resources(boto3, rs)
+            settings = {
+                "PROCESS_API_URL": rs.process_url,
+                "AUTH_URL": rs.token_url,
+                "AUTH_ITEM_ID": rs.rs_host,
+                "AUTH_ITEM_TYPE": "resource_server",
+                "AUTH_ROLE": "admin",
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+                **names,
+            }
+            with environment(settings):
+                ok = _run_flows(boto3, rs, names, rng, out)
+        _print_rows(rs, out)
+    return 0 if ok else 1
+
+
+def _run_flows(aws: Any, rs: ReferenceOgcRs, names: dict[str, str], rng: random.Random, out: TextIO) -> bool:
+    from minio_relay import handler as minio_handler
+    from s3_audit import handler as s3_handler
+    from s3_audit.extract import extract_downloads
+
+    sqs = aws.client("sqs")
+    out.write("AWS S3 flow: CloudTrail log files -> log bucket -> SQS -> s3_audit handler -> OGC RS\n")
+    s3_expected = _write_log_files(aws.client("s3"), rng)
+    pumped = pump_queue(sqs, names["LOG_FILE_QUEUE_URL"], s3_handler.handler, function_name="s3-audit", batch_size=1)
+    out.write(f"  s3_audit invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
+    tally = OutcomeTally()
+    for _ in extract_downloads(f"s3://{LOG_BUCKET}/AWSLogs/", tally):
+        pass
+    out.write(f"  outcomes of the log files (ogc-audit extract): {json.dumps(tally.as_dict())}\n")
+    s3_ok = _check("  AWS S3 flow", s3_expected, rs, "aws_s3", out)
+
+    out.write("MinIO flow: audit webhook -> webhook handler -> SQS -> deliver handler -> OGC RS\n")
+    bodies, minio_expected = _minio_bodies(rng)
+    for body in bodies:
+        response = minio_handler.webhook(_webhook_event(body, f"Bearer {WEBHOOK_TOKEN}"), lambda_context("webhook"))
+        out.write(f"  POST {len(body):>5} bytes -> {response['statusCode']} {response['body']}\n")
+    denied = minio_handler.webhook(_webhook_event(bodies[1], "Bearer wrong-token"), lambda_context("webhook"))
+    out.write(f"  POST with a wrong token -> {denied['statusCode']}\n")
+    pumped = pump_queue(sqs, names["DELIVERY_QUEUE_URL"], minio_handler.deliver, function_name="deliver")
+    out.write(f"  deliver invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
+    minio_ok = _check("  MinIO flow", minio_expected, rs, "minio", out)
+    return s3_ok and minio_ok and denied["statusCode"] == 401

@@ -1,0 +1,24 @@
+"""``ogc-audit demo``: both flows end to end, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_meters_both_flows_exactly_once() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CLIENT_", "WEBHOOK_"))}
+    env["PYTHONPATH"] = str(ROOT / "functions")
+    result = subprocess.run(
+        [sys.executable, "-m", "ogc_audit.cli", "demo"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "AWS S3 flow: 6 lines stored, 6 expected: OK" in result.stdout
+    assert "MinIO flow: 4 lines stored, 4 expected: OK" in result.stdout
+    assert "POST with a wrong token -> 401" in result.stdout
+    assert "metering table of the reference OGC RS (10 rows)" in result.stdout
+    assert "demo-webhook-token" not in result.stdout + result.stderr
