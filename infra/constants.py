@@ -7,6 +7,7 @@ from pathlib import Path
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from metering.metric_names import DEFAULT_NAMESPACE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO_ROOT / "functions"
@@ -27,7 +28,8 @@ RUNTIME_PROVIDED_DEPENDENCIES = frozenset({"boto3", "botocore"})
 # Shared package copied into every bundle beside the function's own package.
 SHARED_PACKAGE = "metering"
 FUNCTION_LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
-POWERTOOLS_METRICS_NAMESPACE = "OgcAuditIngest"
+# The functions publish their metrics here and the alarms read them from here (one definition for both sides).
+POWERTOOLS_METRICS_NAMESPACE = DEFAULT_NAMESPACE
 POWERTOOLS_LOG_LEVEL = "INFO"
 
 # s3_audit: one CloudTrail log file can hold 100 MB of JSON; one file per invocation keeps memory bounded.
@@ -69,3 +71,22 @@ API_THROTTLE_BURST_LIMIT = 100
 API_STAGE_NAME = "prod"
 WEBHOOK_TOKEN_LENGTH = 48
 MINIO_WEBHOOK_TARGET = "ogc"
+
+# Monitoring (infra/monitoring.py; docs/operations.md explains each alarm). Alarms evaluate 5-minute periods.
+ALARM_PERIOD = Duration.minutes(5)
+# A log file waits 30 min between tries (6 x 300 s visibility): older than 1 h means it failed at least twice.
+LOG_FILE_QUEUE_MAX_AGE = Duration.hours(1)
+# A delivery message waits 12 min between tries: older than 15 min means OGC RS refused it at least once.
+DELIVERY_QUEUE_MAX_AGE = Duration.minutes(15)
+# Delivery failures page when they last this many consecutive periods (a short OGC RS restart does not).
+DELIVERY_FAILURE_PERIODS = 3
+# A misconfigured MinIO retries every 3 s (~100 refused requests per 5 min per node); a stray scan stays below.
+AUTH_FAILURE_BURST = 10
+# API Gateway 5xx (the webhook answered 503 or failed) in this many consecutive periods.
+API_SERVER_ERROR_PERIODS = 3
+# CloudTrail writes a digest file per region every hour, downloads or not: no log-file message for this long
+# means the trail or the bucket notification stopped delivering.
+TRAIL_SILENCE = Duration.hours(2)
+# Quarantined entries (malformed input, lines OGC RS refused) are reviewed at most this late.
+QUARANTINE_PERIOD = Duration.hours(1)
+ALARM_TOPIC_KEY_PENDING_WINDOW = Duration.days(7)
