@@ -10,7 +10,7 @@ import pytest
 from moto import mock_aws
 
 from metering.errors import DeliveryError
-from metering.exactly_once import InFlightError, KeyedLine, deliver_once
+from metering.exactly_once import InFlightError, KeyedChunk, KeyedLine, chunk_key, deliver_chunks_once, deliver_once
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
 from metering.ogc_rs import OgcRsClient, http_session
 from metering.runtime import build_ogc_rs_client
@@ -142,3 +142,44 @@ def test_keys_held_by_another_sender_make_the_input_retry(reference_rs: Referenc
     with pytest.raises(InFlightError):
         deliver_once(client_for(reference_rs), ledger, items)
     assert reference_rs.row_count() == 2
+
+
+def chunks_of(lines: list[str], size: int) -> list[KeyedChunk]:
+    return [
+        KeyedChunk(
+            chunk_key("cloudtrail", [f"event-{i}" for i in range(start, start + size)]), lines[start : start + size]
+        )
+        for start in range(0, len(lines), size)
+    ]
+
+
+def test_a_redelivered_log_file_sends_no_chunk_twice(reference_rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
+    client = client_for(reference_rs, batch_max_lines=3)
+    lines = [item.line for item in keyed(7)]
+    first = deliver_chunks_once(client, ledger, chunks_of(lines, 3))
+    again = deliver_chunks_once(client, ledger, chunks_of(lines, 3))
+    assert (first.delivery.delivered, first.delivery.requests) == (7, 3)
+    assert (again.delivery.requests, again.already_delivered) == (0, 7)
+    assert reference_rs.stored_lines() == lines
+
+
+def test_identical_lines_of_distinct_events_in_a_chunk_are_all_sent(
+    reference_rs: ReferenceOgcRs, ledger: DeliveryLedger
+) -> None:
+    line = keyed(1)[0].line  # the same user fetched the same item twice in one second
+    report = deliver_chunks_once(client_for(reference_rs), ledger, [KeyedChunk("cloudtrail:x", [line, line])])
+    assert report.delivery.delivered == 2
+    assert reference_rs.row_count() == 2
+
+
+def test_after_a_partial_failure_only_unconfirmed_chunks_are_resent(
+    reference_rs: ReferenceOgcRs, ledger: DeliveryLedger
+) -> None:
+    client = client_for(reference_rs, batch_max_lines=2)
+    lines = [item.line for item in keyed(6)]
+    reference_rs.faults.push("ok").push("status", 500, times=2)
+    with pytest.raises(DeliveryError):
+        deliver_chunks_once(client, ledger, chunks_of(lines, 2))
+    retry = deliver_chunks_once(client, ledger, chunks_of(lines, 2))
+    assert (retry.already_delivered, retry.delivery.delivered) == (2, 4)
+    assert sorted(reference_rs.stored_lines()) == sorted(lines)
