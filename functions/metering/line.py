@@ -19,6 +19,8 @@ _PLAIN_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _FIELD_SEPARATOR = "|"
 # Largest respSize OGC RS accepts (Java long, bigint column).
 _MAX_BYTES = 2**63 - 1
+# What java.lang.String.trim() removes: OGC RS finds a field made only of these empty.
+_JAVA_BLANK = "".join(chr(code) for code in range(0x21))
 
 
 class Backend(StrEnum):
@@ -56,7 +58,7 @@ def check_ids(user_id: object, collection_id: object, item_id: object) -> Skip |
         (collection_id, Reason.MISSING_COLLECTION_ID),
         (item_id, Reason.MISSING_ITEM_ID),
     ):
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value.strip().strip(_JAVA_BLANK):
             return Skip.filtered(missing)
     assert isinstance(user_id, str) and isinstance(collection_id, str) and isinstance(item_id, str)  # noqa: PT018
     if not _UUID.fullmatch(user_id.strip()):
@@ -79,7 +81,12 @@ def normalize_timestamp(raw: object) -> str | None:
         # The common CloudTrail shape needs no conversion, only a calendar check.
         return raw if _parse_instant(raw) is not None else None
     instant = _parse_instant(raw.strip())
-    return None if instant is None else instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if instant is None:
+        return None
+    try:  # isoformat: strftime writes year 999 as "999", which OGC RS rejects
+        return instant.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+    except OverflowError:  # the instant falls before year 1 or after year 9999 in UTC
+        return None
 
 
 def _parse_instant(text: str) -> datetime | None:

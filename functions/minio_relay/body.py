@@ -16,7 +16,16 @@ import msgspec
 # How much of a bad line is kept for the operator's log: enough to recognise it, never a whole body.
 EXCERPT_CHARS = 200
 
-_decode = msgspec.json.Decoder().decode
+_decoder = msgspec.json.Decoder()
+
+
+def _decode(data: bytes) -> object:
+    """msgspec's decode, with its UnicodeDecodeError (invalid UTF-8) and RecursionError (nesting past ~1000
+    levels) turned into the DecodeError every caller handles."""
+    try:
+        return _decoder.decode(data)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise msgspec.DecodeError(f"undecodable JSON: {type(error).__name__}") from None
 
 
 class BodyError(ValueError):

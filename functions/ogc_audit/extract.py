@@ -27,8 +27,10 @@ def extractor_for(source: str) -> Extractor:
     return function
 
 
-def run_extract(source: str, paths: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Write metered lines to ``out`` and the summary to ``err``; exit status 1 when an input was quarantined."""
+def run_extract(source: str, paths: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Write metered lines to ``out`` (stdout) and the summary to ``err`` (stderr); 1 when an input was quarantined."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     extract_downloads = extractor_for(source)
     tally = OutcomeTally()
     write = out.write

@@ -1,0 +1,150 @@
+"""The metering rules for one CloudTrail S3 data event (DESIGN.md, "What is metered").
+
+Records are decoded with msgspec into the small structs below, which name only the fields the rules
+read: a 2 KB record decodes without building the rest of its tree. A field of the wrong type makes the
+decoder raise ``msgspec.ValidationError``; callers quarantine that record as ``MALFORMED_ENTRY``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from metering.line import Backend, MeteredDownload, build_download, check_ids
+from metering.outcomes import Reason, Skip
+
+S3_EVENT_SOURCE = "s3.amazonaws.com"
+DOWNLOAD_EVENT = "GetObject"
+# The value CloudTrail writes for a request authenticated by query-string (presigned URL) signature.
+PRESIGNED_AUTHENTICATION = "QueryString"
+
+
+class RequestParameters(msgspec.Struct, frozen=True, gc=False):
+    """The fields of ``requestParameters`` the rules read: the metering ids and the presigned-URL markers."""
+
+    user_id: str | None = msgspec.field(default=None, name="userId")
+    collection_id: str | None = msgspec.field(default=None, name="collectionId")
+    item_id: str | None = msgspec.field(default=None, name="itemId")
+    # Only presence matters; CloudTrail writes them as strings but the rules do not depend on it.
+    x_amz_expires: Any = msgspec.field(default=None, name="X-Amz-Expires")
+    x_amz_signature: Any = msgspec.field(default=None, name="X-Amz-Signature")
+    x_amz_credential: Any = msgspec.field(default=None, name="X-Amz-Credential")
+
+    @property
+    def has_presigned_parameters(self) -> bool:
+        """Whether the query string carried SigV4 presigned-URL parameters."""
+        return self.x_amz_expires is not None or self.x_amz_signature is not None or self.x_amz_credential is not None
+
+
+class AdditionalEventData(msgspec.Struct, frozen=True, gc=False):
+    """The fields of ``additionalEventData`` the rules read."""
+
+    authentication_method: str | None = msgspec.field(default=None, name="AuthenticationMethod")
+    # Written as 16384 or 16384.0 (EventBridge turns numbers into floats); normalize_bytes makes it an int.
+    bytes_transferred_out: int | float | str | None = msgspec.field(default=None, name="bytesTransferredOut")
+
+
+class CloudTrailRecord(msgspec.Struct, frozen=True, gc=False):
+    """One CloudTrail event, reduced to the fields the metering rules read."""
+
+    event_source: str | None = msgspec.field(default=None, name="eventSource")
+    event_name: str | None = msgspec.field(default=None, name="eventName")
+    event_time: str | None = msgspec.field(default=None, name="eventTime")
+    event_id: str | None = msgspec.field(default=None, name="eventID")
+    # Present only on failure; any non-null value means the download did not happen.
+    error_code: str | None = msgspec.field(default=None, name="errorCode")
+    request_parameters: RequestParameters | None = msgspec.field(default=None, name="requestParameters")
+    additional_event_data: AdditionalEventData | None = msgspec.field(default=None, name="additionalEventData")
+
+    @property
+    def is_presigned(self) -> bool:
+        """Whether the request was authenticated by a presigned URL (either CloudTrail marker counts)."""
+        extra = self.additional_event_data
+        if extra is not None and extra.authentication_method == PRESIGNED_AUTHENTICATION:
+            return True
+        params = self.request_parameters
+        return params is not None and params.has_presigned_parameters
+
+
+_record_decoder = msgspec.json.Decoder(CloudTrailRecord)
+_NO_PARAMETERS = RequestParameters()
+# Skips are immutable: one shared instance per reason spares an allocation for each of 50,000 records.
+_FILTERED = {reason: Skip.filtered(reason) for reason in Reason}
+
+
+def decode_record(raw: bytes | msgspec.Raw) -> CloudTrailRecord | Skip:
+    """One JSON-encoded record as a CloudTrailRecord, or a MALFORMED_ENTRY quarantine with the decoder's message."""
+    try:
+        return _record_decoder.decode(raw)
+    # ValidationError is a DecodeError too; msgspec raises UnicodeDecodeError for invalid UTF-8 in a string it
+    # keeps and RecursionError for nesting deeper than ~1000 levels.
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
+        return Skip.quarantined(Reason.MALFORMED_ENTRY, str(error) or type(error).__name__)
+
+
+def record_from_object(value: object) -> CloudTrailRecord | Skip:
+    """An already-parsed record (the ``detail`` of an EventBridge event) as a CloudTrailRecord, or a quarantine."""
+    try:
+        return msgspec.convert(value, CloudTrailRecord)
+    except msgspec.ValidationError as error:
+        return Skip.quarantined(Reason.MALFORMED_ENTRY, str(error))
+
+
+def classify(record: CloudTrailRecord) -> MeteredDownload | Skip:
+    """Apply the metering rules in DESIGN.md order: the first rule that fails names the reason.
+
+    Duplicates (same ``eventID``) are not judged here: that needs the events seen before, see ``EventIdSet``.
+    """
+    if record.event_source != S3_EVENT_SOURCE:
+        return _FILTERED[Reason.NOT_S3_EVENT]
+    if record.event_name != DOWNLOAD_EVENT:
+        return _FILTERED[Reason.NOT_GET_OBJECT]
+    if record.error_code is not None:
+        return _FILTERED[Reason.FAILED_REQUEST]
+    if not record.is_presigned:
+        return _FILTERED[Reason.NOT_PRESIGNED]
+    params = record.request_parameters or _NO_PARAMETERS
+    bad_ids = check_ids(params.user_id, params.collection_id, params.item_id)
+    if bad_ids is not None:
+        return bad_ids
+    assert params.user_id is not None and params.collection_id is not None and params.item_id is not None  # noqa: PT018
+    extra = record.additional_event_data
+    size = extra.bytes_transferred_out if extra is not None else None
+    return build_download(
+        user_id=params.user_id,
+        collection_id=params.collection_id,
+        item_id=params.item_id,
+        timestamp=record.event_time,
+        bytes_sent=0 if size is None else size,
+        backend=Backend.AWS_S3,
+        event_id=record.event_id or "",
+    )
+
+
+class EventIdSet:
+    """The ``eventID`` of every download metered so far, so a repeated event is metered once.
+
+    Only metered events are remembered: a repeated filtered event is simply filtered again, and memory stays
+    proportional to the downloads, not to the records. An event without an id cannot be matched and is kept.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def first_time(self, download: MeteredDownload) -> bool:
+        """True the first time an event id is offered (and for events without an id), False for a repeat."""
+        if not download.event_id:
+            return True
+        if download.event_id in self._seen:
+            return False
+        self._seen.add(download.event_id)
+        return True
+
+
+def meter(record: CloudTrailRecord, seen: EventIdSet) -> MeteredDownload | Skip:
+    """Classify a record and drop a repeat of an already metered event as DUPLICATE_EVENT."""
+    outcome = classify(record)
+    if isinstance(outcome, MeteredDownload) and not seen.first_time(outcome):
+        return _FILTERED[Reason.DUPLICATE_EVENT]
+    return outcome

@@ -1,0 +1,96 @@
+"""``ogc-audit extract --source cloudtrail``: the metered downloads of local files, stdin or an S3 prefix.
+
+A dry run of the s3_audit function's rules: same reader, same rules, nothing sent. boto3 is imported only
+for ``s3://`` paths, so extracting a local file starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from metering.line import MeteredDownload
+from metering.outcomes import OutcomeTally, Skip
+from s3_audit.cloudtrail import EventIdSet, meter
+from s3_audit.log_file import read_log_records
+
+if TYPE_CHECKING:
+    from s3_audit.envelopes import LogFileRef, SkippedInput
+
+READ_SIZE = 1 << 20
+# Under a prefix named by hand, any JSON file is extracted (hand-made samples need no AWSLogs/ layout).
+_EXTRACTABLE_SUFFIXES = (".json.gz", ".json", ".jsonl", ".ndjson")
+
+# One extract run passes the same tally for every PATH, so the tally identifies the run: eventIDs are
+# deduplicated across all the files of a run, and a new run starts afresh.
+_run: tuple[OutcomeTally, EventIdSet] | None = None
+
+
+def extract_downloads(path: str, tally: OutcomeTally) -> Iterator[MeteredDownload]:
+    """The metered downloads of PATH (a file, ``-`` for stdin, or ``s3://bucket/prefix``), counting every outcome."""
+    seen = _seen_in_run(tally)
+    for chunks in _sources(path):
+        for record in read_log_records(chunks):
+            outcome = record if isinstance(record, Skip) else meter(record, seen)
+            if isinstance(outcome, MeteredDownload):
+                tally.metered += 1
+                yield outcome
+            else:
+                tally.count(outcome)
+
+
+def _seen_in_run(tally: OutcomeTally) -> EventIdSet:
+    global _run  # noqa: PLW0603 - see _run
+    if _run is None or _run[0] is not tally:
+        _run = (tally, EventIdSet())
+    return _run[1]
+
+
+def _sources(path: str) -> Iterator[Iterable[bytes]]:
+    """The byte streams PATH stands for: one for a file or stdin, one per log file under an S3 prefix."""
+    if path == "-":
+        yield _file_chunks(sys.stdin.buffer)
+    elif path.startswith("s3://"):
+        yield from _s3_sources(path)
+    else:
+        with open(path, "rb") as file:
+            yield _file_chunks(file)
+
+
+def _file_chunks(file: Any) -> Iterator[bytes]:
+    while chunk := file.read(READ_SIZE):
+        yield chunk
+
+
+def _s3_sources(url: str) -> Iterator[Iterable[bytes]]:
+    # Imported here only: boto3 alone takes longer to import than a local file takes to extract.
+    import boto3
+
+    from s3_audit.ingest import s3_object_chunks
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    s3 = boto3.client("s3")
+    for ref in _log_files_under(s3, bucket, prefix):
+        yield s3_object_chunks(s3, ref)
+
+
+def _log_files_under(s3: Any, bucket: str, prefix: str) -> Iterator[LogFileRef]:
+    """The log files under a prefix; digest and Insights files are left out."""
+    from s3_audit.envelopes import LogFileRef, SkipReason, classify_key
+
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            work = classify_key(bucket, key)
+            if isinstance(work, LogFileRef):
+                yield work
+            elif work.reason is SkipReason.NOT_LOG_FILE and key.endswith(_EXTRACTABLE_SUFFIXES):
+                yield LogFileRef(bucket, key)
+            else:
+                _note_skipped(work)
+
+
+def _note_skipped(skipped: SkippedInput) -> None:
+    """Say on stderr which object under the prefix was left out, and why."""
+    sys.stderr.write(f"skipped {skipped.detail}: {skipped.reason}\n")

@@ -1,0 +1,407 @@
+"""Reading a CloudTrail log file (gzip or plain JSON) as a stream of records, in bounded memory.
+
+A log file is ``{"Records": [ ... ]}`` and reaches 100 MB of JSON, so it is never decoded as one tree.
+The decompressed bytes are cut into pieces of whole records and each piece is decoded by msgspec into
+``CloudTrailRecord`` structs holding only the fields the rules read.
+
+Cutting: a candidate boundary between two records is ``}`` ws ``,`` ws ``{``. The same bytes also occur
+inside a record (``resources`` arrays, string values), but ``[`` + bytes up to the candidate + ``]`` is
+valid JSON only when the candidate is a real top-level boundary (a proper prefix of a JSON object is
+never valid JSON). So candidates are tried from the end of the buffer, and a failed try just means
+"not this one". A syntax error *before* the appended ``]`` cannot come from the cut: it is a damaged
+file, reported with its byte offset, after the records before the damage have been handed out.
+
+A file that does not start with ``{"Records":[`` (a single record, NDJSON, a JSON array) is decoded as
+one document; that path holds the whole file and is meant for the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+
+from metering.outcomes import Reason, Skip
+from s3_audit.cloudtrail import CloudTrailRecord, decode_record
+
+PIECE_SIZE = 1 << 20  # decompressed bytes decoded at once: big enough to amortize a call, small enough to bound memory
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_WBITS = 31  # zlib's gzip-only mode: checks the header, the CRC-32 and the length trailer
+_RECORDS_START = re.compile(rb'(?:\xef\xbb\xbf)?\s*\{\s*"Records"\s*:\s*\[')
+_INFLATE_INPUT = 16 * 1024  # compressed bytes per zlib call
+_START_PEEK = 4096  # bytes read before deciding between streaming the Records array and the whole-document path
+_WHITESPACE = b" \t\r\n"
+_COMMA, _OPEN_BRACE, _CLOSE_BRACE = ord(","), ord("{"), ord("}")
+_OPEN_BRACKET, _CLOSE_BRACKET = ord("["), ord("]")
+_ERROR_BYTE = re.compile(r"\(byte (\d+)\)")
+# Candidates tried per cut while more input can still arrive; a record larger than a piece just waits.
+_CUT_TRIES = 16
+
+_piece_decoder = msgspec.json.Decoder(list[CloudTrailRecord])
+_raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_document_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw] | list[msgspec.Raw])
+
+LogRecord = CloudTrailRecord | Skip
+
+
+def _inflate_library() -> tuple[Any, tuple[type[Exception], ...]]:
+    """python-isal's zlib when it is installed (inflates ~3x faster, same API), else the standard zlib."""
+    try:
+        isal_zlib = importlib.import_module("isal.isal_zlib")
+    except ImportError:
+        return zlib, (zlib.error,)
+    return isal_zlib, (zlib.error, isal_zlib.error)
+
+
+_INFLATE, _INFLATE_ERRORS = _inflate_library()
+
+
+class LogFileFault(Exception):
+    """The byte stream of a log file cannot be read past some point (bad or truncated gzip)."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def decompressed(chunks: Iterable[bytes], out_size: int = PIECE_SIZE) -> Iterator[bytes]:
+    """The bytes of a log file, gunzipped when they start with the gzip magic, in blocks of at most ``out_size``.
+
+    Raises LogFileFault (BAD_GZIP) after yielding everything decoded before a corrupt or truncated stream.
+    """
+    stream = iter(chunks)
+    head = b""
+    for chunk in stream:
+        head += chunk
+        if len(head) >= len(_GZIP_MAGIC):
+            break
+    if not head.startswith(_GZIP_MAGIC):
+        if head:
+            yield head
+        yield from stream
+        return
+    yield from _gunzip(head, stream, out_size)
+
+
+def _gunzip(head: bytes, rest: Iterator[bytes], out_size: int) -> Iterator[bytes]:
+    inflater = _INFLATE.decompressobj(_GZIP_WBITS)
+    member_started = False
+    compressed_offset = 0
+    for chunk in _slices(_chain(head, rest)):
+        data: bytes | memoryview = chunk
+        while data:
+            member_started = True
+            try:
+                block = inflater.decompress(data, out_size)
+            except _INFLATE_ERRORS as error:
+                raise _bad_gzip(compressed_offset, error) from error
+            if block:
+                yield block
+            if inflater.eof:
+                # Concatenated gzip members are one valid gzip file.
+                data = inflater.unused_data
+                inflater = _INFLATE.decompressobj(_GZIP_WBITS)
+                member_started = False
+            else:
+                data = inflater.unconsumed_tail
+        compressed_offset += len(chunk)
+    if member_started:
+        try:
+            tail = inflater.flush()
+        except _INFLATE_ERRORS as error:
+            raise _bad_gzip(compressed_offset, error) from error
+        if tail:
+            yield tail
+        if not inflater.eof:
+            raise LogFileFault(
+                Reason.BAD_GZIP, f"truncated gzip stream: it ends after {compressed_offset} compressed bytes"
+            )
+
+
+def _bad_gzip(compressed_offset: int, error: Exception) -> LogFileFault:
+    return LogFileFault(Reason.BAD_GZIP, f"bad gzip data near compressed byte {compressed_offset}: {error}")
+
+
+def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield head
+    yield from rest
+
+
+def _slices(chunks: Iterator[bytes]) -> Iterator[memoryview]:
+    """Input in small slices: zlib drops the output of a call that fails, so a fault loses at most one slice."""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for start in range(0, len(view), _INFLATE_INPUT):
+            yield view[start : start + _INFLATE_INPUT]
+
+
+def read_log_records(chunks: Iterable[bytes], *, piece_size: int = PIECE_SIZE) -> Iterator[LogRecord]:
+    """Every record of a log file in order, as a CloudTrailRecord or a MALFORMED_ENTRY quarantine.
+
+    A damaged file yields the records decoded before the damage and then one quarantine (BAD_GZIP or
+    BAD_JSON) whose detail names the byte offset.
+    """
+    splitter = _RecordSplitter(piece_size)
+    blocks = decompressed(chunks, out_size=piece_size)
+    try:
+        for block in blocks:
+            yield from splitter.feed(block)
+            if splitter.fault is not None:
+                break
+        else:
+            yield from splitter.finish()
+    except LogFileFault as fault:
+        yield from splitter.salvage()
+        yield Skip.quarantined(fault.reason, fault.detail)
+        return
+    if splitter.fault is not None:
+        # Damaged gzip data often inflates to invalid JSON first; the gzip fault is then the one to report.
+        yield _gzip_fault(blocks) or splitter.fault
+
+
+def _gzip_fault(blocks: Iterator[bytes]) -> Skip | None:
+    """Read the rest of the stream only to learn whether the gzip layer is damaged too."""
+    try:
+        for _ in blocks:
+            pass
+    except LogFileFault as fault:
+        return Skip.quarantined(fault.reason, fault.detail)
+    return None
+
+
+class _Corrupt(Exception):
+    """A piece holds a JSON syntax error that is not explained by where it was cut."""
+
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+class _RecordSplitter:
+    """Accumulates decompressed bytes and hands out decoded records piece by piece.
+
+    While streaming, ``buffer[0]`` is a spare byte (the ``[`` of the Records array, or the comma or space
+    before the next record): a piece is decoded in place by writing ``[`` there and ``]`` after its last
+    record, so a 1 MB piece is never copied.
+    """
+
+    def __init__(self, piece_size: int) -> None:
+        self.piece_size = piece_size
+        self.buffer = bytearray()
+        self.offset = 0  # decompressed offset of buffer[0], for error details
+        self.records = 0  # records handed out, to number malformed ones
+        self.streaming: bool | None = None  # None until the start of the document has been seen
+        self.fault: Skip | None = None  # set when the JSON is damaged; nothing after it is decoded
+
+    def feed(self, block: bytes) -> Iterator[LogRecord]:
+        """Take more bytes; hand out the whole records they complete once a piece is full."""
+        self.buffer += block
+        if self.streaming is None:
+            self._detect_start(final=False)
+        if self.streaming and len(self.buffer) >= self.piece_size:
+            yield from self._emit_complete(max_tries=_CUT_TRIES)
+
+    def finish(self) -> Iterator[LogRecord]:
+        """The input ended normally: hand out the rest, or quarantine what cannot be decoded."""
+        if self.streaming is None:
+            self._detect_start(final=True)
+        if not self.streaming:
+            yield from decode_document(bytes(self.buffer))
+            return
+        closing = self._closing_bracket()
+        if closing is not None:
+            try:
+                yield from self._decode_in_place(closing)
+                return
+            except _Corrupt as corrupt:
+                yield from self._fail_at(corrupt)
+                return
+            except ValueError:
+                pass  # the closing brackets are there but the records before them are cut short
+        yield from self.salvage()
+        if self.fault is None:
+            self.fault = Skip.quarantined(
+                Reason.BAD_JSON,
+                f"JSON ends at decompressed byte {self.offset + len(self.buffer)} before the Records array is closed",
+            )
+
+    def salvage(self) -> Iterator[LogRecord]:
+        """The input broke off: hand out the whole records still in the buffer (a whole document is lost)."""
+        if self.streaming:
+            yield from self._emit_complete(max_tries=None)
+
+    def _detect_start(self, *, final: bool) -> None:
+        if len(self.buffer) < _START_PEEK and not final:
+            return
+        match = _RECORDS_START.match(self.buffer)
+        self.streaming = match is not None
+        if match is not None:
+            spare = match.end() - 1  # keep the ``[``
+            del self.buffer[:spare]
+            self.offset += spare
+
+    def _closing_bracket(self) -> int | None:
+        """Index of the ``]`` of ``]`` ``}`` ending the document, or None when it does not end that way."""
+        end = len(self.buffer.rstrip(_WHITESPACE))
+        if end < 2 or self.buffer[end - 1] != _CLOSE_BRACE:
+            return None
+        end = len(self.buffer[: end - 1].rstrip(_WHITESPACE))
+        return end - 1 if end >= 2 and self.buffer[end - 1] == _CLOSE_BRACKET else None
+
+    def _emit_complete(self, max_tries: int | None) -> Iterator[LogRecord]:
+        """Decode the records up to the last real boundary in the buffer and drop them from it."""
+        for tries, (end, next_start) in enumerate(_boundaries_backwards(self.buffer), 1):
+            try:
+                decoded = self._decode_in_place(end)
+            except _Corrupt as corrupt:
+                yield from self._fail_at(corrupt)
+                return
+            except ValueError:
+                if max_tries is not None and tries >= max_tries:
+                    return
+                continue
+            del self.buffer[: next_start - 1]  # the byte before the next record becomes the spare
+            self.offset += next_start - 1
+            yield from decoded
+            return
+
+    def _fail_at(self, corrupt: _Corrupt) -> Iterator[LogRecord]:
+        """Hand out the records before a syntax error, then quarantine the file at its offset."""
+        damage = corrupt.position
+        message = _ERROR_BYTE.sub("", str(corrupt)).strip()  # its byte counts from the piece, not the file
+        detail = f"invalid JSON at decompressed byte {self.offset + damage}: {message}"
+        del self.buffer[damage:]
+        yield from self._emit_complete(max_tries=None)
+        self.fault = Skip.quarantined(Reason.BAD_JSON, detail)
+
+    def _decode_in_place(self, end: int) -> list[LogRecord]:
+        """The records in ``buffer[1:end]``, decoded as ``[`` ... ``]`` in the buffer itself, which is then restored.
+
+        Raises ValueError when ``end`` is not a real boundary and _Corrupt on damage.
+        """
+        buffer = self.buffer
+        rest = buffer[end:]  # usually a part of one record: the cut is near the end
+        del buffer[end:]
+        buffer[0] = _OPEN_BRACKET
+        buffer.append(_CLOSE_BRACKET)
+        try:
+            return self._decode_piece(buffer)
+        finally:
+            del buffer[end:]
+            buffer += rest
+
+    def _decode_piece(self, piece: bytearray) -> list[LogRecord]:
+        try:
+            records: list[LogRecord] = list(_piece_decoder.decode(piece))
+        except (msgspec.ValidationError, UnicodeDecodeError):
+            # Some record has a wrong type or invalid UTF-8 (or the cut is wrong): decode one by one to find out.
+            records = self._decode_one_by_one(piece)
+        except msgspec.DecodeError as error:
+            raise _syntax_fault(error, len(piece)) from None
+        except RecursionError:
+            raise _too_deep() from None
+        self.records += len(records)
+        return records
+
+    def _decode_one_by_one(self, piece: bytearray) -> list[LogRecord]:
+        try:
+            raws = _raw_list_decoder.decode(piece)
+        except msgspec.DecodeError as error:
+            raise _syntax_fault(error, len(piece)) from None
+        except RecursionError:
+            raise _too_deep() from None
+        return [_numbered(decode_record(raw), self.records + index) for index, raw in enumerate(raws)]
+
+
+def _too_deep() -> _Corrupt:
+    """JSON nested deeper than msgspec decodes: the file is quarantined from this piece on."""
+    return _Corrupt(1, "JSON nested too deeply to decode")
+
+
+def _syntax_fault(error: msgspec.DecodeError, piece_length: int) -> Exception:
+    """_Corrupt for damage inside a piece; ValueError when the error sits where the piece was cut."""
+    found = _ERROR_BYTE.search(str(error))
+    if found is not None and int(found.group(1)) < piece_length - 1:
+        return _Corrupt(int(found.group(1)), str(error))
+    return ValueError("not a record boundary")
+
+
+def _boundaries_backwards(buffer: bytearray) -> Iterator[tuple[int, int]]:
+    """Candidate record boundaries, last first: (end of the record before, start of the record after)."""
+    end = len(buffer)
+    while True:
+        brace = buffer.rfind(b"}", 0, end)
+        if brace < 0:
+            return
+        comma = _skip_whitespace(buffer, brace + 1)
+        if comma < len(buffer) and buffer[comma] == _COMMA:
+            opening = _skip_whitespace(buffer, comma + 1)
+            # A comma at the very end also closes a record: it matters when the stream breaks right there.
+            if opening == len(buffer) or buffer[opening] == _OPEN_BRACE:
+                yield brace + 1, opening
+        end = brace
+
+
+def _skip_whitespace(buffer: bytearray, position: int) -> int:
+    while position < len(buffer) and buffer[position] in _WHITESPACE:
+        position += 1
+    return position
+
+
+def _numbered(outcome: LogRecord, index: int) -> LogRecord:
+    """Name the record's position in a quarantine detail, so an operator can find it in the file."""
+    if isinstance(outcome, Skip):
+        return Skip.quarantined(outcome.reason, f"record {index}: {outcome.detail}")
+    return outcome
+
+
+def decode_document(document: bytes) -> Iterator[LogRecord]:
+    """The records of a whole document: ``{"Records": [...]}``, a JSON array of records, one record, or NDJSON."""
+    yield from _decode_document(document, allow_lines=True)
+
+
+def _decode_document(document: bytes, *, allow_lines: bool) -> Iterator[LogRecord]:
+    if not document.strip(_WHITESPACE):
+        yield Skip.quarantined(Reason.BAD_JSON, "empty file")
+        return
+    try:
+        top = _document_decoder.decode(document)
+    except (UnicodeDecodeError, RecursionError) as error:  # invalid UTF-8 in a key; nesting too deep
+        yield Skip.quarantined(Reason.BAD_JSON, f"invalid JSON: {type(error).__name__}")
+        return
+    except msgspec.ValidationError as error:
+        yield Skip.quarantined(Reason.BAD_JSON, f"not a JSON object or array of records: {error}")
+        return
+    except msgspec.DecodeError as error:
+        if allow_lines and "trailing characters" in str(error):
+            yield from _decode_lines(document)
+        else:
+            yield Skip.quarantined(Reason.BAD_JSON, f"invalid JSON: {error}")
+        return
+    if isinstance(top, dict) and "Records" in top:
+        try:
+            raws = _raw_list_decoder.decode(top["Records"])
+        except msgspec.ValidationError as error:
+            yield Skip.quarantined(Reason.BAD_JSON, f"Records is not an array: {error}")
+            return
+    else:
+        raws = top if isinstance(top, list) else [msgspec.Raw(document)]
+    for index, raw in enumerate(raws):
+        yield _numbered(decode_record(raw), index)
+
+
+def _decode_lines(document: bytes) -> Iterator[LogRecord]:
+    """NDJSON: each line is a record (or a Records document); a bad line does not hide the others."""
+    for number, line in enumerate(document.split(b"\n"), 1):
+        if not line.strip(_WHITESPACE):
+            continue
+        for outcome in _decode_document(line, allow_lines=False):
+            if isinstance(outcome, Skip) and outcome.reason is Reason.BAD_JSON:
+                yield Skip.quarantined(Reason.BAD_JSON, f"line {number}: {outcome.detail}")
+            else:
+                yield outcome
