@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -64,6 +65,8 @@ def local_aws() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
+    # moto keeps its state per process, not per server: start from nothing.
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()  # noqa: S310
     try:
         with environment({**_EMULATOR_ENV, "AWS_ENDPOINT_URL": url}):
             yield url
