@@ -7,6 +7,8 @@ export CDK_DISABLE_VERSION_CHECK := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 CDK := node_modules/.bin/cdk
+# cdk.json runs `python3 app.py`: it must be the project's interpreter.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup demo test lint format synth deploy diff bench clean
 
@@ -40,7 +42,7 @@ test: lint  ## lint, then the whole suite
 synth: setup  ## synthesize (offline, no Docker) with cdk-nag, then cfn-lint the templates
 	rm -rf cdk.out
 	$(CDK) synth --quiet
-	$(BIN)/cfn-lint cdk.out/*.template.json -i W3005
+	$(BIN)/cfn-lint cdk.out/*.template.json -i W3005 W6001
 
 diff: setup
 	$(CDK) diff --all

@@ -7,6 +7,7 @@ from pathlib import Path
 from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+
 from metering.metric_names import DEFAULT_NAMESPACE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

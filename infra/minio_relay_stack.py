@@ -22,6 +22,7 @@ from infra.constants import (
     DELIVER_MAX_CONCURRENCY,
     DELIVER_MEMORY_MB,
     DELIVER_TIMEOUT,
+    DELIVERY_QUEUE_MAX_AGE,
     FUNCTION_LOG_RETENTION,
     MINIO_WEBHOOK_TARGET,
     WEBHOOK_MAX_BODY_BYTES,
@@ -30,6 +31,7 @@ from infra.constants import (
     WEBHOOK_TIMEOUT,
     WEBHOOK_TOKEN_LENGTH,
 )
+from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
 from infra.ogc_rs import ogc_rs_environment
 from infra.secure_defaults import (
     AuditFunction,
@@ -40,6 +42,7 @@ from infra.secure_defaults import (
     acknowledge,
     alarm_topic,
 )
+from metering.metric_names import FLOW_MINIO
 
 # One JSON object per request in the stage's access log group.
 ACCESS_LOG_FIELDS = {
@@ -119,6 +122,18 @@ class MinioRelayStack(AuditStack):
         )
 
         self.api = self._webhook_api()
+        self.monitoring = FlowMonitoring(
+            self,
+            "Monitoring",
+            flow=FLOW_MINIO,
+            topic=topic,
+            queues=[WatchedQueue("Delivery", self.delivery, DELIVERY_QUEUE_MAX_AGE)],
+            functions=[
+                WatchedFunction("Webhook", self.webhook, WEBHOOK_TIMEOUT),
+                WatchedFunction("Deliver", self.deliver, DELIVER_TIMEOUT),
+            ],
+            api=self.api,
+        )
         self._outputs(client_credentials)
 
     def _webhook_token(self, config: AuditConfig) -> SecretReference:
@@ -150,6 +165,8 @@ class MinioRelayStack(AuditStack):
         api = apigateway.RestApi(
             self,
             "WebhookApi",
+            # Named after the stack: API Gateway metrics are keyed by API name, so two deployments stay apart.
+            rest_api_name=f"{self.stack_name}-webhook",
             description="MinIO audit webhook for OGC RS metering",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
             # The account-wide CloudWatch role is shared by every API of the account: not this stack's to own.

@@ -17,11 +17,13 @@ from infra.constants import (
     ABORT_INCOMPLETE_UPLOAD_AFTER,
     CLOUDTRAIL_LOG_PREFIX,
     CLOUDTRAIL_LOG_SUFFIX,
+    LOG_FILE_QUEUE_MAX_AGE,
     S3_AUDIT_BATCH_SIZE,
     S3_AUDIT_MAX_CONCURRENCY,
     S3_AUDIT_MEMORY_MB,
     S3_AUDIT_TIMEOUT,
 )
+from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
 from infra.ogc_rs import ogc_rs_environment
 from infra.secure_defaults import (
     AuditFunction,
@@ -35,6 +37,7 @@ from infra.secure_defaults import (
     bucket_arn_finding,
     private_bucket,
 )
+from metering.metric_names import FLOW_AWS_S3
 
 # CDK's singleton handler behind Custom::S3BucketNotifications (fixed id in aws-cdk-lib).
 BUCKET_NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
@@ -113,6 +116,15 @@ class S3AuditStack(AuditStack):
                 max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
                 report_batch_item_failures=True,
             )
+        )
+        self.monitoring = FlowMonitoring(
+            self,
+            "Monitoring",
+            flow=FLOW_AWS_S3,
+            topic=topic,
+            queues=[WatchedQueue("LogFiles", self.log_files, LOG_FILE_QUEUE_MAX_AGE)],
+            functions=[WatchedFunction("S3Audit", self.audit, S3_AUDIT_TIMEOUT)],
+            trail_log_files=self.log_files,
         )
         self._outputs(client_credentials)
 

@@ -14,6 +14,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -27,6 +28,7 @@ from infra.bundling import function_code
 from infra.constants import (
     ABORT_INCOMPLETE_UPLOAD_AFTER,
     ACCESS_LOG_RETENTION,
+    ALARM_TOPIC_KEY_PENDING_WINDOW,
     DEAD_LETTER_RETENTION,
     FUNCTION_LOG_RETENTION,
     LAMBDA_ARCHITECTURE,
@@ -122,14 +124,34 @@ def private_bucket(
     )
 
 
-def alarm_topic(scope: Construct, construct_id: str, email: str) -> sns.Topic | None:
-    """An SNS topic mailing ``email`` when an alarm fires; None when no address is configured."""
-    if not email:
-        return None
-    topic = sns.Topic(scope, construct_id, enforce_ssl=True)
-    topic.add_subscription(subscriptions.EmailSubscription(email))
-    # SSE-KMS would need a customer managed key (CloudWatch cannot publish with the AWS managed SNS key), and
-    # the topic carries only alarm state changes: no payloads, no secrets.
+def alarm_topic(scope: Construct, construct_id: str, email: str) -> sns.Topic:
+    """The SNS topic every alarm of the stack notifies: SSE-KMS, TLS only, and mailing ``email`` when one is set.
+
+    The topic exists without an address too, so that alarms always have an action and an operator can subscribe
+    a pager or chat integration later. Its key is ``<construct_id>Key``.
+    """
+    # A customer managed key: CloudWatch cannot publish to a topic encrypted with the AWS managed SNS key.
+    key = kms.Key(
+        scope,
+        f"{construct_id}Key",
+        description="Encrypts the alarm notifications of the OGC RS metering flows",
+        enable_key_rotation=True,
+        # The topic keeps no messages: nothing is lost with the key, so it goes with the stack.
+        removal_policy=RemovalPolicy.DESTROY,
+        pending_window=ALARM_TOPIC_KEY_PENDING_WINDOW,
+    )
+    # CloudWatch alarms publish as the service: SNS encrypts each message with a data key made for that caller.
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="AllowCloudWatchAlarmsToPublish",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            resources=["*"],  # in a key policy "*" means this key
+        )
+    )
+    topic = sns.Topic(scope, construct_id, master_key=key, enforce_ssl=True)
+    if email:
+        topic.add_subscription(subscriptions.EmailSubscription(email))
     return topic
 
 

@@ -44,7 +44,7 @@ OGC_RS_LATENCY: Final = "OgcRsLatency"
 """Milliseconds per OGC RS request of one delivery (the client's retries and back-off included)."""
 DELIVERY_FAILURES: Final = "DeliveryFailures"
 """Total per flow, and per ``kind`` (one of DELIVERY_FAILURE_KINDS)."""
-TOKEN_FETCHES: Final = "TokenFetches"
+TOKEN_FETCHES: Final = "TokenFetches"  # noqa: S105 (a metric name, not a credential)
 
 # MinIO webhook.
 WEBHOOK_AUTH_FAILURES: Final = "WebhookAuthFailures"

@@ -421,7 +421,9 @@ def test_dead_letter_alarm_mails_the_operator_when_configured(module_tmp: Path) 
     subscription = only_resource(template, "AWS::SNS::Subscription")["Properties"]
     assert subscription["Protocol"] == "email"
     assert subscription["Endpoint"] == "ops@example.org"
-    alarm = only_resource(template, "AWS::CloudWatch::Alarm")["Properties"]
+    alarm = template["Resources"][logical_id(template, "AWS::CloudWatch::Alarm", "LogFilesDeadLetterAlarm")][
+        "Properties"
+    ]
     assert alarm["AlarmActions"] == [{"Ref": logical_id(template, "AWS::SNS::Topic", "AlarmTopic")}]
     assert alarm["Dimensions"] == [
         {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_ids(template)[1], "QueueName"]}}
