@@ -12,7 +12,6 @@ from metering import metric_names as names
 from metering.errors import ConfigurationError, DeliveryError
 from metering.exactly_once import InFlightError, OnceReport
 from metering.metrics import (
-    TokenFetchCounter,
     delivery_failure_kind,
     flow_metrics,
     record_auth_failure,
@@ -139,7 +138,11 @@ def test_outcomes_of_several_inputs_add_up_in_one_document(capsys: pytest.Captur
 def test_delivery_report_publishes_lines_requests_and_latency_per_request(capsys: pytest.CaptureFixture[str]) -> None:
     metrics = flow_metrics("minio")
     report = DeliveryReport(
-        delivered=998, rejected=[RejectedLine("a|b", "invalid line, not sent")] * 2, requests=4, seconds=1.0
+        delivered=998,
+        rejected=[RejectedLine("a|b", "invalid line, not sent")] * 2,
+        requests=4,
+        seconds=1.0,
+        token_fetches=1,
     )
     record_delivery(metrics, report)
     metrics.flush_metrics()
@@ -151,7 +154,9 @@ def test_delivery_report_publishes_lines_requests_and_latency_per_request(capsys
         "LinesRejected": "Count",
         "DeliveryRequests": "Count",
         "OgcRsLatency": "Milliseconds",
+        "TokenFetches": "Count",
     }
+    assert document["TokenFetches"] == [1.0]
     assert document["LinesDelivered"] == [998.0]
     assert document["LinesRejected"] == [2.0]
     assert document["DeliveryRequests"] == [4.0]
@@ -228,27 +233,6 @@ def test_auth_failures_and_token_fetches(capsys: pytest.CaptureFixture[str]) -> 
     assert metric_definitions(document) == {"WebhookAuthFailures": "Count", "TokenFetches": "Count"}
     assert document["WebhookAuthFailures"] == [1.0, 1.0]
     assert document["TokenFetches"] == [1.0]
-
-
-class FakeTokens:
-    def __init__(self) -> None:
-        self.fetches = 0
-
-
-def test_token_fetch_counter_publishes_the_fetches_of_each_invocation(capsys: pytest.CaptureFixture[str]) -> None:
-    metrics = flow_metrics("aws_s3")
-    tokens = FakeTokens()
-    counter = TokenFetchCounter()
-    tokens.fetches = 1  # cold start
-    counter.record(metrics, tokens)
-    metrics.flush_metrics()
-    counter.record(metrics, tokens)  # warm: the cached token was reused
-    metrics.flush_metrics()
-    tokens.fetches = 2  # renewed
-    counter.record(metrics, tokens)
-    metrics.flush_metrics()
-
-    assert [document["TokenFetches"] for document in emitted(capsys)] == [[1.0], [0.0], [1.0]]
 
 
 def test_namespace_comes_from_the_environment(

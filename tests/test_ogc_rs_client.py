@@ -38,9 +38,12 @@ def client_for(rs: ReferenceOgcRs, batch_max_lines: int = 500, overrides: dict[s
 
 def test_many_posts_share_one_token(reference_rs: ReferenceOgcRs) -> None:
     client = client_for(reference_rs)
+    fetches = []
     for start in range(5):
         report = client.deliver(make_lines(3, item=f"batch{start}"))
         assert report.delivered == 3
+        fetches.append(report.token_fetches)
+    assert fetches == [1, 0, 0, 0, 0]
     assert reference_rs.token_requests == 1
     assert reference_rs.row_count() == 15
 

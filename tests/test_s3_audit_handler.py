@@ -359,3 +359,42 @@ def test_retry_after_a_partial_delivery_sends_only_the_rest(
 
     assert stored(reference_rs) == [line("part-1"), line("part-2")]
     assert response["delivered"] == 1
+
+
+def emf_documents(text: str) -> list[dict[str, Any]]:
+    """The embedded-metric-format documents among the JSON lines the handler printed."""
+    documents = []
+    for printed in text.splitlines():
+        if printed.startswith("{") and '"_aws"' in printed:
+            documents.append(json.loads(printed))
+    return documents
+
+
+def test_outcomes_and_delivery_are_published_as_metrics(
+    s3: Any, wired: ReferenceOgcRs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=log_file("m"))
+
+    handler(load_event("envelopes/sqs_s3_notification"), CONTEXT)
+
+    documents = emf_documents(capsys.readouterr().out)
+    totals = next(d for d in documents if "Metered" in d and "reason" not in d)
+    assert (totals["flow"], totals["service"]) == ("aws_s3", "s3_audit")
+    assert (totals["Metered"], totals["EntriesSeen"], totals["LogFilesRead"]) == ([2.0], [5.0], [1.0])
+    assert (totals["LinesDelivered"], totals["DeliveryRequests"], totals["TokenFetches"]) == ([2.0], [1.0], [1.0])
+    by_reason = {d["reason"]: d["Filtered"] for d in documents if "reason" in d and "Filtered" in d}
+    assert by_reason == {"failed_request": [1.0], "invalid_user_id": [1.0], "not_presigned": [1.0]}
+
+
+def test_a_delivery_failure_is_published_with_its_kind(
+    monkeypatch: pytest.MonkeyPatch, s3: Any, reference_rs: ReferenceOgcRs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    use(monkeypatch, s3, client_for(reference_rs))
+    reference_rs.faults.push("status", 503, times=2)
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=log_file("x"))
+
+    with pytest.raises(BatchProcessingError):  # the batch's only message failed
+        handler(load_event("envelopes/sqs_s3_notification"), CONTEXT)
+
+    documents = emf_documents(capsys.readouterr().out)
+    assert [d["DeliveryFailures"] for d in documents if d.get("kind") == "unavailable"] == [[1.0]]

@@ -456,3 +456,12 @@ def test_handler_answers_503_when_sqs_fails(queue_url: str, monkeypatch: pytest.
     response = handler.webhook(api_event(compact("get_object_presigned.json")), lambda_context())
     assert response["statusCode"] == 503
     assert json.loads(response["body"]) == {"error": "metering backend unavailable; retry later"}
+
+
+def test_handler_publishes_outcomes_and_auth_failures(queue_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    handler.webhook(api_event(raw("batch.ndjson")), lambda_context())
+    handler.webhook(api_event(raw("batch.ndjson"), headers={"Authorization": "Bearer nope"}), lambda_context())
+    documents = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{") and '"_aws"' in x]
+    totals = [d for d in documents if "reason" not in d]
+    assert [(d.get("Metered"), d.get("WebhookAuthFailures")) for d in totals] == [([3.0], None), (None, [1.0])]
+    assert all((d["flow"], d["service"]) == ("minio", "minio_relay") for d in documents)

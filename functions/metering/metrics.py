@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Protocol
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -54,7 +53,6 @@ from metering.ogc_rs import DeliveryReport
 from metering.outcomes import OutcomeTally, Reason
 
 __all__ = [
-    "TokenFetchCounter",
     "delivery_failure_kind",
     "flow_metrics",
     "record_auth_failure",
@@ -131,8 +129,8 @@ def record_log_files(metrics: Metrics, files: int) -> None:
 
 
 def record_delivery(metrics: Metrics, report: DeliveryReport | OnceReport) -> None:
-    """LinesDelivered, LinesRejected, DeliveryRequests, OgcRsLatency (ms per request) and, for an exactly-once
-    delivery, LinesAlreadyDelivered (lines the ledger showed as sent before: replays, redeliveries)."""
+    """LinesDelivered, LinesRejected, DeliveryRequests, OgcRsLatency (ms per request), TokenFetches and, for an
+    exactly-once delivery, LinesAlreadyDelivered (lines the ledger showed as sent before: replays, redeliveries)."""
     delivery = report.delivery if isinstance(report, OnceReport) else report
     _count(metrics, LINES_DELIVERED, delivery.delivered)
     _count(metrics, LINES_REJECTED, len(delivery.rejected))
@@ -145,6 +143,7 @@ def record_delivery(metrics: Metrics, report: DeliveryReport | OnceReport) -> No
         )
     if isinstance(report, OnceReport):
         _count(metrics, LINES_ALREADY_DELIVERED, report.already_delivered)
+    record_token_fetches(metrics, delivery.token_fetches)
 
 
 def delivery_failure_kind(error: BaseException) -> DeliveryFailureKind:
@@ -167,28 +166,6 @@ def record_delivery_failure(metrics: Metrics, kind: DeliveryFailureKind) -> None
 def record_token_fetches(metrics: Metrics, fetches: int) -> None:
     """TokenFetches: tokens fetched from the auth server (about one per 12 hours per warm process is normal)."""
     _count(metrics, TOKEN_FETCHES, fetches)
-
-
-class TokenSource(Protocol):
-    """What :class:`TokenFetchCounter` reads: ``TokenProvider.fetches``, a count since the process started."""
-
-    @property
-    def fetches(self) -> int:
-        """Tokens fetched since start."""
-        ...
-
-
-class TokenFetchCounter:
-    """Turns the process-wide ``TokenProvider.fetches`` into the fetches of one invocation."""
-
-    def __init__(self) -> None:
-        self._seen = 0
-
-    def record(self, metrics: Metrics, tokens: TokenSource) -> None:
-        """Publish the fetches made since the previous call (zero included)."""
-        total = tokens.fetches
-        record_token_fetches(metrics, max(total - self._seen, 0))
-        self._seen = total
 
 
 def record_auth_failure(metrics: Metrics) -> None:

@@ -67,6 +67,7 @@ class DeliveryReport:
     rejected: list[RejectedLine] = field(default_factory=list)
     requests: int = 0
     seconds: float = 0.0
+    token_fetches: int = 0
 
 
 class OgcRsClient:
@@ -103,7 +104,7 @@ class OgcRsClient:
         a final state (stored, or refused for good), so a caller can record progress chunk by chunk.
         """
         report = DeliveryReport()
-        started = time.monotonic()
+        started, fetches_before = time.monotonic(), self._tokens.fetches
         valid: list[int] = []
         refused: list[int] = []
         for position, line in enumerate(lines):
@@ -117,6 +118,7 @@ class OgcRsClient:
                 self._deliver_positions(lines, valid[start : start + size], report, on_settled)
         finally:
             report.seconds = time.monotonic() - started
+            report.token_fetches = self._tokens.fetches - fetches_before
         return report
 
     def _deliver_positions(

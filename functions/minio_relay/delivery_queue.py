@@ -46,7 +46,14 @@ class DeliveryMessage(msgspec.Struct, frozen=True):
     lines: list[QueuedLine]
 
 
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+
+
+def _encode(message: DeliveryMessage) -> bytes:
+    """The message as JSON; U+FFFE and U+FFFF, which SQS refuses in a message body, are written as escapes."""
+    return _encoder.encode(message).replace(b"\xef\xbf\xbe", b"\\ufffe").replace(b"\xef\xbf\xbf", b"\\uffff")
+
+
 _decode_message = msgspec.json.Decoder(DeliveryMessage).decode
 
 

@@ -19,8 +19,18 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from metering.errors import DeliveryError
 from metering.exactly_once import LineSender
 from metering.ledger import DeliveryLedger
+from metering.metrics import (
+    delivery_failure_kind,
+    flow_metrics,
+    record_auth_failure,
+    record_delivery,
+    record_delivery_failure,
+    record_outcomes,
+    record_rejected_lines,
+)
 from metering.settings import SettingsError
 from minio_relay.deliver import BatchDelivery
 from minio_relay.delivery_queue import enqueue
@@ -28,6 +38,7 @@ from minio_relay.webhook import Webhook, WebhookRequest, WebhookResponse, Webhoo
 
 # The service logger is the parent of the minio_relay.* module loggers, so their records are JSON too.
 logger = Logger(service="minio_relay")
+metrics = flow_metrics("minio")
 copy_config_to_registered_loggers(source_logger=logger, include={"metering"})
 
 
@@ -87,10 +98,16 @@ def response_to_proxy(response: WebhookResponse) -> dict[str, Any]:
     }
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def webhook(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """API Gateway: POST/PUT /auditlogs/processor (MinIO audit bodies) and GET / (health)."""
-    return response_to_proxy(_webhook().handle(request_from_event(event)))
+    response = _webhook().handle(request_from_event(event))
+    if response.status == 401:
+        record_auth_failure(metrics)
+    if response.tally is not None:
+        record_outcomes(metrics, response.tally)
+    return response_to_proxy(response)
 
 
 def deliver_client() -> LineSender:
@@ -110,12 +127,20 @@ def deliver_ledger() -> DeliveryLedger:
 _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def deliver(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     """SQS delivery queue -> OGC RS; failed messages are reported back one by one (partial batch response)."""
     batch = BatchDelivery(deliver_client(), deliver_ledger())
 
     def record_handler(record: SQSRecord) -> None:
-        batch.deliver(record.message_id, record.body)
+        try:
+            report = batch.deliver(record.message_id, record.body)
+        except DeliveryError as error:
+            record_delivery_failure(metrics, delivery_failure_kind(error))
+            raise
+        record_delivery(metrics, report)
+        # Lines the webhook counted as metered but OGC RS refused end quarantined.
+        record_rejected_lines(metrics, len(report.delivery.rejected))
 
     return process_partial_response(event=event, record_handler=record_handler, processor=_processor, context=context)

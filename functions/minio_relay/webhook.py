@@ -115,6 +115,8 @@ class WebhookResponse:
 
     status: int
     document: Mapping[str, object]
+    tally: OutcomeTally | None = None
+    """The outcomes of an accepted body (for metrics); not part of the answer."""
 
     def body(self) -> bytes:
         """The document as JSON bytes."""
@@ -236,7 +238,7 @@ class Webhook:
                 logger.error("could not pass on %d metered lines, answering 503: %s", len(downloads), error)
                 return _error(503, "metering backend unavailable; retry later")
         logger.info("audit body %s", tally.as_dict())
-        return WebhookResponse(200, summary(tally))
+        return WebhookResponse(200, summary(tally), tally)
 
     def _refuse_unauthenticated(self, presented: str | None) -> WebhookResponse | None:
         try:

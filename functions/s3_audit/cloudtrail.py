@@ -87,7 +87,7 @@ def record_from_object(value: object) -> CloudTrailRecord | Skip:
     """An already-parsed record (the ``detail`` of an EventBridge event) as a CloudTrailRecord, or a quarantine."""
     try:
         return msgspec.convert(value, CloudTrailRecord)
-    except msgspec.ValidationError as error:
+    except (msgspec.ValidationError, UnicodeEncodeError) as error:  # a key with a lone surrogate cannot be matched
         return Skip.quarantined(Reason.MALFORMED_ENTRY, str(error))
 
 

@@ -19,12 +19,22 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from metering.errors import DeliveryError
 from metering.ledger import DeliveryLedger
+from metering.metrics import (
+    delivery_failure_kind,
+    flow_metrics,
+    record_delivery,
+    record_delivery_failure,
+    record_log_files,
+    record_outcomes,
+)
 from metering.outcomes import OutcomeTally
 from s3_audit.envelopes import LogFileRef, SkippedInput, SkipReason, Work, work_in_event, work_in_message
 from s3_audit.ingest import IngestResult, LineSink, ingest_inline_record, ingest_log_file
 
 logger = Logger(service="s3_audit")
+metrics = flow_metrics("aws_s3")
 _processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -86,6 +96,8 @@ def process_work(items: Iterable[Work], deps: Dependencies, totals: InvocationTo
             result = ingest_inline_record(item, sink=deps.sink, ledger=deps.ledger)
             totals.inline_records += 1
         _log_result(result)
+        if result.report is not None:
+            record_delivery(metrics, result.report)
         totals.tally.merge(result.tally)
         totals.delivered += result.delivered
         totals.already_delivered += result.already_delivered
@@ -113,6 +125,11 @@ def _log_result(result: IngestResult) -> None:
     )
 
 
+def _record_totals(totals: InvocationTotals) -> None:
+    record_outcomes(metrics, totals.tally)
+    record_log_files(metrics, totals.files)
+
+
 def _is_sqs_batch(event: dict[str, Any]) -> bool:
     records = event.get("Records")
     return (
@@ -123,6 +140,7 @@ def _is_sqs_batch(event: dict[str, Any]) -> bool:
     )
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Entry point for SQS batches (partial batch response), and for direct S3, SNS and EventBridge events."""
@@ -133,6 +151,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         def handle_message(record: SQSRecord) -> None:
             try:
                 process_work(work_in_message(record.body), deps, totals)
+            except DeliveryError as error:
+                record_delivery_failure(metrics, delivery_failure_kind(error))
+                logger.exception("message failed, SQS will deliver it again", extra={"message_id": record.message_id})
+                raise
             except Exception:
                 logger.exception("message failed, SQS will deliver it again", extra={"message_id": record.message_id})
                 raise
@@ -141,9 +163,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             event=event, record_handler=handle_message, processor=_processor, context=context
         )
         failed = len(response.get("batchItemFailures", []))
+        _record_totals(totals)
         logger.info("invocation totals", extra={"totals": totals.as_dict(), "failed_messages": failed})
         return dict(response)
     # Direct invocation: an error propagates so that Lambda's asynchronous retry (and its DLQ) applies.
-    process_work(work_in_event(event), deps, totals)
+    try:
+        process_work(work_in_event(event), deps, totals)
+    except DeliveryError as error:
+        record_delivery_failure(metrics, delivery_failure_kind(error))
+        raise
+    finally:
+        _record_totals(totals)
     logger.info("invocation totals", extra={"totals": totals.as_dict()})
     return {"status": "completed", **totals.as_dict()}

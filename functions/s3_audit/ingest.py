@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from metering.exactly_once import KeyedChunk, chunk_key, deliver_chunks_once
+from metering.exactly_once import KeyedChunk, OnceReport, chunk_key, deliver_chunks_once
 from metering.ledger import DeliveryLedger
 from metering.line import MeteredDownload
 from metering.ogc_rs import DeliveryReport, RejectedLine, SettledCallback
@@ -57,6 +57,7 @@ class IngestResult:
     quarantined: list[Skip]
     delivered: int = 0
     already_delivered: int = 0  # lines an earlier attempt at the same input delivered, not sent again
+    report: DeliveryReport | OnceReport | None = None  # requests, latency and token fetches, for metrics
     rejected: list[RejectedLine] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -121,9 +122,10 @@ def _deliver(
         # No lines, no call: a file without downloads needs no token.
         if ledger is None:
             report = sink.deliver([download.to_line() for download in batch.downloads])
+            result.report = report
         else:
             once = deliver_chunks_once(sink, ledger, keyed_chunks(batch.downloads, sink.batch_max_lines))
-            report, result.already_delivered = once.delivery, once.already_delivered
+            report, result.already_delivered, result.report = once.delivery, once.already_delivered, once
         result.delivered = report.delivered
         result.rejected = list(report.rejected)
         if report.rejected:
