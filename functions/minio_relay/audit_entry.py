@@ -19,6 +19,10 @@ _DOWNLOAD_API = "GetObject"
 # Any of these in the query string marks a presigned (query-string authenticated) request.
 _PRESIGN_PARAMETERS = ("X-Amz-Signature", "X-Amz-Credential")
 _ID_PARAMETERS = ("userId", "collectionId", "itemId")
+# Keys longer than this are replaced by their hash: a queue message and a ledger key must stay small.
+_MAX_KEY_CHARS = 256
+# An itemId this long is no STAC id; with it the line could not fit in one SQS message (256 KiB).
+MAX_ITEM_ID_CHARS = 32_768
 
 
 def _malformed(detail: str) -> Skip:
@@ -35,9 +39,13 @@ def event_key(entry: Mapping[str, object]) -> str:
     deployment = entry.get("deploymentid")
     deployment_text = deployment if isinstance(deployment, str) else ""
     if isinstance(request_id, str) and request_id:
-        return f"{deployment_text}:{request_id}"
-    digest = hashlib.sha256(msgspec.json.encode(entry, order="sorted")).hexdigest()[:32]
-    return f"{deployment_text}:sha256-{digest}"
+        key = f"{deployment_text}:{request_id}"
+    else:
+        digest = hashlib.sha256(msgspec.json.encode(entry, order="sorted")).hexdigest()[:32]
+        key = f"{deployment_text}:sha256-{digest}"
+    if len(key) > _MAX_KEY_CHARS:
+        return "sha256-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return key
 
 
 def _sent_bytes(api: Mapping[str, object], entry: Mapping[str, object]) -> object | Skip:
@@ -87,6 +95,15 @@ def _parts(entry: object) -> tuple[dict[str, object], dict[str, object]] | Skip:
     return api, query
 
 
+def _id_problem(user_id: object, collection_id: object, item_id: object) -> Skip | None:
+    """Wrong types and absurd lengths are quarantined; otherwise the shared id rules decide."""
+    if any(value is not None and not isinstance(value, str) for value in (user_id, collection_id, item_id)):
+        return _malformed("requestQuery id parameter is not a string")
+    if isinstance(item_id, str) and len(item_id) > MAX_ITEM_ID_CHARS:
+        return _malformed(f"itemId of {len(item_id)} characters (at most {MAX_ITEM_ID_CHARS})")
+    return check_ids(user_id, collection_id, item_id)
+
+
 def classify_entry(entry: object) -> MeteredDownload | Skip:
     """Apply the MinIO metering rules to one decoded audit entry."""
     parts = _parts(entry)
@@ -98,9 +115,7 @@ def classify_entry(entry: object) -> MeteredDownload | Skip:
     if refused is not None:
         return refused
     user_id, collection_id, item_id = (query.get(name) for name in _ID_PARAMETERS)
-    if any(value is not None and not isinstance(value, str) for value in (user_id, collection_id, item_id)):
-        return _malformed("requestQuery id parameter is not a string")
-    bad_ids = check_ids(user_id, collection_id, item_id)
+    bad_ids = _id_problem(user_id, collection_id, item_id)
     if bad_ids is not None:
         return bad_ids
     assert isinstance(user_id, str) and isinstance(collection_id, str) and isinstance(item_id, str)  # noqa: PT018

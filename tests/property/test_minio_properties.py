@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from metering.line import MeteredDownload, normalize_timestamp
 from metering.outcomes import OutcomeTally, Reason, Skip
-from minio_relay.audit_entry import classify_entry, event_key
+from minio_relay.audit_entry import MAX_ITEM_ID_CHARS, classify_entry, event_key
 from minio_relay.body import BodyError, parse_body
 from minio_relay.webhook import meter_entries
 from tests.property.strategies import (
@@ -93,6 +93,8 @@ def expected_outcome(entry: Json) -> Expected:  # noqa: PLR0911 - one return per
     api, query = request
     raw_ids = [query.get(name) for name in ("userId", "collectionId", "itemId")]
     if any(value is not None and not isinstance(value, str) for value in raw_ids):
+        return ("quarantined", Reason.MALFORMED_ENTRY)
+    if isinstance(raw_ids[2], str) and len(raw_ids[2]) > MAX_ITEM_ID_CHARS:  # would not fit an SQS message
         return ("quarantined", Reason.MALFORMED_ENTRY)
     ids = []
     missing = (Reason.MISSING_USER_ID, Reason.MISSING_COLLECTION_ID, Reason.MISSING_ITEM_ID)
