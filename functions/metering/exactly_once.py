@@ -75,29 +75,82 @@ def chunk_key(prefix: str, event_ids: Sequence[str]) -> str:
     return f"{prefix}:{digest}"
 
 
+def _part_key(group_key: str, position: int) -> str:
+    return f"{group_key}#{position}"
+
+
+def _progress_key(group_key: str) -> str:
+    return f"{group_key}#partial"
+
+
+def _parts_delivered(ledger: DeliveryLedger, groups: Sequence[KeyedChunk]) -> set[tuple[str, int]]:
+    """(key, position) of the lines an earlier, failed attempt delivered from a group it could not finish.
+
+    OGC RS refuses a whole request for one bad line, so the client splits a chunk and stores its good halves
+    one request at a time; when a later half fails, the group key is released with part of it stored. Those
+    parts are recorded line by line (rare), behind one progress key per group: one extra claim per chunk.
+    """
+    markers = {_progress_key(group.key): group for group in groups if len(group.lines) > 1}
+    if not markers:
+        return set()
+    claim = ledger.claim(list(markers))
+    if claim.claimed:
+        ledger.release(claim.claimed)  # no progress recorded: leave nothing behind
+    parts = {
+        _part_key(group.key, position): (group.key, position)
+        for group in (markers[key] for key in claim.delivered)
+        for position in range(len(group.lines))
+    }
+    if not parts:
+        return set()
+    found = ledger.claim(list(parts))
+    if found.claimed:
+        ledger.release(found.claimed)
+    return {parts[key] for key in found.delivered}
+
+
 def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence[KeyedChunk]) -> OnceReport:
     """Claim the keys, send the lines of the claimed ones, settle each key once all its lines are answered.
 
-    Raises DeliveryError (the input must be retried) after releasing the keys that were not settled;
-    raises InFlightError after delivering the rest when another sender holds some of the keys.
+    A group answered only in part (split around a refused line) records the answered parts, so a retry sends
+    only the rest. Raises DeliveryError (the input must be retried) after releasing the keys that were not
+    settled; raises InFlightError after delivering the rest when another sender holds some of the keys.
     """
     claim = ledger.claim([group.key for group in groups])
     to_send = [group for group in groups if group.key in claim.claimed]
+    done_parts = _parts_delivered(ledger, to_send)
     lines: list[str] = []
-    owner: list[int] = []  # position of each line's group in to_send
+    owner: list[tuple[int, int]] = []  # (position of the line's group in to_send, position in the group)
     for index, group in enumerate(to_send):
-        lines.extend(group.lines)
-        owner.extend([index] * len(group.lines))
-    unanswered = [len(group.lines) for group in to_send]
+        for position, line in enumerate(group.lines):
+            if (group.key, position) not in done_parts:
+                lines.append(line)
+                owner.append((index, position))
+    unanswered = [0] * len(to_send)
+    for index, _ in owner:
+        unanswered[index] += 1
     settled: set[str] = set()
+    finished = [group.key for index, group in enumerate(to_send) if unanswered[index] == 0]
+    if finished:  # every line was delivered part by part before
+        ledger.settle(finished)
+        settled.update(finished)
 
     def record(positions: Sequence[int]) -> None:
-        done = []
+        answered: dict[int, list[int]] = {}
         for position in positions:
-            group = owner[position]
-            unanswered[group] -= 1
-            if unanswered[group] == 0:
-                done.append(to_send[group].key)
+            index, part = owner[position]
+            unanswered[index] -= 1
+            answered.setdefault(index, []).append(part)
+        done = [to_send[index].key for index in answered if unanswered[index] == 0]
+        partial = [
+            key
+            for index, parts in answered.items()
+            if unanswered[index] > 0
+            for key in (_progress_key(to_send[index].key), *(_part_key(to_send[index].key, p) for p in parts))
+        ]
+        if partial:
+            ledger.claim(partial)  # settle marks claimed keys (SqliteLedger updates only what it holds)
+            ledger.settle(partial)
         if done:
             ledger.settle(done)
             settled.update(done)
@@ -107,7 +160,8 @@ def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence
     except BaseException:
         ledger.release([group.key for group in to_send if group.key not in settled])
         raise
-    report = OnceReport(delivery, already_delivered=sum(len(g.lines) for g in groups if g.key in claim.delivered))
+    already = sum(len(g.lines) for g in groups if g.key in claim.delivered) + len(done_parts)
+    report = OnceReport(delivery, already_delivered=already)
     if claim.in_flight:
         raise InFlightError(f"{len(claim.in_flight)} keys are being delivered by another invocation")
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from metering.line import is_valid_line
 from metering.settings import DEFAULT_BATCH_MAX_LINES
 
 __all__ = ["DeliveryError", "DeliveryReport", "OgcRsClient", "RejectedLine", "http_session"]
+
+logger = logging.getLogger(__name__)
 
 # A synchronous run of the process can take ~30 s on the server; waiting less would turn a slow success
 # into a retry that stores the chunk twice.
@@ -116,6 +119,12 @@ class OgcRsClient:
         try:
             for start in range(0, len(valid), size):
                 self._deliver_positions(lines, valid[start : start + size], report, on_settled)
+        except DeliveryError:
+            # The caller never sees this report, yet lines refused so far were settled and won't be sent again:
+            # this log is the only place an operator finds them.
+            for rejected in report.rejected:
+                logger.error("quarantined rejected_by_ogc_rs: %s: %s", rejected.message, rejected.line[:200])
+            raise
         finally:
             report.seconds = time.monotonic() - started
             report.token_fetches = self._tokens.fetches - fetches_before

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -34,6 +35,8 @@ from s3_audit.envelopes import LogFileRef, SkippedInput, SkipReason, Work, work_
 from s3_audit.ingest import IngestResult, LineSink, ingest_inline_record, ingest_log_file
 
 logger = Logger(service="s3_audit")
+# The shared package logs too (e.g. lines OGC RS refused before an outage): as JSON, like the handler.
+copy_config_to_registered_loggers(source_logger=logger, include={"metering"})
 metrics = flow_metrics("aws_s3")
 _processor = BatchProcessor(event_type=EventType.SQS)
 

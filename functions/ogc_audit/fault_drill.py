@@ -1,0 +1,1110 @@
+"""The fault drill: both flows through the real handlers under injected faults, then an exact reconciliation.
+
+Run it as ``python -m ogc_audit.fault_drill [--log-files N --bodies N --seed S ...]``. It starts a reference
+OGC RS and an AWS emulator (moto server) set up like the stacks (log bucket -> S3 notification -> log-file
+queue + DLQ, delivery queue + DLQ, the DynamoDB delivery ledger, Secrets Manager), generates CloudTrail log
+files and MinIO bodies with the duplicates real systems produce, and drives them through ``s3_audit.handler``,
+``minio_relay.handler.webhook`` and ``minio_relay.handler.deliver`` with Lambda's SQS semantics while OGC RS,
+its token endpoint and SQS misbehave. Then faults stop, both DLQs are redriven, the queues drained, and the
+lines OGC RS stored are compared, as a multiset, with the lines the generator knows it produced.
+
+How a duplicate is attributed to the documented window (OGC RS stored a chunk, but its answer never reached
+the client): the drill *measures* which answers were lost. The reference OGC RS records the job id and the
+lines of every request it stored; the client's HTTP session records the job id of every answer it received.
+A stored job whose id the client never saw is a lost answer. Each such request is one copy of its lines the
+client could not know about, so it accounts for at most one extra copy of each of its lines. For every line:
+
+    extra   = stored - expected                  (when positive)
+    inside  = min(extra, copies of the line in stored-but-unanswered requests)
+    outside = extra - inside                     (a copy stored although an answer had been received)
+
+Exit status 0 only when nothing is lost, nothing unexpected is stored, no duplicate falls outside the
+window, every poison line is refused and shows in the functions' ERROR logs, and both DLQs end empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TextIO
+from urllib.parse import quote_plus
+
+import requests
+
+from ogc_audit.local_aws import LambdaHandler, environment, lambda_context, local_aws, pump_queue
+from ogc_audit.redrive import redrive
+from ogc_audit.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
+from ogc_audit.samples import (
+    Download,
+    Variant,
+    cloudtrail_log_key,
+    cloudtrail_record,
+    minio_entry,
+    random_download,
+    utc,
+)
+
+LOG_BUCKET = "ogc-drill-trail-logs"
+LEDGER_TABLE = "ogc-drill-ledger"
+WEBHOOK_TOKEN = "drill-webhook-token-5c1e"  # noqa: S105 - a throwaway token of the local drill
+_START = utc("2025-10-27T10:00:00")
+_POISON_PREFIX = "POISON-"
+_EXECUTION_PATH = "/execution"
+
+DEFAULT_FAULTS = "503=0.15,500=0.05,429=0.05,delay=0.05,drop=0.05,store_then_drop=0.03,unauthorized=0.05"
+
+# What a CloudTrail log file of asset downloads holds besides metered downloads (weights, roughly a day's mix).
+_S3_MIX = [
+    (Variant.PRESIGNED_GET, 60),
+    (Variant.FAILED_403, 6),
+    (Variant.FAILED_404, 4),
+    (Variant.HEADER_SIGNED, 8),
+    (Variant.HEAD_OBJECT, 10),
+    (Variant.PUT_OBJECT, 5),
+    (Variant.MISSING_USER, 4),
+    (Variant.NON_UUID_USER, 3),
+]
+_MINIO_MIX = [
+    (Variant.PRESIGNED_GET, 60),
+    (Variant.FAILED_404, 8),
+    (Variant.FAILED_403, 5),
+    (Variant.HEAD_OBJECT, 10),
+    (Variant.HEADER_SIGNED, 10),
+    (Variant.PUT_OBJECT, 4),
+    (Variant.MISSING_USER, 3),
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrillConfig:
+    """Sizes, fault rates and the client's (deliberately short) retry budget and timeouts."""
+
+    log_files: int = 40
+    records_per_file: int = 50
+    bodies: int = 60
+    max_entries: int = 20
+    poison_lines: int = 6
+    seed: int = 20251027
+    faults: str = DEFAULT_FAULTS
+    """Process endpoint faults: ``kind=probability`` pairs; a number is a status, or delay, drop, ..."""
+    token_503: float = 0.10
+    revocations: int = 3
+    outage_s: float = 8.0
+    """OGC RS answers only 503 mid-run until a message exhausts its receives and reaches a DLQ (at most this long)."""
+    sqs_faults: float = 0.05
+    """Share of the webhook's SendMessageBatch calls that fail (half before, half after SQS took the messages)."""
+    lost_answers: float = 0.05
+    """Share of 2xx webhook answers MinIO does not see, so it re-sends the body."""
+    batch_max_lines: int = 20
+    delay_s: float = 1.0
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 0.5
+    retries: int = 2
+    backoff_s: float = 0.01
+    s3_batch_size: int = 2
+    visibility_timeout_s: int = 1
+    max_receive_count: int = 5
+    rounds: int = 8
+
+    def fault_table(self) -> list[tuple[Fault, float]]:
+        """The process endpoint's fault mix as FaultPlan.randomize takes it."""
+        table = []
+        for part in filter(None, (item.strip() for item in self.faults.split(","))):
+            name, _, probability = part.partition("=")
+            name = name.strip()
+            if name.isdigit():
+                fault = Fault.with_status(int(name))
+            elif name == FaultKind.DELAY:
+                fault = Fault.delay(self.delay_s)
+            else:
+                fault = Fault.of(name)
+            table.append((fault, float(probability)))
+        return table
+
+    def check(self) -> None:
+        """Refuse a configuration whose delays would not outlast the client's read timeout."""
+        if any(fault.kind is FaultKind.DELAY for fault, _ in self.fault_table()) and (
+            self.delay_s <= self.read_timeout_s
+        ):
+            raise ValueError("delay_s must exceed read_timeout_s, or a delay is just a slow success")
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs and what the generator knows about them
+# --------------------------------------------------------------------------------------------------
+
+
+def expected_line(download: Download, backend: str) -> str:
+    """The line a metered download must become, written from the generator's facts (DESIGN.md, output line)."""
+    return (
+        f"{download.user_id}|{download.collection_id}|{download.item_id}|"
+        f"{download.when:%Y-%m-%dT%H:%M:%SZ}|{download.size}|{backend}"
+    )
+
+
+@dataclass
+class LogFile:
+    """One CloudTrail log file to upload, and how CloudTrail/S3 repeat it."""
+
+    key: str
+    body: bytes
+    copy_key: str | None = None
+    """The same bytes written again under another key (CloudTrail re-delivering the file)."""
+    notify_twice: bool = False
+    """S3/SQS deliver the ObjectCreated notification twice."""
+
+
+@dataclass
+class DrillInputs:
+    """Generated inputs and the expectations derived from the generator's own facts."""
+
+    log_files: list[LogFile] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    expected: Counter[str] = field(default_factory=Counter)
+    poison: set[str] = field(default_factory=set)
+    poison_item_ids: set[str] = field(default_factory=set)
+    records: int = 0
+    repeated_events: int = 0
+    entries: int = 0
+    repeated_entries: int = 0
+
+
+def _pick(rng: random.Random, mix: Sequence[tuple[Variant, int]]) -> Variant:
+    return rng.choices([variant for variant, _ in mix], weights=[weight for _, weight in mix])[0]
+
+
+def _poisoned(download: Download, number: int) -> Download:
+    return replace(download, item_id=f"{_POISON_PREFIX}{number:03d}_{download.item_id}")
+
+
+def generate_inputs(config: DrillConfig, rng: random.Random) -> DrillInputs:
+    """Log files and MinIO bodies with repeated events, re-deliveries and poison lines; expectations alongside.
+
+    The expected lines are written from the generator's own decisions (which variant, which repeats), never by
+    running the code under test: a metered download is expected exactly once however often it is repeated.
+    """
+    generator = _Generator(config, rng)
+    generator.log_files()
+    generator.bodies()
+    return generator.inputs
+
+
+class _Generator:
+    """Draws the inputs from one RNG and notes, as it goes, which lines must reach OGC RS."""
+
+    def __init__(self, config: DrillConfig, rng: random.Random) -> None:
+        self.config, self.rng, self.inputs = config, rng, DrillInputs()
+        poison_in_s3 = config.poison_lines // 2 if config.log_files else 0
+        poison_in_minio = config.poison_lines - poison_in_s3 if config.bodies else 0
+        s3_slots = max(1, config.log_files * config.records_per_file)
+        minio_slots = max(1, config.bodies)  # every body brings at least one new entry, almost surely
+        self.s3_poison = set(rng.sample(range(s3_slots), min(poison_in_s3, s3_slots)))
+        self.minio_poison = set(rng.sample(range(minio_slots), min(poison_in_minio, minio_slots)))
+
+    def _download(self, when: datetime, backend: str, variant: Variant, poison: bool) -> tuple[Download, Variant]:
+        """A download; a poison one is a valid presigned GET whose itemId OGC RS refuses."""
+        download = random_download(self.rng, when)
+        if poison:
+            download = _poisoned(download, len(self.inputs.poison) + 1)
+            self.inputs.poison.add(expected_line(download, backend))
+            self.inputs.poison_item_ids.add(download.item_id)
+            return download, Variant.PRESIGNED_GET
+        if variant is Variant.PRESIGNED_GET:
+            self.inputs.expected[expected_line(download, backend)] += 1
+        return download, variant
+
+    def log_files(self) -> None:
+        """CloudTrail files every 5 minutes; some events twice in a file, some files written or notified twice."""
+        config, rng, inputs = self.config, self.rng, self.inputs
+        for number in range(config.log_files):
+            when = _START + timedelta(minutes=5 * number)
+            records: list[dict[str, Any]] = []
+            for position in range(config.records_per_file):
+                poison = number * config.records_per_file + position in self.s3_poison
+                download, variant = self._download(when, "aws_s3", _pick(rng, _S3_MIX), poison)
+                records.append(cloudtrail_record(download, variant, float_bytes=rng.random() < 0.3))
+                if rng.random() < 0.05:  # CloudTrail wrote the same event twice (same eventID) in the file
+                    records.insert(rng.randrange(len(records) + 1), records[rng.randrange(len(records))])
+                    inputs.repeated_events += 1
+            inputs.records += len(records)
+            key = cloudtrail_log_key(when, f"drill{number:04d}")
+            copy_key = cloudtrail_log_key(when, f"drill{number:04d}copy") if rng.random() < 0.1 else None
+            body = gzip.compress(json.dumps({"Records": records}).encode())
+            inputs.log_files.append(LogFile(key, body, copy_key=copy_key, notify_twice=rng.random() < 0.1))
+
+    def bodies(self) -> None:
+        """NDJSON bodies of 1..max_entries entries; entries repeated in a body or in a later one; bodies re-sent."""
+        config, rng, inputs = self.config, self.rng, self.inputs
+        earlier: list[dict[str, Any]] = []  # entries MinIO may send again inside a later body
+        resent: list[tuple[int, bytes]] = []
+        slot = 0
+        inputs.bodies.append(b"{}\n")  # releases before 2024-03 probe the target with {} on start-up
+        for _ in range(config.bodies):
+            entries: list[dict[str, Any]] = []
+            for _ in range(rng.randint(1, config.max_entries)):
+                roll = rng.random()
+                if earlier and roll < 0.05:  # an entry already sent in an earlier body (same requestID)
+                    entries.append(rng.choice(earlier))
+                elif entries and roll < 0.10:  # the same entry twice in one body
+                    entries.append(rng.choice(entries))
+                else:
+                    download, variant = self._download(
+                        _START, "minio", _pick(rng, _MINIO_MIX), slot in self.minio_poison
+                    )
+                    slot += 1
+                    entries.append(minio_entry(download, variant, legacy=rng.random() < 0.1))
+                    continue
+                inputs.repeated_entries += 1
+            inputs.entries += len(entries)
+            earlier.extend(entries)
+            body = b"".join(json.dumps(entry).encode() + b"\n" for entry in entries)
+            inputs.bodies.append(body)
+            if rng.random() < 0.1:  # sent again later (MinIO restarted with a persisted queue_dir)
+                resent.append((len(inputs.bodies), body))
+        for position, body in reversed(resent):
+            inputs.bodies.insert(rng.randint(position, len(inputs.bodies)), body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Witnesses: what OGC RS stored, and which answers the client received
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """One request OGC RS stored: its job id, the fault applied to it and the lines it carried."""
+
+    job_id: str
+    fault: FaultKind
+    lines: tuple[str, ...]
+
+
+class _RecordingPlan(FaultPlan):
+    """A FaultPlan that remembers, per server thread, the fault drawn for the request being handled."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self._current = threading.local()
+        self._count_lock = threading.Lock()
+        self.started = 0
+
+    def next_fault(self) -> Fault:
+        """Draw as usual; remember the fault for this thread (the request is handled on it to the end)."""
+        fault = super().next_fault()
+        self._current.fault = fault
+        with self._count_lock:
+            self.started += 1
+        return fault
+
+    def current(self) -> Fault:
+        """The fault of the request this thread is handling."""
+        return getattr(self._current, "fault", Fault.ok())
+
+
+class WitnessedOgcRs(ReferenceOgcRs):
+    """The reference OGC RS, also recording every stored request with its job id and fault."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.faults: _RecordingPlan = _RecordingPlan(kwargs.get("fault_seed", 0))
+        self.stored_batches: list[StoredBatch] = []
+        self._witness_lock = threading.Lock()
+
+    def _run_job(self, job_id: str, logs: Sequence[object]) -> tuple[JobRecord, int]:
+        job, status = super()._run_job(job_id, logs)
+        if job.status == "successful":
+            batch = StoredBatch(job_id, self.faults.current().kind, tuple(str(line) for line in logs))
+            with self._witness_lock:
+                self.stored_batches.append(batch)
+        return job, status
+
+    def wait_idle(self, timeout_s: float = 15.0) -> bool:
+        """Wait until every process request has ended (a delayed one stores after its client gave up)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                ended = sum(1 for record in self.requests_log if record.path.endswith(_EXECUTION_PATH))
+            if ended >= self.faults.started:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+class AnswerWitnessSession(requests.Session):
+    """The client's HTTP session, noting the job id of every process answer that actually reached the client.
+
+    urllib3 retries inside the adapter and hands back only the final response; a stored request is answered
+    200 (never retried), so a job id seen here is a store the client knows about.
+    """
+
+    def __init__(self, base: requests.Session, received: set[str]) -> None:
+        super().__init__()
+        for prefix, adapter in base.adapters.items():
+            self.mount(prefix, adapter)
+        self._received = received
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        """Send; remember the job id of a successful process execution."""
+        response = super().request(method, url, *args, **kwargs)
+        if response.status_code in (200, 201) and str(url).endswith(_EXECUTION_PATH):
+            with contextlib.suppress(ValueError, AttributeError):
+                document = response.json()
+                job_id = document.get("jobID") or document.get("jobId")
+                if job_id:
+                    self._received.add(str(job_id))
+        return response
+
+
+class _ErrorLogCapture(logging.Handler):
+    """Keeps the text of every ERROR record of the functions, to find quarantined lines in them."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        extras = {name: value for name, value in vars(record).items() if name in ("line", "input", "server_message")}
+        self.texts.append(f"{record.getMessage()} {json.dumps(extras, default=str)}")
+
+
+@contextlib.contextmanager
+def _function_logs(sink: TextIO) -> Iterator[_ErrorLogCapture]:
+    """Send the functions' JSON logs to ``sink`` (the drill prints its own figures) and capture their ERRORs."""
+    # The handler modules create their Powertools loggers (and stdout handlers) on import: import them first.
+    import minio_relay.handler  # noqa: F401
+    import s3_audit.handler  # noqa: F401
+
+    capture = _ErrorLogCapture()
+    # metering: the OGC RS client logs lines refused by a request whose invocation then failed.
+    families = ("s3_audit", "minio_relay", "metering")
+    loggers = [logging.getLogger(name) for name in families]
+    swapped: dict[int, tuple[logging.StreamHandler[Any], Any]] = {}
+    for name in [*families, *list(logging.root.manager.loggerDict)]:
+        if not name.startswith(families):
+            continue
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and id(handler) not in swapped:
+                swapped[id(handler)] = (handler, handler.setStream(sink))
+    for logger in loggers:
+        logger.addHandler(capture)
+    quiet = {name: logging.getLogger(name).level for name in ("urllib3", "botocore", "werkzeug")}
+    for name in quiet:  # urllib3 warns on every retry: thousands of lines under this fault rate
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        # Powertools metrics print their EMF documents to stdout: they go with the logs.
+        with contextlib.redirect_stdout(sink):
+            yield capture
+    finally:
+        for logger in loggers:
+            logger.removeHandler(capture)
+        for handler, stream in swapped.values():
+            handler.setStream(stream)
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
+
+
+# --------------------------------------------------------------------------------------------------
+# AWS resources and handler wiring
+# --------------------------------------------------------------------------------------------------
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def _create_resources(aws: Any, rs: ReferenceOgcRs, config: DrillConfig) -> dict[str, str]:
+    """Secrets, both queues with DLQs, the ledger table and the log bucket notifying its queue, like the stacks."""
+    secrets = aws.client("secretsmanager")
+    credentials_arn = secrets.create_secret(
+        Name="ogc-drill/client-credentials",
+        SecretString=json.dumps({"clientId": rs.client_id, "clientSecret": rs.client_secret}),
+    )["ARN"]
+    token_arn = secrets.create_secret(Name="ogc-drill/webhook-token", SecretString=WEBHOOK_TOKEN)["ARN"]
+    sqs = aws.client("sqs")
+    names: dict[str, str] = {}
+    for name in ("log-files", "delivery"):
+        dead_letter = sqs.create_queue(QueueName=f"ogc-drill-{name}-dlq")["QueueUrl"]
+        policy = {"deadLetterTargetArn": _queue_arn(sqs, dead_letter), "maxReceiveCount": str(config.max_receive_count)}
+        names[f"{name}-dlq"] = dead_letter
+        names[name] = sqs.create_queue(
+            QueueName=f"ogc-drill-{name}",
+            Attributes={"VisibilityTimeout": str(config.visibility_timeout_s), "RedrivePolicy": json.dumps(policy)},
+        )["QueueUrl"]
+    aws.client("dynamodb").create_table(
+        TableName=LEDGER_TABLE,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=LOG_BUCKET)
+    rules = [{"Name": "prefix", "Value": "AWSLogs/"}, {"Name": "suffix", "Value": ".json.gz"}]
+    s3.put_bucket_notification_configuration(
+        Bucket=LOG_BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": _queue_arn(sqs, names["log-files"]),
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": rules}},
+                }
+            ]
+        },
+    )
+    return {
+        **names,
+        "CLIENT_CREDENTIALS_SECRET_ARN": credentials_arn,
+        "WEBHOOK_TOKEN_SECRET_ARN": token_arn,
+    }
+
+
+class FlakySqs:
+    """The webhook's SQS client, failing some SendMessageBatch calls before or after SQS took the messages.
+
+    A failure after the send is the nasty one: the webhook answers 503, MinIO re-sends the body, and the same
+    lines sit in the delivery queue twice; the ledger must keep the second copy from reaching OGC RS.
+    """
+
+    def __init__(self, sqs: Any, rate: float, rng: random.Random) -> None:
+        self._sqs = sqs
+        self.rate = rate
+        self._rng = rng
+        self.failed_before = 0
+        self.failed_after = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def send_message_batch(self, **kwargs: Any) -> Any:
+        """SendMessageBatch, or a connection error as the network gives it."""
+        from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+        roll = self._rng.random()
+        if roll < self.rate / 2:
+            self.failed_before += 1
+            raise EndpointConnectionError(endpoint_url="https://sqs.us-east-1.amazonaws.com")
+        response = self._sqs.send_message_batch(**kwargs)
+        if roll < self.rate:
+            self.failed_after += 1
+            raise ReadTimeoutError(endpoint_url="https://sqs.us-east-1.amazonaws.com")
+        return response
+
+
+@dataclass
+class Wiring:
+    """The handlers' dependencies as the drill built them."""
+
+    received_jobs: set[str]
+    flaky_sqs: FlakySqs
+    clients: list[Any]
+
+
+def _patch(module: ModuleType, name: str, value: object, saved: list[tuple[ModuleType, str, object]]) -> None:
+    saved.append((module, name, getattr(module, name)))
+    setattr(module, name, value)
+
+
+@contextlib.contextmanager
+def _wired_handlers(config: DrillConfig, env: Mapping[str, str], rng: random.Random) -> Iterator[Wiring]:
+    """Give the real handlers a short-timeout OGC RS client, the DynamoDB ledger and a flaky SQS; undo after."""
+    import boto3
+    from aws_lambda_powertools.utilities.parameters import base as powertools_parameters
+
+    from metering.ledger import DynamoDbLedger
+    from metering.ogc_rs import http_session
+    from metering.runtime import build_ogc_rs_client
+    from metering.settings import OgcRsSettings
+    from minio_relay import handler as minio_handler
+    from s3_audit import handler as s3_handler
+
+    # Powertools keeps one Secrets Manager client per process: a drill run earlier in this process left one
+    # pointing at its (stopped) emulator.
+    powertools_parameters.DEFAULT_PROVIDERS.pop("secrets", None)
+    received: set[str] = set()
+    settings = OgcRsSettings.from_env(env)
+    timeout = (config.connect_timeout_s, config.read_timeout_s)
+
+    def client() -> Any:
+        # One client per function, as each Lambda function has its own process and token cache.
+        session = AnswerWitnessSession(http_session(retries=config.retries, backoff_factor=config.backoff_s), received)
+        return build_ogc_rs_client(settings, session=session, timeout=timeout)
+
+    s3_client, minio_client = client(), client()
+    ledger = DynamoDbLedger(LEDGER_TABLE, boto3.client("dynamodb"))
+    deps = s3_handler.Dependencies(s3=boto3.client("s3"), sink=s3_client, ledger=ledger)
+    flaky = FlakySqs(boto3.client("sqs"), config.sqs_faults, random.Random(rng.random()))  # noqa: S311
+    saved: list[tuple[ModuleType, str, object]] = []
+    minio_handler._webhook.cache_clear()  # built from the environment: must see the drill's queue and secret
+    try:
+        _patch(s3_handler, "dependencies", lambda: deps, saved)
+        _patch(minio_handler, "deliver_client", lambda: minio_client, saved)
+        _patch(minio_handler, "deliver_ledger", lambda: ledger, saved)
+        _patch(minio_handler, "sqs_client", lambda: flaky, saved)
+        yield Wiring(received, flaky, [s3_client, minio_client])
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)
+        minio_handler._webhook.cache_clear()
+        minio_handler._sqs_client.cache_clear()
+        s3_handler.dependencies.cache_clear()
+        powertools_parameters.DEFAULT_PROVIDERS.pop("secrets", None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Driving the flows
+# --------------------------------------------------------------------------------------------------
+
+
+def _webhook_event(body: bytes) -> dict[str, Any]:
+    """An API Gateway proxy event as MinIO's audit_webhook POST arrives (NDJSON without Content-Type)."""
+    return {
+        "resource": "/auditlogs/processor",
+        "path": "/auditlogs/processor",
+        "httpMethod": "POST",
+        "headers": {
+            "Authorization": f"Bearer {WEBHOOK_TOKEN}",
+            "User-Agent": "MinIO (linux; amd64) madmin-go/3.0.70",
+            "x-minio-version": "RELEASE.2025-09-07T16-13-09Z",
+            "x-minio-deployment-id": "8f3c1f2e-5b7a-4c1d-9e2f-0a1b2c3d4e5f",
+        },
+        "body": body.decode(),
+        "isBase64Encoded": False,
+    }
+
+
+def _s3_notification(key: str, size: int) -> str:
+    """The S3 ObjectCreated notification SQS carries for a log file (key URL-encoded, ``+`` for spaces)."""
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2025-10-27T10:15:02.123Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": LOG_BUCKET, "arn": f"arn:aws:s3:::{LOG_BUCKET}"},
+            "object": {"key": quote_plus(key, safe="/"), "size": size, "sequencer": "0068FF1A2B3C4D5E6F"},
+        },
+    }
+    return json.dumps({"Records": [record]})
+
+
+@dataclass
+class FlowStats:
+    """What driving the flows did, for the report."""
+
+    uploads: int = 0
+    extra_notifications: int = 0
+    webhook_posts: int = 0
+    webhook_statuses: Counter[str] = field(default_factory=Counter)
+    minio_resends: int = 0
+    s3_invocations: int = 0
+    s3_failed_messages: int = 0
+    deliver_invocations: int = 0
+    deliver_failed_messages: int = 0
+    function_errors: int = 0
+    revocations: int = 0
+    redriven: dict[str, int] = field(default_factory=lambda: {"log-files": 0, "delivery": 0})
+    dlq_left: dict[str, int] = field(default_factory=dict)
+
+
+class MinioSender:
+    """MinIO's audit target: posts bodies, re-sends a body answered non-2xx, and one whose 2xx it missed."""
+
+    def __init__(self, rng: random.Random, stats: FlowStats, lost_answers: float) -> None:
+        self._rng = rng
+        self._stats = stats
+        self.lost_answers = lost_answers
+        self.pending: deque[bytes] = deque()
+
+    def post(self, limit: int) -> None:
+        """Post up to ``limit`` pending bodies through the real webhook handler."""
+        from minio_relay import handler as minio_handler
+
+        for _ in range(min(limit, len(self.pending))):
+            body = self.pending.popleft()
+            response = minio_handler.webhook(_webhook_event(body), lambda_context("minio-webhook"))
+            status = int(response["statusCode"])
+            self._stats.webhook_posts += 1
+            self._stats.webhook_statuses[str(status)] += 1
+            if not 200 <= status <= 299 or self._rng.random() < self.lost_answers:
+                self.pending.append(body)  # MinIO keeps the body and sends it again a few seconds later
+                self._stats.minio_resends += 1
+
+
+def _queue_depth(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+def as_event_source(handler: LambdaHandler, stats: FlowStats) -> LambdaHandler:
+    """``handler`` as Lambda's SQS event source sees it: a raised error fails every message of the batch.
+
+    Powertools' BatchProcessor raises when *all* records of a batch failed (unless told otherwise); Lambda then
+    counts a function error and returns the whole batch to the queue, which is what this wrapper reports.
+    """
+
+    def invoke(event: dict[str, Any], context: Any) -> Any:
+        try:
+            return handler(event, context)
+        except Exception:
+            stats.function_errors += 1
+            return {"batchItemFailures": [{"itemIdentifier": record["messageId"]} for record in event["Records"]]}
+
+    return invoke
+
+
+class Driver:
+    """Uploads log files, posts MinIO bodies and pumps both queues through the real handlers."""
+
+    def __init__(
+        self, *, sqs: Any, s3: Any, names: Mapping[str, str], config: DrillConfig, sender: MinioSender, stats: FlowStats
+    ) -> None:
+        self.sqs, self.s3, self.names, self.config, self.sender, self.stats = sqs, s3, names, config, sender, stats
+
+    def upload(self, files: Sequence[LogFile]) -> None:
+        """Write log files (and their re-deliveries) to the log bucket; S3 notifies the log-file queue."""
+        for log_file in files:
+            self.s3.put_object(Bucket=LOG_BUCKET, Key=log_file.key, Body=log_file.body)
+            self.stats.uploads += 1
+            if log_file.copy_key:
+                self.s3.put_object(Bucket=LOG_BUCKET, Key=log_file.copy_key, Body=log_file.body)
+                self.stats.uploads += 1
+            if log_file.notify_twice:
+                body = _s3_notification(log_file.key, len(log_file.body))
+                self.sqs.send_message(QueueUrl=self.names["log-files"], MessageBody=body)
+                self.stats.extra_notifications += 1
+
+    def pump(self) -> None:
+        """One round of each function over whatever its queue shows now."""
+        from minio_relay import handler as minio_handler
+        from s3_audit import handler as s3_handler
+
+        s3 = pump_queue(
+            self.sqs,
+            self.names["log-files"],
+            as_event_source(s3_handler.handler, self.stats),
+            function_name="s3-audit",
+            batch_size=self.config.s3_batch_size,
+            max_rounds=5,
+        )
+        self.stats.s3_invocations += s3.invocations
+        self.stats.s3_failed_messages += s3.failed
+        deliver = pump_queue(
+            self.sqs,
+            self.names["delivery"],
+            as_event_source(minio_handler.deliver, self.stats),
+            function_name="minio-deliver",
+            max_rounds=5,
+        )
+        self.stats.deliver_invocations += deliver.invocations
+        self.stats.deliver_failed_messages += deliver.failed
+
+    def busy(self) -> bool:
+        """Whether any message is still queued or in flight, or MinIO still holds bodies to send."""
+        queued = sum(_queue_depth(self.sqs, self.names[name]) for name in ("log-files", "delivery"))
+        return queued > 0 or bool(self.sender.pending)
+
+    def drain(self, timeout_s: float = 120.0) -> None:
+        """Post and pump until MinIO has nothing left and both queues are empty (in-flight messages included)."""
+        deadline = time.monotonic() + timeout_s
+        while self.busy():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the queues did not drain; see the functions' logs")
+            self.sender.post(limit=10)
+            self.pump()
+            time.sleep(0.1)  # messages in flight become visible again after the visibility timeout
+
+    def run_for(self, seconds: float, until: Callable[[], int] | None = None) -> None:
+        """Keep pumping for ``seconds`` or until ``until()`` is non-zero (an outage: receive after receive fails)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until and until()):
+            self.sender.post(limit=5)
+            self.pump()
+            time.sleep(0.1)
+
+    def dead_letters(self) -> int:
+        """Messages in both DLQs."""
+        return sum(_queue_depth(self.sqs, self.names[f"{name}-dlq"]) for name in ("log-files", "delivery"))
+
+
+def _fault_phase(driver: Driver, rs: WitnessedOgcRs, inputs: DrillInputs, config: DrillConfig) -> None:
+    """Inputs arrive in rounds while faults fire; tokens are revoked now and then; one outage mid-run."""
+    rounds = max(1, config.rounds)
+    file_slice = math.ceil(len(inputs.log_files) / rounds)
+    body_slice = math.ceil(len(inputs.bodies) / rounds)
+    revoke_at = set(random.Random(config.seed).sample(range(rounds), min(config.revocations, rounds)))  # noqa: S311
+    table = config.fault_table()
+    for number in range(rounds):
+        driver.upload(inputs.log_files[number * file_slice : (number + 1) * file_slice])
+        driver.sender.pending.extend(inputs.bodies[number * body_slice : (number + 1) * body_slice])
+        if number in revoke_at:
+            rs.revoke_tokens()  # every cached token now gets 401: the clients must fetch new ones
+            driver.stats.revocations += 1
+        if number == rounds // 2 and config.outage_s > 0:
+            rs.faults.randomize([(Fault.with_status(503), 1.0)])
+            driver.run_for(config.outage_s, until=driver.dead_letters)
+            rs.faults.randomize(table)
+        driver.sender.post(limit=body_slice * 2)
+        driver.pump()
+    driver.drain()
+
+
+def _recovery_phase(driver: Driver, rs: WitnessedOgcRs, wiring: Wiring) -> None:
+    """Faults off, every DLQ message redriven to its queue, drained again (as ``ogc-audit redrive`` would)."""
+    rs.faults.clear()
+    rs.token_faults.clear()
+    wiring.flaky_sqs.rate = 0.0
+    driver.sender.lost_answers = 0.0
+    driver.drain()
+    for _ in range(3):  # a redriven message could in principle fail again; it must not, but look twice
+        moved = 0
+        for name in ("log-files", "delivery"):
+            count = redrive(driver.sqs, driver.names[f"{name}-dlq"], driver.names[name])
+            driver.stats.redriven[name] += count
+            moved += count
+        if not moved:
+            break
+        driver.drain()
+    for name in ("log-files", "delivery"):
+        driver.stats.dlq_left[name] = _queue_depth(driver.sqs, driver.names[f"{name}-dlq"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Reconciliation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DrillReport:
+    """The figures of one drill run."""
+
+    expected_lines: int = 0
+    expected_distinct: int = 0
+    poison_lines: int = 0
+    stored_lines: int = 0
+    delivered_distinct: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    duplicates_inside_window: int = 0
+    duplicates_outside_window: int = 0
+    window_requests: int = 0
+    window_lines: int = 0
+    window_by_fault: dict[str, int] = field(default_factory=dict)
+    unexpected: int = 0
+    poison_quarantined: int = 0
+    poison_in_error_logs: int = 0
+    poison_stored: int = 0
+    faults_applied: dict[str, int] = field(default_factory=dict)
+    token_faults_applied: int = 0
+    requests_by_fault: dict[str, dict[str, int]] = field(default_factory=dict)
+    process_requests: int = 0
+    token_fetches: int = 0
+    inputs: dict[str, int] = field(default_factory=dict)
+    flows: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+
+def reconcile(
+    *,
+    expected: Counter[str],
+    poison: set[str],
+    stored: Sequence[str],
+    batches: Sequence[StoredBatch],
+    received_jobs: set[str],
+    error_texts: Sequence[str],
+) -> DrillReport:
+    """Compare stored with expected lines and attribute every extra copy to the window, or not (module doc)."""
+    report = DrillReport(
+        expected_lines=sum(expected.values()),
+        expected_distinct=len(expected),
+        poison_lines=len(poison),
+        stored_lines=len(stored),
+    )
+    stored_count = Counter(stored)
+    window_count: Counter[str] = Counter()
+    for batch in batches:
+        if batch.job_id in received_jobs:
+            continue
+        report.window_requests += 1
+        report.window_lines += len(batch.lines)
+        report.window_by_fault[batch.fault.value] = report.window_by_fault.get(batch.fault.value, 0) + 1
+        window_count.update(batch.lines)
+    lost, inside, outside, unexpected = [], 0, [], []
+    for line, want in expected.items():
+        have = stored_count[line]
+        if have < want:
+            lost.append(line)
+            report.lost += want - have
+        extra = max(0, have - want)
+        report.duplicated += extra
+        inside += min(extra, window_count[line])
+        if extra > window_count[line]:
+            outside.append(line)
+            report.duplicates_outside_window += extra - window_count[line]
+    for line, have in stored_count.items():
+        if line not in expected:
+            unexpected.append(line)
+            report.unexpected += have
+    report.duplicates_inside_window = inside
+    report.delivered_distinct = sum(1 for line in expected if stored_count[line] > 0)
+    report.poison_stored = sum(stored_count[line] for line in poison)
+    report.poison_in_error_logs = sum(1 for line in poison if any(line in text for text in error_texts))
+    report.poison_quarantined = sum(
+        1 for line in poison if stored_count[line] == 0 and any(line in text for text in error_texts)
+    )
+    report.samples = {"lost": lost[:5], "outside_window": outside[:5], "unexpected": unexpected[:5]}
+    return report
+
+
+def _judge(report: DrillReport) -> None:
+    checks = [
+        (report.lost == 0, f"{report.lost} lines lost"),
+        (report.unexpected == 0, f"{report.unexpected} unexpected lines stored"),
+        (report.duplicates_outside_window == 0, f"{report.duplicates_outside_window} duplicates outside the window"),
+        (
+            report.delivered_distinct == report.expected_distinct,
+            f"{report.expected_distinct - report.delivered_distinct} expected lines never delivered",
+        ),
+        (
+            report.poison_quarantined == report.poison_lines,
+            f"{report.poison_lines - report.poison_quarantined} poison lines not quarantined with an ERROR log",
+        ),
+        (not any(report.flows.get("dlq_left", {}).values()), "messages left in a DLQ"),
+    ]
+    report.problems = [message for passed, message in checks if not passed and message]
+    report.ok = not report.problems
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
+
+
+def run_drill(config: DrillConfig, function_logs: TextIO | None = None) -> DrillReport:
+    """Run the whole drill and return its figures (nothing is printed)."""
+    config.check()
+    started = time.monotonic()
+    rng = random.Random(config.seed)  # noqa: S311 - reproducible inputs, not security
+    inputs = generate_inputs(config, rng)
+    sink = function_logs if function_logs is not None else open(os.devnull, "w")  # noqa: SIM115 - closed below
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            rs = WitnessedOgcRs(db_path=str(Path(folder) / "metering.sqlite3"), fault_seed=config.seed)
+            with rs, local_aws():
+                rs.poisoned_item_ids = set(inputs.poison_item_ids)
+                report = _run_in_emulator(config, rs, inputs, rng, sink)
+    finally:
+        if function_logs is None:
+            sink.close()
+    report.seconds = round(time.monotonic() - started, 1)
+    return report
+
+
+def _run_in_emulator(
+    config: DrillConfig, rs: WitnessedOgcRs, inputs: DrillInputs, rng: random.Random, sink: TextIO
+) -> DrillReport:
+    import boto3
+
+    names = _create_resources(boto3, rs, config)
+    env = {
+        "PROCESS_API_URL": rs.process_url,
+        "AUTH_URL": rs.token_url,
+        "AUTH_ITEM_ID": rs.rs_host,
+        "AUTH_ITEM_TYPE": "resource_server",
+        "AUTH_ROLE": "admin",
+        "CLIENT_CREDENTIALS_SECRET_ARN": names["CLIENT_CREDENTIALS_SECRET_ARN"],
+        "WEBHOOK_TOKEN_SECRET_ARN": names["WEBHOOK_TOKEN_SECRET_ARN"],
+        "DELIVERY_QUEUE_URL": names["delivery"],
+        "IDEMPOTENCY_TABLE_NAME": LEDGER_TABLE,
+        "BATCH_MAX_LINES": str(config.batch_max_lines),
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        # Local credentials must not shadow the secret: the drill reads it from Secrets Manager like AWS does.
+        "CLIENT_ID": "",
+        "CLIENT_SECRET": "",
+        "WEBHOOK_TOKEN": "",
+    }
+    stats = FlowStats()
+    with environment(env), _function_logs(sink) as errors, _wired_handlers(config, env, rng) as wiring:
+        sqs = boto3.client("sqs")
+        sender = MinioSender(random.Random(rng.random()), stats, config.lost_answers)  # noqa: S311
+        driver = Driver(sqs=sqs, s3=boto3.client("s3"), names=names, config=config, sender=sender, stats=stats)
+        rs.faults.randomize(config.fault_table(), seed=config.seed)
+        if config.token_503 > 0:
+            rs.token_faults.randomize([(Fault.with_status(503), config.token_503)], seed=config.seed + 1)
+        _fault_phase(driver, rs, inputs, config)
+        _recovery_phase(driver, rs, wiring)
+        if not rs.wait_idle():
+            raise TimeoutError("OGC RS still has requests in progress")
+        report = reconcile(
+            expected=inputs.expected,
+            poison=inputs.poison,
+            stored=rs.stored_lines(),
+            batches=rs.stored_batches,
+            received_jobs=wiring.received_jobs,
+            error_texts=errors.texts,
+        )
+        report.token_fetches = sum(client._tokens.fetches for client in wiring.clients)
+        stats_flaky = {"sqs_failed_before_send": wiring.flaky_sqs.failed_before}
+        stats_flaky["sqs_failed_after_send"] = wiring.flaky_sqs.failed_after
+    report.faults_applied = dict(Counter(_fault_name(fault) for fault in rs.faults.applied))
+    report.token_faults_applied = len(rs.token_faults.applied)
+    by_fault: dict[str, dict[str, int]] = {}
+    for record in rs.requests_log:
+        if record.path.endswith(_EXECUTION_PATH):
+            entry = by_fault.setdefault(record.fault.value if record.fault else "none", {"requests": 0, "lines": 0})
+            entry["requests"] += 1
+            entry["lines"] += record.lines
+    report.requests_by_fault = by_fault
+    report.process_requests = sum(entry["requests"] for entry in by_fault.values())
+    report.inputs = {
+        "log_files": len(inputs.log_files),
+        "records": inputs.records,
+        "repeated_events": inputs.repeated_events,
+        "log_file_copies": sum(1 for log_file in inputs.log_files if log_file.copy_key),
+        "bodies": len(inputs.bodies),
+        "entries": inputs.entries,
+        "repeated_entries": inputs.repeated_entries,
+    }
+    flows = asdict(stats)
+    flows["webhook_statuses"] = dict(stats.webhook_statuses)
+    report.flows = {**flows, **stats_flaky}
+    _judge(report)
+    return report
+
+
+def _fault_name(fault: Fault) -> str:
+    return str(fault.status) if fault.kind is FaultKind.STATUS else fault.kind.value
+
+
+# --------------------------------------------------------------------------------------------------
+# Printing and the command line
+# --------------------------------------------------------------------------------------------------
+
+
+def print_report(report: DrillReport, out: TextIO) -> None:
+    """The figures as a table, then the same as one JSON line."""
+    flows = report.flows
+    rows = [
+        (
+            "inputs",
+            f"{report.inputs.get('log_files', 0)} log files ({report.inputs.get('records', 0)} records), "
+            f"{report.inputs.get('bodies', 0)} MinIO bodies ({report.inputs.get('entries', 0)} entries)",
+        ),
+        ("faults applied (process)", json.dumps(report.faults_applied, sort_keys=True)),
+        ("faults applied (token)", f"{report.token_faults_applied} x 503; tokens revoked {flows.get('revocations')}x"),
+        ("process requests", str(report.process_requests)),
+        ("s3_audit", f"{flows.get('s3_invocations')} invocations, {flows.get('s3_failed_messages')} messages failed"),
+        (
+            "webhook",
+            f"{flows.get('webhook_posts')} posts {json.dumps(flows.get('webhook_statuses', {}))}, "
+            f"{flows.get('minio_resends')} re-sent by MinIO",
+        ),
+        ("deliver", f"{flows.get('deliver_invocations')} invocations, {flows.get('deliver_failed_messages')} failed"),
+        ("redriven from DLQs", json.dumps(flows.get("redriven", {}))),
+        ("expected lines", str(report.expected_lines)),
+        ("stored lines", str(report.stored_lines)),
+        ("delivered (distinct)", f"{report.delivered_distinct} of {report.expected_lines}"),
+        ("lost", str(report.lost)),
+        ("duplicated", str(report.duplicated)),
+        ("unexpected", str(report.unexpected)),
+        (
+            "poison quarantined",
+            f"{report.poison_quarantined} of {report.poison_lines} "
+            f"(in ERROR logs {report.poison_in_error_logs}, stored {report.poison_stored})",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        out.write(f"{name:<{width}}  {value}\n")
+    out.write(
+        f"duplicates inside the window: {report.duplicates_inside_window} "
+        f"(of {report.window_lines} lines in {report.window_requests} requests whose answer was lost: "
+        f"{json.dumps(report.window_by_fault, sort_keys=True)})\n"
+    )
+    out.write(f"duplicates outside the window: {report.duplicates_outside_window}\n")
+    verdict = "PASS" if report.ok else "FAIL: " + "; ".join(report.problems)
+    out.write(f"result: {verdict} in {report.seconds} s\n")
+    out.write(json.dumps(asdict(report), sort_keys=True) + "\n")
+
+
+def _arguments(argv: Sequence[str] | None) -> tuple[DrillConfig, str | None]:
+    defaults = DrillConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m ogc_audit.fault_drill",
+        description="Drive both flows through the real handlers under injected faults and reconcile the result.",
+    )
+    options: list[tuple[str, type, str]] = [
+        ("log-files", int, "CloudTrail log files"),
+        ("records-per-file", int, "records per log file"),
+        ("bodies", int, "MinIO webhook bodies"),
+        ("max-entries", int, "most entries per MinIO body"),
+        ("poison-lines", int, "lines OGC RS refuses (400), split between the flows"),
+        ("seed", int, "seed of inputs and faults"),
+        ("faults", str, "process endpoint fault mix, kind=probability,..."),
+        ("token-503", float, "share of token requests answered 503"),
+        ("revocations", int, "times all tokens are revoked mid-run"),
+        ("outage-s", float, "seconds OGC RS answers only 503 mid-run (0: none)"),
+        ("sqs-faults", float, "share of the webhook's SQS sends that fail"),
+        ("lost-answers", float, "share of 2xx webhook answers MinIO misses"),
+        ("batch-max-lines", int, "lines per OGC RS request and per delivery message"),
+        ("delay-s", float, "length of an injected delay (must exceed --read-timeout-s)"),
+        ("read-timeout-s", float, "client read timeout"),
+        ("retries", int, "client retries per request"),
+        ("rounds", int, "rounds in which inputs arrive"),
+    ]
+    for name, kind, text in options:
+        attribute = name.replace("-", "_")
+        parser.add_argument(
+            f"--{name}", type=kind, default=getattr(defaults, attribute), help=f"{text} (default %(default)s)"
+        )
+    parser.add_argument("--function-logs", help="write the functions' JSON logs to this file (default: discarded)")
+    args = parser.parse_args(argv)
+    values = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _, _ in options}
+    config = replace(defaults, **values)
+    config.check()
+    return config, args.function_logs
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    """Run the drill, print its figures; 0 when the guarantees held."""
+    config, path = _arguments(argv)
+    with open(path, "w", encoding="utf-8") if path else contextlib.nullcontext() as logs:
+        report = run_drill(config, function_logs=logs)
+    print_report(report, out)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

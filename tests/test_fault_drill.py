@@ -1,0 +1,115 @@
+"""The fault drill (``python -m ogc_audit.fault_drill``) and the bug it found in chunk-keyed delivery."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metering.auth import TokenProvider
+from metering.errors import DeliveryError
+from metering.exactly_once import KeyedChunk, deliver_chunks_once
+from metering.ledger import SqliteLedger
+from metering.ogc_rs import OgcRsClient, http_session
+from metering.settings import ClientCredentials
+from ogc_audit.fault_drill import WEBHOOK_TOKEN, DrillConfig, run_drill
+from ogc_audit.reference_rs import FaultKind, ReferenceOgcRs
+
+ROOT = Path(__file__).resolve().parent.parent
+# Small runs: a few seconds each, yet every fault kind fires many times.
+SMALL: dict[str, Any] = {"log_files": 6, "records_per_file": 30, "bodies": 10, "max_entries": 12, "rounds": 4}
+QUIET: dict[str, Any] = {"token_503": 0.0, "revocations": 0, "outage_s": 0.0, "sqs_faults": 0.0, "lost_answers": 0.0}
+
+
+def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CLIENT_", "WEBHOOK_"))}
+    env["PYTHONPATH"] = str(ROOT / "functions")
+    arguments = ["--log-files", "6", "--records-per-file", "30", "--bodies", "10", "--max-entries", "12"]
+    arguments += ["--rounds", "4", "--seed", "11"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ogc_audit.fault_drill", *arguments],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "duplicates outside the window: 0" in result.stdout
+    assert "duplicates inside the window: " in result.stdout
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["lost"] == 0
+    assert figures["unexpected"] == 0
+    assert figures["duplicates_outside_window"] == 0
+    assert figures["poison_lines"] > 0
+    assert figures["poison_quarantined"] == figures["poison_lines"]
+    assert figures["delivered_distinct"] == figures["expected_distinct"] > 0
+    assert figures["duplicated"] == figures["duplicates_inside_window"] <= figures["window_lines"]
+    assert sum(figures["flows"]["redriven"].values()) > 0  # the outage sent messages to the DLQs
+    assert len(figures["faults_applied"]) >= 5  # of 503, 500, 429, delay, drop, store_then_drop, unauthorized
+    assert WEBHOOK_TOKEN not in result.stdout  # the functions' logs are kept out of the figures
+
+
+def test_only_store_then_drop_duplicates_exactly_the_dropped_requests() -> None:
+    """Every copy beyond the first is a line of a request OGC RS stored and never answered, and all of them are."""
+    config = DrillConfig(**SMALL, **QUIET, poison_lines=0, faults="store_then_drop=0.2", seed=5)
+    report = run_drill(config)
+    dropped = report.requests_by_fault[FaultKind.STORE_THEN_DROP.value]
+    assert report.ok, report.problems
+    assert dropped["requests"] > 0
+    # Measured three ways: the server's request log, the stored-but-unanswered witness, and the stored multiset.
+    assert report.window_requests == dropped["requests"]
+    assert report.window_lines == dropped["lines"]
+    assert report.duplicated == report.duplicates_inside_window == dropped["lines"]
+    assert report.window_by_fault == {"store_then_drop": dropped["requests"]}
+
+
+def test_retryable_faults_that_store_nothing_duplicate_nothing() -> None:
+    config = DrillConfig(**SMALL, **{**QUIET, "revocations": 2}, faults="503=0.2,drop=0.1,unauthorized=0.1", seed=9)
+    report = run_drill(config)
+    assert report.ok, report.problems
+    assert {"503", "drop", "unauthorized"} <= set(report.faults_applied)
+    assert report.window_requests == report.window_lines == 0
+    assert report.duplicated == 0
+    assert report.poison_quarantined == report.poison_lines > 0
+
+
+@pytest.fixture
+def client(reference_rs: ReferenceOgcRs) -> OgcRsClient:
+    session = http_session(retries=2, backoff_factor=0.01)
+    tokens = TokenProvider(
+        auth_url=reference_rs.token_url,
+        item_id=reference_rs.rs_host,
+        item_type="resource_server",
+        role="admin",
+        credentials=lambda _force: ClientCredentials(reference_rs.client_id, reference_rs.client_secret),
+        session=session,
+    )
+    return OgcRsClient(process_url=reference_rs.process_url, tokens=tokens, session=session, timeout=(1.0, 2.0))
+
+
+def test_a_chunk_split_around_a_refused_line_is_not_sent_twice_after_a_failure(
+    reference_rs: ReferenceOgcRs, client: OgcRsClient
+) -> None:
+    """Found by the drill: OGC RS refuses a chunk (one poison line), the client splits it, the first half is
+    stored, the second half fails; the retry must not store the first half again."""
+    user, collection = "0b6f1c1e-8d0e-4a53-9d1b-2f0c7f1d2a3b", "6a4f6a52-3d5b-4c8e-9f1a-0c2b3d4e5f60"
+    lines = [f"{user}|{collection}|item-{n}|2025-10-27T10:00:0{n}Z|100|aws_s3" for n in range(3)]
+    lines.append(f"{user}|{collection}|poisoned|2025-10-27T10:00:09Z|100|aws_s3")
+    reference_rs.poisoned_item_ids = {"poisoned"}
+    ledger = SqliteLedger()
+    chunk = KeyedChunk("cloudtrail:chunk", lines)
+    # whole chunk: 400 (poison); first half [0, 1]: stored; second half [2, 3]: 503 until the retries run out
+    reference_rs.faults.push("ok", times=2).push("status", 503, times=3)
+    with pytest.raises(DeliveryError):
+        deliver_chunks_once(client, ledger, [chunk])
+    assert sorted(reference_rs.stored_lines()) == lines[:2]
+    report = deliver_chunks_once(client, ledger, [chunk])  # SQS delivers the message again
+    assert sorted(reference_rs.stored_lines()) == lines[:3]
+    assert [rejected.line for rejected in report.delivery.rejected] == [lines[3]]
+    assert deliver_chunks_once(client, ledger, [chunk]).delivery.requests == 0
