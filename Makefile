@@ -10,7 +10,7 @@ CDK := node_modules/.bin/cdk
 # cdk.json runs `python3 app.py`: it must be the project's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test lint format synth deploy diff bench clean
+.PHONY: setup demo test lint format synth deploy diff bench drill clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -53,6 +53,9 @@ deploy: setup  ## needs AWS credentials and a bootstrapped account (see docs/dep
 bench: setup
 	$(BIN)/python -m bench.cloudtrail_extract
 	$(BIN)/python -m bench.minio_webhook
+
+drill: setup  ## both flows under injected faults: lost 0, duplicates only in the answer-lost window
+	$(BIN)/python -m ogc_audit.fault_drill
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ expression, and CloudWatch bills the same either way (one custom metric per reas
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 
 from aws_lambda_powertools import Metrics
@@ -51,6 +52,9 @@ from metering.metric_names import (
 )
 from metering.ogc_rs import DeliveryReport
 from metering.outcomes import OutcomeTally, Reason
+
+# A health check or a refused body has nothing to publish; Powertools would warn about it on every such call.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 __all__ = [
     "delivery_failure_kind",
