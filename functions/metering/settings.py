@@ -30,7 +30,8 @@ def _url(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+def positive_int(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    """An optional integer variable from 1 to ``maximum``; SettingsError naming it when it is anything else."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -80,7 +81,7 @@ class OgcRsSettings:
             auth_item_id=_required(env, "AUTH_ITEM_ID"),
             auth_item_type=env.get("AUTH_ITEM_TYPE", "").strip() or "resource_server",
             auth_role=env.get("AUTH_ROLE", "").strip() or "admin",
-            batch_max_lines=_positive_int(env, "BATCH_MAX_LINES", DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
+            batch_max_lines=positive_int(env, "BATCH_MAX_LINES", DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
             credentials_secret_arn=secret_arn,
             local_credentials=local,
         )

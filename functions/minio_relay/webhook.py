@@ -18,7 +18,7 @@ import msgspec
 
 from metering.line import MeteredDownload
 from metering.outcomes import OutcomeTally, Reason, Skip
-from metering.settings import DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES, SettingsError
+from metering.settings import DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES, SettingsError, positive_int
 from minio_relay.audit_entry import classify_entry
 from minio_relay.body import BodyError, ParsedBody, parse_body
 
@@ -46,15 +46,6 @@ TokenSource = Callable[[], str]
 """Returns the configured webhook token (cached by the caller; re-read after rotation)."""
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise SettingsError(f"environment variable {name} must be an integer from 1 to {maximum}, got {raw!r}")
-    return int(raw)
-
-
 @dataclass(frozen=True, slots=True)
 class WebhookSettings:
     """The webhook's own environment, read once at start-up."""
@@ -77,8 +68,8 @@ class WebhookSettings:
         return cls(
             token_secret_arn=arn,
             local_token=None if arn else local,
-            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 2**31),
-            batch_max_lines=_positive_int(env, "BATCH_MAX_LINES", DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
+            max_body_bytes=positive_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 2**31),
+            batch_max_lines=positive_int(env, "BATCH_MAX_LINES", DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
         )
 
     def token_source(self) -> TokenSource:

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from metering.outcomes import OutcomeTally
-from ogc_audit.local_aws import environment, lambda_context, local_aws, pump_queue
+from ogc_audit.local_aws import (
+    FlowResources,
+    create_flow_resources,
+    environment,
+    lambda_context,
+    local_aws,
+    pump_queue,
+)
 from ogc_audit.reference_rs import ReferenceOgcRs
 from ogc_audit.samples import (
     ACCOUNT,
@@ -34,7 +41,6 @@ from ogc_audit.samples import (
     utc,
 )
 
-LOG_BUCKET = "ogc-demo-trail-logs"
 WEBHOOK_TOKEN = "demo-webhook-token-7f3a9c"  # noqa: S105 - a throwaway token of the local demo
 _START = utc("2025-10-27T10:10:00")
 # Shown in the S3 flow: what a log file holds besides metered downloads.
@@ -58,68 +64,7 @@ _MINIO_VARIANTS = [
 ]
 
 
-def _create_aws_resources(aws: Any, rs: ReferenceOgcRs) -> dict[str, str]:
-    """Secrets, queues (with DLQs), ledger table and log bucket with its notification, like the stacks."""
-    secrets = aws.client("secretsmanager")
-    credentials_arn = secrets.create_secret(
-        Name="ogc-audit/client-credentials",
-        SecretString=json.dumps({"clientId": rs.client_id, "clientSecret": rs.client_secret}),
-    )["ARN"]
-    token_arn = secrets.create_secret(Name="ogc-audit/webhook-token", SecretString=WEBHOOK_TOKEN)["ARN"]
-    sqs = aws.client("sqs")
-    queues = {}
-    for name in ("log-files", "delivery"):
-        dead_letter = sqs.create_queue(QueueName=f"ogc-demo-{name}-dlq")["QueueUrl"]
-        dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letter, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        queues[name] = sqs.create_queue(
-            QueueName=f"ogc-demo-{name}",
-            Attributes={
-                "VisibilityTimeout": "1",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": "5"}),
-            },
-        )["QueueUrl"]
-    aws.client("dynamodb").create_table(
-        TableName="ogc-demo-ledger",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    s3 = aws.client("s3")
-    s3.create_bucket(Bucket=LOG_BUCKET)
-    log_queue_arn = sqs.get_queue_attributes(QueueUrl=queues["log-files"], AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    s3.put_bucket_notification_configuration(
-        Bucket=LOG_BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": log_queue_arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {
-                        "Key": {
-                            "FilterRules": [
-                                {"Name": "prefix", "Value": "AWSLogs/"},
-                                {"Name": "suffix", "Value": ".json.gz"},
-                            ]
-                        }
-                    },
-                }
-            ]
-        },
-    )
-    return {
-        "CLIENT_CREDENTIALS_SECRET_ARN": credentials_arn,
-        "WEBHOOK_TOKEN_SECRET_ARN": token_arn,
-        "LOG_FILE_QUEUE_URL": queues["log-files"],
-        "DELIVERY_QUEUE_URL": queues["delivery"],
-        "IDEMPOTENCY_TABLE_NAME": "ogc-demo-ledger",
-    }
-
-
-def _write_log_files(s3: Any, rng: random.Random) -> list[Download]:
+def _write_log_files(s3: Any, log_bucket: str, rng: random.Random) -> list[Download]:
     """Two CloudTrail log files (one repeating an event), a digest file; returns the metered downloads."""
     metered: list[Download] = []
     for file_number in range(2):
@@ -131,9 +76,9 @@ def _write_log_files(s3: Any, rng: random.Random) -> list[Download]:
                 metered.append(download)
         records.append(records[0])  # CloudTrail delivered one event twice
         key = cloudtrail_log_key(_START + timedelta(minutes=5 * file_number), f"demo{file_number}")
-        s3.put_object(Bucket=LOG_BUCKET, Key=key, Body=gzip.compress(json.dumps({"Records": records}).encode()))
+        s3.put_object(Bucket=log_bucket, Key=key, Body=gzip.compress(json.dumps({"Records": records}).encode()))
     digest_key = f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/ap-south-1/2025/10/27/{ACCOUNT}_CloudTrail-Digest_demo.json.gz"
-    s3.put_object(Bucket=LOG_BUCKET, Key=digest_key, Body=gzip.compress(b'{"digestStartTime":"2025-10-27T10:00:00Z"}'))
+    s3.put_object(Bucket=log_bucket, Key=digest_key, Body=gzip.compress(b'{"digestStartTime":"2025-10-27T10:00:00Z"}'))
     return metered
 
 
@@ -192,7 +137,12 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         with local_aws():
             import boto3
 
-            names = _create_aws_resources(boto3, rs)
+            resources = create_flow_resources(
+                boto3,
+                prefix="ogc-demo",
+                client_credentials={"clientId": rs.client_id, "clientSecret": rs.client_secret},
+                webhook_token=WEBHOOK_TOKEN,
+            )
             settings = {
                 "PROCESS_API_URL": rs.process_url,
                 "AUTH_URL": rs.token_url,
@@ -200,26 +150,26 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 "AUTH_ITEM_TYPE": "resource_server",
                 "AUTH_ROLE": "admin",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
-                **names,
+                **resources.function_environment(),
             }
             with environment(settings):
-                ok = _run_flows(boto3, rs, names, rng, out)
+                ok = _run_flows(boto3, rs, resources, rng, out)
         _print_rows(rs, out)
     return 0 if ok else 1
 
 
-def _run_flows(aws: Any, rs: ReferenceOgcRs, names: dict[str, str], rng: random.Random, out: TextIO) -> bool:
+def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: random.Random, out: TextIO) -> bool:
     from minio_relay import handler as minio_handler
     from s3_audit import handler as s3_handler
     from s3_audit.extract import extract_downloads
 
     sqs = aws.client("sqs")
     out.write("AWS S3 flow: CloudTrail log files -> log bucket -> SQS -> s3_audit handler -> OGC RS\n")
-    s3_expected = _write_log_files(aws.client("s3"), rng)
-    pumped = pump_queue(sqs, names["LOG_FILE_QUEUE_URL"], s3_handler.handler, function_name="s3-audit", batch_size=1)
+    s3_expected = _write_log_files(aws.client("s3"), resources.log_bucket, rng)
+    pumped = pump_queue(sqs, resources.log_file_queue_url, s3_handler.handler, function_name="s3-audit", batch_size=1)
     out.write(f"  s3_audit invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
     tally = OutcomeTally()
-    for _ in extract_downloads(f"s3://{LOG_BUCKET}/AWSLogs/", tally):
+    for _ in extract_downloads(f"s3://{resources.log_bucket}/AWSLogs/", tally):
         pass
     out.write(f"  outcomes of the log files (ogc-audit extract): {json.dumps(tally.as_dict())}\n")
     s3_ok = _check("  AWS S3 flow", s3_expected, rs, "aws_s3", out)
@@ -231,7 +181,7 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, names: dict[str, str], rng: random.
         out.write(f"  POST {len(body):>5} bytes -> {response['statusCode']} {response['body']}\n")
     denied = minio_handler.webhook(_webhook_event(bodies[1], "Bearer wrong-token"), lambda_context("webhook"))
     out.write(f"  POST with a wrong token -> {denied['statusCode']}\n")
-    pumped = pump_queue(sqs, names["DELIVERY_QUEUE_URL"], minio_handler.deliver, function_name="deliver")
+    pumped = pump_queue(sqs, resources.delivery_queue_url, minio_handler.deliver, function_name="deliver")
     out.write(f"  deliver invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
     minio_ok = _check("  MinIO flow", minio_expected, rs, "minio", out)
     return s3_ok and minio_ok and denied["statusCode"] == 401

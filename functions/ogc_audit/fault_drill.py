@@ -47,7 +47,14 @@ from urllib.parse import quote_plus
 
 import requests
 
-from ogc_audit.local_aws import LambdaHandler, environment, lambda_context, local_aws, pump_queue
+from ogc_audit.local_aws import (
+    LambdaHandler,
+    create_flow_resources,
+    environment,
+    lambda_context,
+    local_aws,
+    pump_queue,
+)
 from ogc_audit.redrive import redrive
 from ogc_audit.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
 from ogc_audit.samples import (
@@ -60,8 +67,9 @@ from ogc_audit.samples import (
     utc,
 )
 
-LOG_BUCKET = "ogc-drill-trail-logs"
-LEDGER_TABLE = "ogc-drill-ledger"
+_PREFIX = "ogc-drill"
+LOG_BUCKET = f"{_PREFIX}-trail-logs"  # the names create_flow_resources gives
+LEDGER_TABLE = f"{_PREFIX}-ledger"
 WEBHOOK_TOKEN = "drill-webhook-token-5c1e"  # noqa: S105 - a throwaway token of the local drill
 _START = utc("2025-10-27T10:00:00")
 _POISON_PREFIX = "POISON-"
@@ -429,53 +437,23 @@ def _function_logs(sink: TextIO) -> Iterator[_ErrorLogCapture]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _queue_arn(sqs: Any, url: str) -> str:
-    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
-
-
 def _create_resources(aws: Any, rs: ReferenceOgcRs, config: DrillConfig) -> dict[str, str]:
     """Secrets, both queues with DLQs, the ledger table and the log bucket notifying its queue, like the stacks."""
-    secrets = aws.client("secretsmanager")
-    credentials_arn = secrets.create_secret(
-        Name="ogc-drill/client-credentials",
-        SecretString=json.dumps({"clientId": rs.client_id, "clientSecret": rs.client_secret}),
-    )["ARN"]
-    token_arn = secrets.create_secret(Name="ogc-drill/webhook-token", SecretString=WEBHOOK_TOKEN)["ARN"]
-    sqs = aws.client("sqs")
-    names: dict[str, str] = {}
-    for name in ("log-files", "delivery"):
-        dead_letter = sqs.create_queue(QueueName=f"ogc-drill-{name}-dlq")["QueueUrl"]
-        policy = {"deadLetterTargetArn": _queue_arn(sqs, dead_letter), "maxReceiveCount": str(config.max_receive_count)}
-        names[f"{name}-dlq"] = dead_letter
-        names[name] = sqs.create_queue(
-            QueueName=f"ogc-drill-{name}",
-            Attributes={"VisibilityTimeout": str(config.visibility_timeout_s), "RedrivePolicy": json.dumps(policy)},
-        )["QueueUrl"]
-    aws.client("dynamodb").create_table(
-        TableName=LEDGER_TABLE,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    s3 = aws.client("s3")
-    s3.create_bucket(Bucket=LOG_BUCKET)
-    rules = [{"Name": "prefix", "Value": "AWSLogs/"}, {"Name": "suffix", "Value": ".json.gz"}]
-    s3.put_bucket_notification_configuration(
-        Bucket=LOG_BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": _queue_arn(sqs, names["log-files"]),
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": rules}},
-                }
-            ]
-        },
+    resources = create_flow_resources(
+        aws,
+        prefix=_PREFIX,
+        client_credentials={"clientId": rs.client_id, "clientSecret": rs.client_secret},
+        webhook_token=WEBHOOK_TOKEN,
+        visibility_timeout_s=config.visibility_timeout_s,
+        max_receive_count=config.max_receive_count,
     )
     return {
-        **names,
-        "CLIENT_CREDENTIALS_SECRET_ARN": credentials_arn,
-        "WEBHOOK_TOKEN_SECRET_ARN": token_arn,
+        "log-files": resources.log_file_queue_url,
+        "log-files-dlq": resources.log_file_dead_letter_url,
+        "delivery": resources.delivery_queue_url,
+        "delivery-dlq": resources.delivery_dead_letter_url,
+        "CLIENT_CREDENTIALS_SECRET_ARN": resources.client_credentials_secret_arn,
+        "WEBHOOK_TOKEN_SECRET_ARN": resources.webhook_token_secret_arn,
     }
 
 

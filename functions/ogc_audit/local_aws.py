@@ -7,6 +7,7 @@ timeout, then redriven to the DLQ by the queue's redrive policy), and the others
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -117,7 +118,7 @@ def pump_queue(
     wait_between_s: float = 0.0,
 ) -> PumpResult:
     """Invoke ``handler`` on batches from ``queue_url`` until it has been empty ``idle_rounds`` times in a row."""
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_arn = _queue_arn(sqs, queue_url)
     result, idle = PumpResult(), 0
     for _ in range(max_rounds):
         messages = sqs.receive_message(
@@ -144,3 +145,97 @@ def pump_queue(
                 ],
             )
     return result
+
+
+@dataclass(frozen=True)
+class FlowResources:
+    """What the stacks create for both flows, created in the emulator under one name prefix."""
+
+    log_bucket: str
+    log_file_queue_url: str
+    log_file_dead_letter_url: str
+    delivery_queue_url: str
+    delivery_dead_letter_url: str
+    ledger_table: str
+    client_credentials_secret_arn: str
+    webhook_token_secret_arn: str
+
+    def function_environment(self) -> dict[str, str]:
+        """The environment the stacks give the functions (besides the OGC RS settings)."""
+        return {
+            "CLIENT_CREDENTIALS_SECRET_ARN": self.client_credentials_secret_arn,
+            "WEBHOOK_TOKEN_SECRET_ARN": self.webhook_token_secret_arn,
+            "DELIVERY_QUEUE_URL": self.delivery_queue_url,
+            "IDEMPOTENCY_TABLE_NAME": self.ledger_table,
+        }
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def _durable_queue(sqs: Any, name: str, visibility_timeout_s: int, max_receive_count: int) -> tuple[str, str]:
+    """A queue and its DLQ; returns both URLs."""
+    dead_letter = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    policy = {"deadLetterTargetArn": _queue_arn(sqs, dead_letter), "maxReceiveCount": str(max_receive_count)}
+    queue = sqs.create_queue(
+        QueueName=name,
+        Attributes={"VisibilityTimeout": str(visibility_timeout_s), "RedrivePolicy": json.dumps(policy)},
+    )["QueueUrl"]
+    return queue, dead_letter
+
+
+def create_flow_resources(
+    aws: Any,
+    *,
+    prefix: str,
+    client_credentials: Mapping[str, str],
+    webhook_token: str,
+    visibility_timeout_s: int = 1,
+    max_receive_count: int = 5,
+) -> FlowResources:
+    """Secrets, both queues with DLQs, the ledger table and the log bucket notifying its queue, like the stacks.
+
+    ``aws`` is the boto3 module (or a Session); short visibility timeouts keep local runs fast.
+    """
+    secrets = aws.client("secretsmanager")
+    credentials_arn = secrets.create_secret(
+        Name=f"{prefix}/client-credentials", SecretString=json.dumps(dict(client_credentials))
+    )["ARN"]
+    token_arn = secrets.create_secret(Name=f"{prefix}/webhook-token", SecretString=webhook_token)["ARN"]
+    sqs = aws.client("sqs")
+    log_queue, log_dead_letter = _durable_queue(sqs, f"{prefix}-log-files", visibility_timeout_s, max_receive_count)
+    delivery, delivery_dead_letter = _durable_queue(sqs, f"{prefix}-delivery", visibility_timeout_s, max_receive_count)
+    ledger_table = f"{prefix}-ledger"
+    aws.client("dynamodb").create_table(
+        TableName=ledger_table,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    log_bucket = f"{prefix}-trail-logs"
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=log_bucket)
+    rules = [{"Name": "prefix", "Value": "AWSLogs/"}, {"Name": "suffix", "Value": ".json.gz"}]
+    s3.put_bucket_notification_configuration(
+        Bucket=log_bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": _queue_arn(sqs, log_queue),
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": rules}},
+                }
+            ]
+        },
+    )
+    return FlowResources(
+        log_bucket=log_bucket,
+        log_file_queue_url=log_queue,
+        log_file_dead_letter_url=log_dead_letter,
+        delivery_queue_url=delivery,
+        delivery_dead_letter_url=delivery_dead_letter,
+        ledger_table=ledger_table,
+        client_credentials_secret_arn=credentials_arn,
+        webhook_token_secret_arn=token_arn,
+    )
