@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import cli_env
 
 
 def test_demo_meters_both_flows_exactly_once() -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CLIENT_", "WEBHOOK_"))}
-    env["PYTHONPATH"] = str(ROOT / "functions")
     result = subprocess.run(
         [sys.executable, "-m", "ogc_audit.cli", "demo"],
         check=False,
-        env=env,
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -32,6 +32,13 @@ SPACE_KEY = (
     "trail logs+2025/AWSLogs/111122223333/CloudTrail/ap-south-1/2025/10/27/"
     "111122223333_CloudTrail_ap-south-1_20251027T1025Z_Qr12St34Uv56Wx78.json.gz"
 )
+# The S3 and SNS notification samples that name one log file directly (not inside SQS), with its key.
+DIRECT_NOTIFICATIONS = [
+    ("s3_notification", KEY),
+    ("s3_notification_org_trail", ORG_KEY),
+    ("s3_notification_encoded_key", SPACE_KEY),
+    ("sns_s3_notification", ORG_KEY),
+]
 
 
 def refs(work: list[Work]) -> list[LogFileRef]:
@@ -43,15 +50,7 @@ def skip_reasons(work: list[Work]) -> list[SkipReason]:
     return [item.reason for item in work if isinstance(item, SkippedInput)]
 
 
-@pytest.mark.parametrize(
-    ("fixture", "key"),
-    [
-        ("s3_notification", KEY),
-        ("s3_notification_org_trail", ORG_KEY),
-        ("s3_notification_encoded_key", SPACE_KEY),
-        ("sns_s3_notification", ORG_KEY),
-    ],
-)
+@pytest.mark.parametrize(("fixture", "key"), DIRECT_NOTIFICATIONS)
 def test_direct_s3_and_sns_notifications(fixture: str, key: str) -> None:
     assert refs(work_in_event(load_event(f"envelopes/{fixture}"))) == [LogFileRef(BUCKET, key)]
 

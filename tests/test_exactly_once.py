@@ -12,10 +12,8 @@ from moto import mock_aws
 from metering.errors import DeliveryError
 from metering.exactly_once import InFlightError, KeyedChunk, KeyedLine, chunk_key, deliver_chunks_once, deliver_once
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
-from metering.ogc_rs import OgcRsClient, http_session
-from metering.runtime import build_ogc_rs_client
-from metering.settings import OgcRsSettings
 from ogc_audit.reference_rs import ReferenceOgcRs
+from tests.helpers import client_for, create_ledger_table
 
 COLLECTION = "0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d"
 
@@ -35,18 +33,6 @@ def keyed(count: int, prefix: str = "k") -> list[KeyedLine]:
     ]
 
 
-def client_for(rs: ReferenceOgcRs, batch_max_lines: int = 500) -> OgcRsClient:
-    env = {
-        "PROCESS_API_URL": rs.process_url,
-        "AUTH_URL": rs.token_url,
-        "AUTH_ITEM_ID": rs.rs_host,
-        "CLIENT_ID": rs.client_id,
-        "CLIENT_SECRET": rs.client_secret,
-        "BATCH_MAX_LINES": str(batch_max_lines),
-    }
-    return build_ogc_rs_client(OgcRsSettings.from_env(env), session=http_session(retries=1, backoff_factor=0.01))
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -59,12 +45,7 @@ def ledger(request: pytest.FixtureRequest, clock: Clock) -> Iterator[DeliveryLed
         return
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="ledger",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_ledger_table(dynamodb)
         yield DynamoDbLedger("ledger", dynamodb, clock=clock, in_progress_s=60, retention_s=3600)
 
 

@@ -6,13 +6,11 @@ import copy
 import gzip
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from ogc_audit.cli import main
 from tests.events import load_event
@@ -130,18 +128,10 @@ def test_damaged_file_exits_1_and_keeps_the_good_records(tmp_path: Path, capsys:
 
 
 @pytest.fixture
-def log_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="trail-archive")
-        yield s3
+def log_bucket(mocked_aws: None) -> Any:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="trail-archive")
+    return s3
 
 
 def test_s3_prefix(log_bucket: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,8 @@ import pytest
 from metering.outcomes import OutcomeTally
 from minio_relay.extract import extract_downloads
 from ogc_audit.extract import run_extract
+from tests.events import event_bytes, event_path
 
-EVENTS = Path(__file__).parent / "events" / "minio"
 USER = "6f1d2c8e-3b4a-4f5e-9a7b-1c2d3e4f5a6b"
 COLLECTION = "0b8e6c1a-9d2f-4e3b-8a7c-5d6e7f8a9b0c"
 ITEM = "S2A_MSIL2A_20251020T050701_N0511_R019_T43PGQ"
@@ -31,7 +31,7 @@ def extract(path: str) -> tuple[list[str], OutcomeTally]:
 
 
 def test_ndjson_file() -> None:
-    lines, tally = extract(str(EVENTS / "batch.ndjson"))
+    lines, tally = extract(str(event_path("minio/batch.ndjson")))
     assert lines == BATCH_LINES
     assert tally.as_dict()["filtered"] == {
         "duplicate_event": 1,
@@ -42,23 +42,23 @@ def test_ndjson_file() -> None:
 
 
 def test_pretty_printed_json_and_array() -> None:
-    assert extract(str(EVENTS / "get_object_legacy_2021.json"))[0] == [
+    assert extract(str(event_path("minio/get_object_legacy_2021.json")))[0] == [
         f"{USER}|{COLLECTION}|{ITEM}|2021-06-14T08:03:11Z|52428800|minio"
     ]
-    assert len(extract(str(EVENTS / "batch_array.json"))[0]) == 3
+    assert len(extract(str(event_path("minio/batch_array.json")))[0]) == 3
 
 
 def test_gzip_and_blocks_keep_duplicates_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("minio_relay.extract._BLOCK_LINES", 2)
     path = tmp_path / "audit.ndjson.gz"
-    path.write_bytes(gzip.compress((EVENTS / "batch.ndjson").read_bytes() * 2))
+    path.write_bytes(gzip.compress(event_bytes("minio/batch.ndjson") * 2))
     lines, tally = extract(str(path))
     assert lines == BATCH_LINES
     assert tally.entries == 14
 
 
 def test_bad_lines_are_counted(tmp_path: Path) -> None:
-    lines, tally = extract(str(EVENTS / "batch_with_bad_line.ndjson"))
+    lines, tally = extract(str(event_path("minio/batch_with_bad_line.ndjson")))
     assert len(lines) == 2
     assert tally.as_dict()["quarantined"] == {"bad_json": 1}
     garbage = tmp_path / "garbage.json"
@@ -72,10 +72,10 @@ def test_bad_lines_are_counted(tmp_path: Path) -> None:
 
 
 def test_stdin_through_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    stdin = io.TextIOWrapper(io.BytesIO((EVENTS / "batch.ndjson").read_bytes()))
+    stdin = io.TextIOWrapper(io.BytesIO(event_bytes("minio/batch.ndjson")))
     monkeypatch.setattr(sys, "stdin", stdin)
     out, err = io.StringIO(), io.StringIO()
-    assert run_extract("minio", ["-", str(EVENTS / "get_object_partial_206.json")], out, err) == 0
+    assert run_extract("minio", ["-", str(event_path("minio/get_object_partial_206.json"))], out, err) == 0
     assert out.getvalue().splitlines() == [*BATCH_LINES, f"{USER}|{COLLECTION}|{ITEM}|2025-10-27T10:12:30Z|65536|minio"]
     summary = json.loads(err.getvalue())
     assert (summary["source"], summary["entries"], summary["metered"]) == ("minio", 8, 4)

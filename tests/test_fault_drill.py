@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,22 +17,20 @@ from metering.ogc_rs import OgcRsClient, http_session
 from metering.settings import ClientCredentials
 from ogc_audit.fault_drill import WEBHOOK_TOKEN, DrillConfig, run_drill
 from ogc_audit.reference_rs import FaultKind, ReferenceOgcRs
+from tests.helpers import cli_env
 
-ROOT = Path(__file__).resolve().parent.parent
 # Small runs: a few seconds each, yet every fault kind fires many times.
 SMALL: dict[str, Any] = {"log_files": 6, "records_per_file": 30, "bodies": 10, "max_entries": 12, "rounds": 4}
 QUIET: dict[str, Any] = {"token_503": 0.0, "revocations": 0, "outage_s": 0.0, "sqs_faults": 0.0, "lost_answers": 0.0}
 
 
 def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CLIENT_", "WEBHOOK_"))}
-    env["PYTHONPATH"] = str(ROOT / "functions")
     arguments = ["--log-files", "6", "--records-per-file", "30", "--bodies", "10", "--max-entries", "12"]
     arguments += ["--rounds", "4", "--seed", "11"]
     result = subprocess.run(
         [sys.executable, "-m", "ogc_audit.fault_drill", *arguments],
         check=False,
-        env=env,
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from minio_relay.body import EXCERPT_CHARS, BodyError, parse_body, parse_lines
-
-EVENTS = Path(__file__).parent / "events" / "minio"
-
-
-def raw(name: str) -> bytes:
-    return (EVENTS / name).read_bytes()
+from tests.events import event_bytes
 
 
 def test_one_object_as_minio_sends_it() -> None:
-    entry = json.loads(raw("get_object_presigned.json"))
+    entry = json.loads(event_bytes("minio/get_object_presigned.json"))
     body = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
     parsed = parse_body(body)
     assert parsed.entries == [entry]
@@ -25,25 +19,25 @@ def test_one_object_as_minio_sends_it() -> None:
 
 
 def test_pretty_printed_object_is_one_entry() -> None:
-    parsed = parse_body(raw("get_object_presigned.json"))
+    parsed = parse_body(event_bytes("minio/get_object_presigned.json"))
     assert len(parsed.entries) == 1
     assert parsed.bad_lines == []
 
 
 def test_ndjson_batch() -> None:
-    parsed = parse_body(raw("batch.ndjson"))
+    parsed = parse_body(event_bytes("minio/batch.ndjson"))
     assert len(parsed.entries) == 7
     assert all(isinstance(entry, dict) for entry in parsed.entries)
 
 
 def test_ndjson_with_crlf_and_blank_lines() -> None:
-    lines = raw("batch.ndjson").splitlines()
+    lines = event_bytes("minio/batch.ndjson").splitlines()
     body = b"\r\n\r\n".join(lines) + b"\r\n"
     assert len(parse_body(body).entries) == 7
 
 
 def test_json_array() -> None:
-    assert len(parse_body(raw("batch_array.json")).entries) == 4
+    assert len(parse_body(event_bytes("minio/batch_array.json")).entries) == 4
 
 
 def test_startup_probe() -> None:
@@ -51,7 +45,7 @@ def test_startup_probe() -> None:
 
 
 def test_a_bad_line_is_set_aside_and_the_others_kept() -> None:
-    parsed = parse_body(raw("batch_with_bad_line.ndjson"))
+    parsed = parse_body(event_bytes("minio/batch_with_bad_line.ndjson"))
     assert len(parsed.entries) == 2
     [bad] = parsed.bad_lines
     assert bad.number == 2
@@ -61,7 +55,7 @@ def test_a_bad_line_is_set_aside_and_the_others_kept() -> None:
 
 
 def test_first_line_bad_still_keeps_later_lines() -> None:
-    lines = raw("batch.ndjson").splitlines()
+    lines = event_bytes("minio/batch.ndjson").splitlines()
     parsed = parse_body(b"garbage\n" + b"\n".join(lines[:2]))
     assert len(parsed.entries) == 2
     assert [bad.number for bad in parsed.bad_lines] == [1]

@@ -2,42 +2,30 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from moto import mock_aws
 
-import metering.ogc_rs
-import metering.runtime
 from metering.ledger import SqliteLedger
 from metering.line import Backend, MeteredDownload
-from metering.ogc_rs import DeliveryError, DeliveryReport, OgcRsClient, RejectedLine, SettledCallback
+from metering.ogc_rs import DeliveryError, DeliveryReport, RejectedLine, SettledCallback
 from minio_relay import handler
 from minio_relay.deliver import BatchDelivery, deliver_message
 from minio_relay.delivery_queue import pack_messages
+from ogc_audit.local_aws import lambda_context
 from ogc_audit.reference_rs import Fault, ReferenceOgcRs
+from tests.events import event_bytes, load_event
+from tests.helpers import client_for
 
-EVENTS = Path(__file__).parent / "events" / "minio"
 TOKEN = "minio-audit-token"
 USER = "6f1d2c8e-3b4a-4f5e-9a7b-1c2d3e4f5a6b"
 COLLECTION = "0b8e6c1a-9d2f-4e3b-8a7c-5d6e7f8a9b0c"
 ITEM = "S2A_MSIL2A_20251020T050701_N0511_R019_T43PGQ"
-
-
-def lambda_context() -> LambdaContext:
-    context = LambdaContext()
-    context._function_name = "minio-deliver"
-    context._memory_limit_in_mb = 256
-    context._invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:minio-deliver"
-    context._aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-    return context
+CONTEXT = lambda_context("minio-deliver", memory_mb=256)
 
 
 def downloads(count: int, prefix: str = "item") -> list[MeteredDownload]:
@@ -107,7 +95,7 @@ def test_malformed_message_fails_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handler, "deliver_client", lambda: client)
     [first] = pack_messages(downloads(2, "a"))
     [third] = pack_messages(downloads(2, "c"))
-    response = handler.deliver(batch_event(first, '{"not": "a delivery message"}', third), lambda_context())
+    response = handler.deliver(batch_event(first, '{"not": "a delivery message"}', third), CONTEXT)
     assert failed_ids(response) == ["msg-1"]
     assert len(client.delivered) == 4
 
@@ -116,7 +104,7 @@ def test_message_whose_delivery_raises_fails_alone(monkeypatch: pytest.MonkeyPat
     client = StubClient(fail_on="c-1")
     monkeypatch.setattr(handler, "deliver_client", lambda: client)
     bodies = [pack_messages(downloads(2, prefix))[0] for prefix in ("a", "b", "c")]
-    response = handler.deliver(batch_event(*bodies), lambda_context())
+    response = handler.deliver(batch_event(*bodies), CONTEXT)
     assert failed_ids(response) == ["msg-2"]
     assert [line.split("|")[2] for line in client.delivered] == ["a-0", "a-1", "b-0", "b-1"]
 
@@ -125,7 +113,7 @@ def test_after_an_outage_the_rest_of_the_batch_is_not_tried(monkeypatch: pytest.
     client = StubClient(fail_on="a-0")
     monkeypatch.setattr(handler, "deliver_client", lambda: client)
     bodies = [pack_messages(downloads(1, prefix))[0] for prefix in ("a", "b", "c")]
-    response = handler.deliver(batch_event(*bodies), lambda_context())
+    response = handler.deliver(batch_event(*bodies), CONTEXT)
     assert failed_ids(response) == ["msg-0", "msg-1", "msg-2"]
     assert client.delivered == []
 
@@ -152,8 +140,7 @@ def test_same_key_twice_is_delivered_once_within_and_across_batches() -> None:
 
 
 def minio_entry(index: int) -> dict[str, Any]:
-    entry: dict[str, Any] = json.loads((EVENTS / "get_object_presigned.json").read_text())
-    entry = copy.deepcopy(entry)
+    entry = load_event("minio/get_object_presigned")
     entry["requestID"] = f"1872{index:012X}"
     entry["requestQuery"]["itemId"] = f"{ITEM}-{index}"
     entry["api"]["tx"] = 1000 + index
@@ -161,39 +148,23 @@ def minio_entry(index: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def relay(monkeypatch: pytest.MonkeyPatch, reference_rs: ReferenceOgcRs) -> Iterator[str]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "WEBHOOK_TOKEN": TOKEN,
-        "BATCH_MAX_LINES": "50",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "WEBHOOK_TOKEN_SECRET_ARN", "MAX_BODY_BYTES"):
+def aws_region() -> str:
+    """The relay's queue is in eu-west-1, as the SQS records above say."""
+    return "eu-west-1"
+
+
+@pytest.fixture
+def relay(monkeypatch: pytest.MonkeyPatch, reference_rs: ReferenceOgcRs, relay_aws: None) -> str:
+    monkeypatch.setenv("WEBHOOK_TOKEN", TOKEN)
+    monkeypatch.setenv("BATCH_MAX_LINES", "50")
+    for name in ("WEBHOOK_TOKEN_SECRET_ARN", "MAX_BODY_BYTES"):
         monkeypatch.delenv(name, raising=False)
-    real_session = metering.ogc_rs.http_session
     # The production retry budget (seconds of backoff) is not what this test is about.
-    monkeypatch.setattr(metering.runtime, "http_session", lambda: real_session(retries=1, backoff_factor=0.01))
-    client: OgcRsClient = metering.runtime.ogc_rs_client(
-        {
-            "PROCESS_API_URL": reference_rs.process_url,
-            "AUTH_URL": reference_rs.token_url,
-            "AUTH_ITEM_ID": reference_rs.rs_host,
-            "CLIENT_ID": reference_rs.client_id,
-            "CLIENT_SECRET": reference_rs.client_secret,
-            "BATCH_MAX_LINES": "50",
-        }
-    )
+    client = client_for(reference_rs, batch_max_lines=50)
     monkeypatch.setattr(handler, "deliver_client", lambda: client)
-    with mock_aws():
-        url = boto3.client("sqs").create_queue(QueueName="minio-delivery")["QueueUrl"]
-        monkeypatch.setenv("DELIVERY_QUEUE_URL", url)
-        handler._sqs_client.cache_clear()
-        handler._webhook.cache_clear()
-        yield url
-    handler._sqs_client.cache_clear()
-    handler._webhook.cache_clear()
+    url: str = boto3.client("sqs").create_queue(QueueName="minio-delivery")["QueueUrl"]
+    monkeypatch.setenv("DELIVERY_QUEUE_URL", url)
+    return url
 
 
 def post_body(body: bytes) -> int:
@@ -205,7 +176,7 @@ def post_body(body: bytes) -> int:
         "body": body.decode(),
         "isBase64Encoded": False,
     }
-    response = handler.webhook(event, lambda_context())
+    response = handler.webhook(event, CONTEXT)
     status: int = response["statusCode"]
     return status
 
@@ -217,7 +188,7 @@ def run_deliver_once(url: str) -> tuple[int, int]:
     if not messages:
         return 0, 0
     event = {"Records": [sqs_record(m["MessageId"], m["Body"], m["ReceiptHandle"]) for m in messages]}
-    failed = set(failed_ids(handler.deliver(event, lambda_context())))
+    failed = set(failed_ids(handler.deliver(event, CONTEXT)))
     for message in messages:
         if message["MessageId"] in failed:
             sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
@@ -238,11 +209,11 @@ def test_ogc_rs_outage_nothing_lost_nothing_twice(relay: str, reference_rs: Refe
     reference_rs.token_faults.randomize(down)
 
     bodies = [
-        (EVENTS / "batch.ndjson").read_bytes(),  # 3 downloads among 7 entries
-        (EVENTS / "get_object_legacy_2021.json").read_bytes(),
-        (EVENTS / "get_object_no_access_key_2022.json").read_bytes(),
-        (EVENTS / "get_object_partial_206.json").read_bytes(),
-        (EVENTS / "head_object.json").read_bytes(),
+        event_bytes("minio/batch.ndjson"),  # 3 downloads among 7 entries
+        event_bytes("minio/get_object_legacy_2021"),
+        event_bytes("minio/get_object_no_access_key_2022"),
+        event_bytes("minio/get_object_partial_206"),
+        event_bytes("minio/head_object"),
         b"".join(json.dumps(minio_entry(i), separators=(",", ":")).encode() + b"\n" for i in range(120)),
     ]
     assert [post_body(body) for body in bodies] == [200] * len(bodies)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,21 +10,16 @@ import pytest
 from metering.line import Backend, MeteredDownload
 from metering.outcomes import Reason, Skip
 from minio_relay.audit_entry import classify_entry, event_key
+from tests.events import load_event
 
-EVENTS = Path(__file__).parent / "events" / "minio"
 USER = "6f1d2c8e-3b4a-4f5e-9a7b-1c2d3e4f5a6b"
 COLLECTION = "0b8e6c1a-9d2f-4e3b-8a7c-5d6e7f8a9b0c"
 ITEM = "S2A_MSIL2A_20251020T050701_N0511_R019_T43PGQ"
 DEPLOYMENT = "8f3c1f2e-5b7a-4c1d-9e2f-0a1b2c3d4e5f"
 
 
-def load(name: str) -> Any:
-    return json.loads((EVENTS / name).read_text())
-
-
 def current() -> dict[str, Any]:
-    entry: dict[str, Any] = load("get_object_presigned.json")
-    return entry
+    return load_event("minio/get_object_presigned")
 
 
 def line(timestamp: str, size: int, item: str = ITEM) -> str:
@@ -47,7 +40,7 @@ def line(timestamp: str, size: int, item: str = ITEM) -> str:
     ],
 )
 def test_metered_entries(fixture: str, expected_line: str) -> None:
-    outcome = classify_entry(load(fixture))
+    outcome = classify_entry(load_event(f"minio/{fixture}"))
     assert isinstance(outcome, MeteredDownload)
     assert outcome.to_line() == expected_line
     assert outcome.backend is Backend.MINIO
@@ -67,7 +60,7 @@ def test_metered_entries(fixture: str, expected_line: str) -> None:
     ],
 )
 def test_filtered_entries(fixture: str, reason: Reason) -> None:
-    assert classify_entry(load(fixture)) == Skip.filtered(reason)
+    assert classify_entry(load_event(f"minio/{fixture}")) == Skip.filtered(reason)
 
 
 def test_event_id_is_deployment_and_request_id() -> None:
@@ -128,7 +121,7 @@ def test_id_rules(changes: dict[str, str | None], reason: Reason) -> None:
 
 
 def test_no_byte_figure_at_all_counts_zero() -> None:
-    entry = load("get_object_legacy_2021.json")
+    entry = load_event("minio/get_object_legacy_2021.json")
     del entry["responseHeader"]["Content-Length"]
     outcome = classify_entry(entry)
     assert isinstance(outcome, MeteredDownload)
@@ -178,7 +171,7 @@ def test_wrong_types_are_quarantined_never_raised(mutate: Any, reason: Reason | 
 
 
 def test_bad_response_header_without_tx_is_quarantined() -> None:
-    entry = load("get_object_legacy_2021.json")
+    entry = load_event("minio/get_object_legacy_2021.json")
     entry["responseHeader"] = "Content-Length: 5"
     assert classify_entry(entry) == Skip.quarantined(Reason.MALFORMED_ENTRY, "responseHeader is not an object")
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 
 import pytest
 
 from metering.errors import ConfigurationError, DeliveryError
-from metering.ogc_rs import OgcRsClient, http_session
-from metering.runtime import build_ogc_rs_client
-from metering.settings import OgcRsSettings
 from ogc_audit.reference_rs import ReferenceOgcRs
+from tests import helpers
 
 COLLECTION = "0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d"
 
@@ -22,18 +21,8 @@ def make_lines(count: int, item: str = "item") -> list[str]:
     ]
 
 
-def client_for(rs: ReferenceOgcRs, batch_max_lines: int = 500, overrides: dict[str, str] | None = None) -> OgcRsClient:
-    env = {
-        "PROCESS_API_URL": rs.process_url,
-        "AUTH_URL": rs.token_url,
-        "AUTH_ITEM_ID": rs.rs_host,
-        "CLIENT_ID": rs.client_id,
-        "CLIENT_SECRET": rs.client_secret,
-        "BATCH_MAX_LINES": str(batch_max_lines),
-        **(overrides or {}),
-    }
-    # Short backoff keeps the suite fast; the retry policy itself is the production one.
-    return build_ogc_rs_client(OgcRsSettings.from_env(env), session=http_session(backoff_factor=0.01))
+# Short backoff keeps the suite fast; the retry policy itself is the production one.
+client_for = functools.partial(helpers.client_for, retries=None)
 
 
 def test_many_posts_share_one_token(reference_rs: ReferenceOgcRs) -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import boto3
 import pytest
@@ -21,8 +19,8 @@ from ogc_audit.redrive import redrive, source_queue_of
 from ogc_audit.reference_rs import ReferenceOgcRs
 from ogc_audit.replay import log_file_time
 from ogc_audit.samples import Variant, cloudtrail_log_key, cloudtrail_record, random_download, utc
+from tests.helpers import cli_env, create_ledger_table
 
-ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "replay-trail-logs"
 START = utc("2025-10-27T10:00:00")
 
@@ -34,12 +32,7 @@ def trail_logs() -> Iterator[list[str]]:
     with local_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)
-        boto3.client("dynamodb").create_table(
-            TableName="ledger",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_ledger_table(boto3.client("dynamodb"))
         expected: list[str] = []
         for offset in (0, 5, 60):
             when = START + timedelta(minutes=offset)
@@ -60,19 +53,10 @@ def trail_logs() -> Iterator[list[str]]:
 
 
 def replay(rs: ReferenceOgcRs, *args: str) -> tuple[int, list[dict[str, object]]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIENT_", "WEBHOOK_"))}
-    env.update(
-        PYTHONPATH=str(ROOT / "functions"),
-        PROCESS_API_URL=rs.process_url,
-        AUTH_URL=rs.token_url,
-        AUTH_ITEM_ID=rs.rs_host,
-        CLIENT_ID=rs.client_id,
-        CLIENT_SECRET=rs.client_secret,
-        IDEMPOTENCY_TABLE_NAME="ledger",
-    )
     result = subprocess.run(
         [sys.executable, "-m", "ogc_audit.cli", "replay", f"s3://{BUCKET}/AWSLogs/", *args],
-        env=env,
+        # local_aws's endpoint and credentials stay: the replay reads the moto server.
+        env=cli_env(rs, keep_aws=True, IDEMPOTENCY_TABLE_NAME="ledger"),
         capture_output=True,
         text=True,
         check=False,

@@ -6,43 +6,29 @@ import copy
 import gzip
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from moto import mock_aws
 
 from metering.errors import DeliveryError
 from metering.ledger import DeliveryLedger, SqliteLedger
-from metering.ogc_rs import DeliveryReport, OgcRsClient, RejectedLine, SettledCallback, http_session
-from metering.runtime import build_ogc_rs_client
-from metering.settings import OgcRsSettings
+from metering.ogc_rs import DeliveryReport, OgcRsClient, RejectedLine, SettledCallback
+from ogc_audit.local_aws import lambda_context
 from ogc_audit.reference_rs import ReferenceOgcRs
 from s3_audit import handler as s3_audit_handler
 from s3_audit.handler import Dependencies, handler
 from s3_audit.ingest import LineSink
 from tests.events import load_event
-from tests.test_envelopes import BUCKET, KEY, ORG_KEY, SPACE_KEY
+from tests.helpers import client_for
+from tests.test_envelopes import BUCKET, DIRECT_NOTIFICATIONS, KEY, ORG_KEY, SPACE_KEY
 
 USER = "3f1c9a52-7a4e-4c1e-9f0b-2d5f8e6a1b7c"
 COLLECTION = "8b2d4e6f-1a3c-4b5d-8e7f-9a0b1c2d3e4f"
 
-
-@dataclass
-class FakeContext:
-    """The LambdaContext attributes Powertools reads."""
-
-    function_name: str = "s3-audit"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:111122223333:function:s3-audit"
-    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-
-
-CONTEXT = cast(LambdaContext, FakeContext())
+CONTEXT = lambda_context("s3-audit", memory_mb=512)
 
 
 def record(item: str, event_id: str, fixture: str = "presigned_get") -> dict[str, Any]:
@@ -70,31 +56,11 @@ def line(item: str, size: int = 16384) -> str:
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def s3(mocked_aws: None) -> Any:
     """Moto S3 with the log bucket."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-
-
-def client_for(rs: ReferenceOgcRs, batch_max_lines: int = 500) -> OgcRsClient:
-    env = {
-        "PROCESS_API_URL": rs.process_url,
-        "AUTH_URL": rs.token_url,
-        "AUTH_ITEM_ID": rs.rs_host,
-        "CLIENT_ID": rs.client_id,
-        "CLIENT_SECRET": rs.client_secret,
-        "BATCH_MAX_LINES": str(batch_max_lines),
-    }
-    return build_ogc_rs_client(OgcRsSettings.from_env(env), session=http_session(retries=1, backoff_factor=0.01))
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    return client
 
 
 def use(monkeypatch: pytest.MonkeyPatch, s3: Any, sink: LineSink, ledger: DeliveryLedger | None = None) -> None:
@@ -114,14 +80,7 @@ def stored(rs: ReferenceOgcRs) -> list[str]:
 
 @pytest.mark.parametrize(
     ("fixture", "key"),
-    [
-        ("s3_notification", KEY),
-        ("s3_notification_org_trail", ORG_KEY),
-        ("s3_notification_encoded_key", SPACE_KEY),
-        ("sns_s3_notification", ORG_KEY),
-        ("eventbridge_object_created", SPACE_KEY),
-        ("cloudtrail_sns_message", ORG_KEY),
-    ],
+    [*DIRECT_NOTIFICATIONS, ("eventbridge_object_created", SPACE_KEY), ("cloudtrail_sns_message", ORG_KEY)],
 )
 def test_direct_envelopes_deliver_the_log_file(fixture: str, key: str, s3: Any, wired: ReferenceOgcRs) -> None:
     s3.put_object(Bucket=BUCKET, Key=key, Body=log_file("f"))

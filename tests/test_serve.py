@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import socket
 import subprocess
@@ -17,9 +15,9 @@ import requests
 
 from ogc_audit.reference_rs import Fault, ReferenceOgcRs
 from ogc_audit.serve import run_serve
+from tests.events import event_bytes
+from tests.helpers import cli_env, compact_entry
 
-ROOT = Path(__file__).resolve().parent.parent
-EVENTS = Path(__file__).parent / "events" / "minio"
 TOKEN = "Bearer serve-test-token"
 MINIO_HEADERS = {
     "User-Agent": "MinIO (linux; amd64) madmin-go/2.0.0",
@@ -35,26 +33,11 @@ def free_port() -> int:
         return port
 
 
-def server_env(rs: ReferenceOgcRs) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "WEBHOOK_", "CLIENT_"))}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT / "functions"), env.get("PYTHONPATH", "")]),
-        WEBHOOK_TOKEN=TOKEN,
-        PROCESS_API_URL=rs.process_url,
-        AUTH_URL=rs.token_url,
-        AUTH_ITEM_ID=rs.rs_host,
-        CLIENT_ID=rs.client_id,
-        CLIENT_SECRET=rs.client_secret,
-        LOG_LEVEL="warning",
-    )
-    return env
-
-
 @pytest.fixture
 def server(reference_rs: ReferenceOgcRs, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     code = f"import sys; from ogc_audit.serve import run_serve; sys.exit(run_serve('127.0.0.1', {port}, 2))"
-    env = {**server_env(reference_rs), "LEDGER_PATH": str(tmp_path / "ledger.sqlite3")}
+    env = cli_env(reference_rs, WEBHOOK_TOKEN=TOKEN, LOG_LEVEL="warning", LEDGER_PATH=str(tmp_path / "ledger.sqlite3"))
     process = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
@@ -73,10 +56,6 @@ def server(reference_rs: ReferenceOgcRs, tmp_path: Path) -> Iterator[tuple[str, 
         process.wait()
 
 
-def compact(name: str) -> bytes:
-    return json.dumps(json.loads((EVENTS / name).read_text()), separators=(",", ":")).encode() + b"\n"
-
-
 def test_webhook_server_end_to_end(server: tuple[str, subprocess.Popen[bytes]], reference_rs: ReferenceOgcRs) -> None:
     base, process = server
     url = base + "/auditlogs/processor"
@@ -90,7 +69,7 @@ def test_webhook_server_end_to_end(server: tuple[str, subprocess.Popen[bytes]], 
     assert probe.status_code == 200
     single = session.post(
         url,
-        data=compact("get_object_presigned.json"),
+        data=compact_entry("get_object_presigned"),
         headers={**MINIO_HEADERS, "Authorization": TOKEN, "Content-Type": "application/json"},
     )
     assert single.status_code == 200
@@ -99,7 +78,7 @@ def test_webhook_server_end_to_end(server: tuple[str, subprocess.Popen[bytes]], 
     # NDJSON, as batch_size > 1 sends it: no Content-Type; the token without "Bearer"
     batch = session.put(
         url,
-        data=(EVENTS / "batch.ndjson").read_bytes(),
+        data=event_bytes("minio/batch.ndjson"),
         headers={**MINIO_HEADERS, "Authorization": "serve-test-token", "x-minio-webhook-payload-count": "7"},
     )
     assert batch.status_code == 200
@@ -107,21 +86,21 @@ def test_webhook_server_end_to_end(server: tuple[str, subprocess.Popen[bytes]], 
     # the batch repeats the single entry's requestID: that event is metered once
     assert reference_rs.row_count() == 3
 
-    wrong = session.post(url, data=compact("get_object_presigned.json"), headers={"Authorization": "Bearer guess"})
+    wrong = session.post(url, data=compact_entry("get_object_presigned"), headers={"Authorization": "Bearer guess"})
     assert wrong.status_code == 401
     assert session.post(url, data=b"not json", headers={"Authorization": TOKEN}).status_code == 400
 
     # OGC RS down: 503, so MinIO keeps the body and re-sends it; nothing stored
     reference_rs.faults.randomize([(Fault.with_status(503), 1.0)])
     started = time.monotonic()
-    down = session.post(url, data=compact("get_object_partial_206.json"), headers={"Authorization": TOKEN})
+    down = session.post(url, data=compact_entry("get_object_partial_206"), headers={"Authorization": TOKEN})
     assert down.status_code == 503
     assert time.monotonic() - started < 3.0  # within MinIO's timeout
     assert reference_rs.row_count() == 3
     # back up: the re-sent body is delivered, and a second re-send (answer lost on the way) stores nothing
     reference_rs.faults.clear()
     for _ in range(2):
-        again = session.post(url, data=compact("get_object_partial_206.json"), headers={"Authorization": TOKEN})
+        again = session.post(url, data=compact_entry("get_object_partial_206"), headers={"Authorization": TOKEN})
         assert again.status_code == 200
     assert reference_rs.row_count() == 4
     assert sorted(line.split("|")[4] for line in reference_rs.stored_lines()) == sorted(

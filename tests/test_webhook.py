@@ -5,15 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError, EndpointConnectionError
-from moto import mock_aws
 
 from metering.line import MeteredDownload
 from metering.settings import SettingsError
@@ -26,21 +23,15 @@ from minio_relay.webhook import (
     WebhookSettings,
     authenticate,
 )
+from ogc_audit.local_aws import lambda_context
+from tests.events import event_bytes
+from tests.helpers import compact_entry
 
-EVENTS = Path(__file__).parent / "events" / "minio"
 TOKEN = "s3cr3t-minio-audit-token"
 USER = "6f1d2c8e-3b4a-4f5e-9a7b-1c2d3e4f5a6b"
 COLLECTION = "0b8e6c1a-9d2f-4e3b-8a7c-5d6e7f8a9b0c"
 ITEM = "S2A_MSIL2A_20251020T050701_N0511_R019_T43PGQ"
-
-
-def raw(name: str) -> bytes:
-    return (EVENTS / name).read_bytes()
-
-
-def compact(name: str) -> bytes:
-    """A fixture as MinIO sends one entry: compact JSON followed by a newline."""
-    return json.dumps(json.loads(raw(name)), separators=(",", ":")).encode() + b"\n"
+CONTEXT = lambda_context("minio-webhook", memory_mb=256)
 
 
 class ListSink:
@@ -100,7 +91,7 @@ def test_wrong_or_missing_token_is_401_nothing_passed_on_and_never_logged(
     webhook: Webhook, sink: ListSink, authorization: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    response = post(webhook, compact("get_object_presigned.json"), authorization)
+    response = post(webhook, compact_entry("get_object_presigned"), authorization)
     assert response.status == 401
     assert sink.calls == 0
     assert webhook.auth_failures == 1
@@ -120,19 +111,19 @@ def test_token_unavailable_is_503(sink: ListSink) -> None:
 
 
 def test_single_entry_is_metered(webhook: Webhook, sink: ListSink) -> None:
-    response = post(webhook, compact("get_object_presigned.json"))
+    response = post(webhook, compact_entry("get_object_presigned"))
     assert response.status == 200
     assert json.loads(response.body()) == {"entries": 1, "metered": 1, "filtered": 0, "quarantined": 0}
     assert sink.lines == [f"{USER}|{COLLECTION}|{ITEM}|2025-10-27T10:12:30Z|1048576|minio"]
 
 
 def test_put_is_accepted_like_post(webhook: Webhook, sink: ListSink) -> None:
-    assert post(webhook, compact("get_object_presigned.json"), method="PUT").status == 200
+    assert post(webhook, compact_entry("get_object_presigned"), method="PUT").status == 200
     assert len(sink.lines) == 1
 
 
 def test_ndjson_batch_counts_and_duplicate_metered_once(webhook: Webhook, sink: ListSink) -> None:
-    response = post(webhook, raw("batch.ndjson"))
+    response = post(webhook, event_bytes("minio/batch.ndjson"))
     assert response.status == 200
     # 7 entries: 3 downloads, HeadObject, 404, the first download again (MinIO re-send), an ILM event
     assert response.document == {"entries": 7, "metered": 3, "filtered": 4, "quarantined": 0}
@@ -140,7 +131,7 @@ def test_ndjson_batch_counts_and_duplicate_metered_once(webhook: Webhook, sink: 
 
 
 def test_json_array(webhook: Webhook, sink: ListSink) -> None:
-    assert post(webhook, raw("batch_array.json")).document == {
+    assert post(webhook, event_bytes("minio/batch_array.json")).document == {
         "entries": 4,
         "metered": 3,
         "filtered": 1,
@@ -162,7 +153,7 @@ def test_json_array(webhook: Webhook, sink: ListSink) -> None:
     ],
 )
 def test_filtered_only_bodies_get_200_and_pass_nothing_on(webhook: Webhook, sink: ListSink, fixture: str) -> None:
-    response = post(webhook, compact(fixture))
+    response = post(webhook, compact_entry(fixture))
     assert response.status == 200
     assert response.document == {"entries": 1, "metered": 0, "filtered": 1, "quarantined": 0}
     assert sink.calls == 0
@@ -171,7 +162,7 @@ def test_filtered_only_bodies_get_200_and_pass_nothing_on(webhook: Webhook, sink
 def test_some_malformed_lines_good_ones_kept_bad_ones_logged(
     webhook: Webhook, sink: ListSink, caplog: pytest.LogCaptureFixture
 ) -> None:
-    body = raw("batch_with_bad_line.ndjson") + compact("get_object_wrong_types.json")
+    body = event_bytes("minio/batch_with_bad_line.ndjson") + compact_entry("get_object_wrong_types")
     response = post(webhook, body)
     assert response.status == 200
     assert response.document == {"entries": 4, "metered": 2, "filtered": 0, "quarantined": 2}
@@ -205,7 +196,7 @@ def test_no_parseable_entry_is_400_with_a_specific_message(
 
 def test_body_over_the_limit_is_413(sink: ListSink) -> None:
     webhook = Webhook(token=lambda: TOKEN, sink=sink, max_body_bytes=1000)
-    assert post(webhook, compact("get_object_presigned.json")).status == 413
+    assert post(webhook, compact_entry("get_object_presigned")).status == 413
     declared = WebhookRequest("POST", "/auditlogs/processor", {"authorization": TOKEN}, b"", declared_length=5000)
     assert webhook.handle(declared).status == 413
     assert sink.calls == 0
@@ -216,10 +207,10 @@ def test_downstream_unavailable_is_503(webhook: Webhook) -> None:
         raise DownstreamUnavailable("queue gone")
 
     webhook.sink = down
-    response = post(webhook, compact("get_object_presigned.json"))
+    response = post(webhook, compact_entry("get_object_presigned"))
     assert response.status == 503
     # a filtered-only body needs no downstream at all
-    assert post(webhook, compact("head_object.json")).status == 200
+    assert post(webhook, compact_entry("head_object")).status == 200
 
 
 @pytest.mark.parametrize(
@@ -256,39 +247,18 @@ def test_settings_name_the_missing_variable() -> None:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        handler._sqs_client.cache_clear()
-        handler._webhook.cache_clear()
-        yield
-    handler._sqs_client.cache_clear()
-    handler._webhook.cache_clear()
+def aws_region() -> str:
+    """The queue and the token secret are in eu-west-1, as in the deployment this suite models."""
+    return "eu-west-1"
 
 
 @pytest.fixture
-def queue_url(aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
+def queue_url(relay_aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
     url: str = boto3.client("sqs").create_queue(QueueName="minio-delivery")["QueueUrl"]
     monkeypatch.setenv("DELIVERY_QUEUE_URL", url)
     monkeypatch.setenv("WEBHOOK_TOKEN", TOKEN)
     monkeypatch.delenv("WEBHOOK_TOKEN_SECRET_ARN", raising=False)
     return url
-
-
-def lambda_context() -> LambdaContext:
-    context = LambdaContext()
-    context._function_name = "minio-webhook"
-    context._memory_limit_in_mb = 256
-    context._invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:minio-webhook"
-    context._aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-    return context
 
 
 def api_event(
@@ -325,7 +295,7 @@ def queued_lines(url: str) -> list[str]:
 
 
 def test_handler_enqueues_metered_lines(queue_url: str) -> None:
-    response = handler.webhook(api_event(raw("batch.ndjson")), lambda_context())
+    response = handler.webhook(api_event(event_bytes("minio/batch.ndjson")), CONTEXT)
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["metered"] == 3
     assert len(queued_lines(queue_url)) == 3
@@ -333,35 +303,35 @@ def test_handler_enqueues_metered_lines(queue_url: str) -> None:
 
 def test_handler_headers_any_case_and_base64_body(queue_url: str) -> None:
     event = api_event(
-        compact("get_object_presigned.json"),
+        compact_entry("get_object_presigned"),
         headers={"AUTHORIZATION": TOKEN, "X-Minio-Version": "RELEASE.2021-06-17T00-10-46Z"},
         base64_encoded=True,
     )
-    assert handler.webhook(event, lambda_context())["statusCode"] == 200
+    assert handler.webhook(event, CONTEXT)["statusCode"] == 200
     assert len(queued_lines(queue_url)) == 1
 
 
 def test_handler_wrong_token_enqueues_nothing(queue_url: str) -> None:
-    event = api_event(compact("get_object_presigned.json"), headers={"authorization": "Bearer nope"})
-    assert handler.webhook(event, lambda_context())["statusCode"] == 401
+    event = api_event(compact_entry("get_object_presigned"), headers={"authorization": "Bearer nope"})
+    assert handler.webhook(event, CONTEXT)["statusCode"] == 401
     assert queued_lines(queue_url) == []
 
 
 def test_handler_health(queue_url: str) -> None:
-    response = handler.webhook(api_event(b"", method="GET", resource="/", headers={}), lambda_context())
+    response = handler.webhook(api_event(b"", method="GET", resource="/", headers={}), CONTEXT)
     assert (response["statusCode"], json.loads(response["body"])) == (200, {"status": "ok"})
 
 
 def test_handler_payload_limit(queue_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_BODY_BYTES", "4096")
     handler._webhook.cache_clear()
-    assert handler.webhook(api_event(raw("batch.ndjson")), lambda_context())["statusCode"] == 413
-    assert handler.webhook(api_event(compact("get_object_presigned.json")), lambda_context())["statusCode"] == 200
+    assert handler.webhook(api_event(event_bytes("minio/batch.ndjson")), CONTEXT)["statusCode"] == 413
+    assert handler.webhook(api_event(compact_entry("get_object_presigned")), CONTEXT)["statusCode"] == 200
 
 
 def test_handler_queue_deleted_is_503(queue_url: str) -> None:
     boto3.client("sqs").delete_queue(QueueUrl=queue_url)
-    response = handler.webhook(api_event(compact("get_object_presigned.json")), lambda_context())
+    response = handler.webhook(api_event(compact_entry("get_object_presigned")), CONTEXT)
     assert response["statusCode"] == 503
 
 
@@ -370,9 +340,9 @@ def test_handler_reads_token_from_secrets_manager(queue_url: str, monkeypatch: p
     monkeypatch.setenv("WEBHOOK_TOKEN_SECRET_ARN", arn)
     monkeypatch.delenv("WEBHOOK_TOKEN")
     handler._webhook.cache_clear()
-    ok = api_event(compact("get_object_presigned.json"), headers={"Authorization": "rotating-1"})
-    assert handler.webhook(ok, lambda_context())["statusCode"] == 200
-    assert handler.webhook(api_event(b"{}"), lambda_context())["statusCode"] == 401
+    ok = api_event(compact_entry("get_object_presigned"), headers={"Authorization": "rotating-1"})
+    assert handler.webhook(ok, CONTEXT)["statusCode"] == 200
+    assert handler.webhook(api_event(b"{}"), CONTEXT)["statusCode"] == 401
 
 
 # ---- enqueue details --------------------------------------------------------------------------
@@ -400,7 +370,7 @@ def test_send_message_batch_groups_of_ten(queue_url: str) -> None:
     assert sorted(queued_lines(queue_url)) == sorted(d.to_line() for d in downloads(25))
 
 
-def test_fifo_queue_messages_carry_deduplication_ids(aws: None) -> None:
+def test_fifo_queue_messages_carry_deduplication_ids(relay_aws: None) -> None:
     sqs = boto3.client("sqs")
     url = sqs.create_queue(QueueName="minio-delivery.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     enqueue(downloads(3), sqs=sqs, queue_url=url)
@@ -453,14 +423,14 @@ def test_handler_answers_503_when_sqs_fails(queue_url: str, monkeypatch: pytest.
     stub = StubSqs(ClientError({"Error": {"Code": "ServiceUnavailable"}}, "SendMessageBatch"))
     monkeypatch.setattr(handler, "sqs_client", lambda: stub)
     handler._webhook.cache_clear()
-    response = handler.webhook(api_event(compact("get_object_presigned.json")), lambda_context())
+    response = handler.webhook(api_event(compact_entry("get_object_presigned")), CONTEXT)
     assert response["statusCode"] == 503
     assert json.loads(response["body"]) == {"error": "metering backend unavailable; retry later"}
 
 
 def test_handler_publishes_outcomes_and_auth_failures(queue_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    handler.webhook(api_event(raw("batch.ndjson")), lambda_context())
-    handler.webhook(api_event(raw("batch.ndjson"), headers={"Authorization": "Bearer nope"}), lambda_context())
+    handler.webhook(api_event(event_bytes("minio/batch.ndjson")), CONTEXT)
+    handler.webhook(api_event(event_bytes("minio/batch.ndjson"), headers={"Authorization": "Bearer nope"}), CONTEXT)
     documents = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{") and '"_aws"' in x]
     totals = [d for d in documents if "reason" not in d]
     assert [(d.get("Metered"), d.get("WebhookAuthFailures")) for d in totals] == [([3.0], None), (None, [1.0])]

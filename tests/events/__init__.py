@@ -12,7 +12,12 @@ EVENTS_DIR = Path(__file__).parent
 def event_path(name: str) -> Path:
     """The file of a sample, e.g. ``event_path("cloudtrail/presigned_get")``; ``.json`` may be left out."""
     path = EVENTS_DIR / name
-    return path if path.suffix == ".json" else path.with_name(path.name + ".json")
+    return path if path.suffix in {".json", ".ndjson"} else path.with_name(path.name + ".json")
+
+
+def event_bytes(name: str) -> bytes:
+    """A sample as it is on disk, e.g. ``event_bytes("minio/batch.ndjson")`` for a body MinIO sends."""
+    return event_path(name).read_bytes()
 
 
 def load_event(name: str) -> dict[str, Any]:

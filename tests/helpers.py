@@ -1,0 +1,68 @@
+"""Helpers shared by the test modules: OGC RS clients, the ledger table, subprocess environments, MinIO bodies."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from metering.ogc_rs import OgcRsClient, http_session
+from metering.runtime import build_ogc_rs_client
+from metering.settings import OgcRsSettings
+from ogc_audit.reference_rs import ReferenceOgcRs
+from tests.events import event_path
+
+FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
+
+
+def ogc_rs_env(rs: ReferenceOgcRs) -> dict[str, str]:
+    """The OGC RS settings (endpoints, token item and client credentials) that point at the reference OGC RS."""
+    return {
+        "PROCESS_API_URL": rs.process_url,
+        "AUTH_URL": rs.token_url,
+        "AUTH_ITEM_ID": rs.rs_host,
+        "CLIENT_ID": rs.client_id,
+        "CLIENT_SECRET": rs.client_secret,
+    }
+
+
+def client_for(
+    rs: ReferenceOgcRs,
+    batch_max_lines: int = 500,
+    overrides: dict[str, str] | None = None,
+    *,
+    retries: int | None = 1,
+) -> OgcRsClient:
+    """An OgcRsClient for the reference OGC RS with a short backoff; ``retries=None`` keeps the production count."""
+    env = {**ogc_rs_env(rs), "BATCH_MAX_LINES": str(batch_max_lines), **(overrides or {})}
+    session = (
+        http_session(backoff_factor=0.01) if retries is None else http_session(retries=retries, backoff_factor=0.01)
+    )
+    return build_ogc_rs_client(OgcRsSettings.from_env(env), session=session)
+
+
+def create_ledger_table(dynamodb: Any, name: str = "ledger") -> None:
+    """The delivery ledger's DynamoDB table (string key ``id``, on demand) in ``dynamodb``, a boto3 client."""
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def cli_env(rs: ReferenceOgcRs | None = None, *, keep_aws: bool = False, **values: str) -> dict[str, str]:
+    """This environment for an ``ogc_audit`` subprocess, less CLIENT_*, WEBHOOK_* and AWS_* (unless ``keep_aws``)."""
+    dropped = ("CLIENT_", "WEBHOOK_") if keep_aws else ("AWS_", "CLIENT_", "WEBHOOK_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(dropped)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FUNCTIONS), env.get("PYTHONPATH")]))
+    if rs is not None:
+        env.update(ogc_rs_env(rs))
+    env.update(values)
+    return env
+
+
+def compact_entry(name: str) -> bytes:
+    """A MinIO sample as MinIO sends one entry: compact JSON followed by a newline."""
+    return json.dumps(json.loads(event_path(f"minio/{name}").read_bytes()), separators=(",", ":")).encode() + b"\n"
