@@ -92,6 +92,8 @@ class MinioRelayStack(AuditStack):
                 "WEBHOOK_TOKEN_SECRET_ARN": self.webhook_token.arn,
                 "DELIVERY_QUEUE_URL": self.delivery.queue.queue_url,
                 "MAX_BODY_BYTES": str(WEBHOOK_MAX_BODY_BYTES),
+                # One queue message holds at most one OGC RS request's worth of lines.
+                "BATCH_MAX_LINES": str(config.batch_max_lines),
             },
         )
         self.webhook_token.grant_read(self.webhook.role)

@@ -172,6 +172,7 @@ def test_webhook_environment_references_the_token_never_holds_it(relay: Template
         "WEBHOOK_TOKEN_SECRET_ARN": {"Ref": token},
         "DELIVERY_QUEUE_URL": {"Ref": queue},
         "MAX_BODY_BYTES": str(4 * 1024 * 1024),
+        "BATCH_MAX_LINES": "500",
     }
     assert (webhook["Handler"], webhook["Architectures"], webhook["Runtime"]) == (
         "minio_relay.handler.webhook",
