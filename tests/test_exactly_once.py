@@ -65,6 +65,14 @@ def test_settled_keys_stay_delivered_until_retention_ends(ledger: DeliveryLedger
         assert ledger.claim(["a"]).claimed == {"a"}
 
 
+def test_delivered_reads_settled_keys_only(ledger: DeliveryLedger) -> None:
+    ledger.claim(["claimed"])
+    ledger.settle(["event-1", "event-2"])  # recorded without a claim: events delivered inside a chunk
+    assert ledger.delivered(["event-1", "event-2", "claimed", "unknown"]) == {"event-1", "event-2"}
+    assert ledger.delivered([f"k{i}" for i in range(250)]) == set()  # several batches of 100
+    assert ledger.claim(["event-1"]).delivered == {"event-1"}
+
+
 def test_released_keys_can_be_claimed_again(ledger: DeliveryLedger) -> None:
     ledger.claim(["a"])
     ledger.release(["a"])

@@ -301,6 +301,26 @@ def test_redelivered_message_is_not_metered_twice(
     assert stored(reference_rs) == [line("once-1"), line("once-2")]
 
 
+def test_an_event_repeated_in_a_later_log_file_is_metered_once(
+    monkeypatch: pytest.MonkeyPatch, s3: Any, reference_rs: ReferenceOgcRs
+) -> None:
+    later_key = KEY.replace("T1015Z", "T1020Z")
+    assert later_key != KEY
+    repeated = [record("x-1", "x-e1"), record("y-1", "y-e1")]  # x-e1 was in the first file already
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=log_file("x"))
+    s3.put_object(Bucket=BUCKET, Key=later_key, Body=gzip.compress(json.dumps({"Records": repeated}).encode()))
+    use(monkeypatch, s3, client_for(reference_rs), SqliteLedger())
+    event = load_event("envelopes/s3_notification")
+
+    handler(event, CONTEXT)
+    later = copy.deepcopy(event)
+    later["Records"][0]["s3"]["object"]["key"] = later_key
+    response = handler(later, CONTEXT)
+
+    assert stored(reference_rs) == sorted([line("x-1"), line("x-2"), line("y-1")])
+    assert (response["delivered"], response["metered"]) == (1, 2)
+
+
 def test_retry_after_a_partial_delivery_sends_only_the_rest(
     monkeypatch: pytest.MonkeyPatch, s3: Any, reference_rs: ReferenceOgcRs
 ) -> None:

@@ -27,10 +27,15 @@ class KeyedLine:
 
 @dataclass(frozen=True, slots=True)
 class KeyedChunk:
-    """Lines delivered and remembered together under one key."""
+    """Lines delivered and remembered together under one key.
+
+    ``event_keys`` are recorded as delivered with the chunk, so the same events met again in another input
+    (CloudTrail repeating an event in a later log file) can be recognised with ``DeliveryLedger.delivered``.
+    """
 
     key: str
     lines: Sequence[str]
+    event_keys: Sequence[str] = ()
 
 
 @dataclass(slots=True)
@@ -88,25 +93,19 @@ def _parts_delivered(ledger: DeliveryLedger, groups: Sequence[KeyedChunk]) -> se
 
     OGC RS refuses a whole request for one bad line, so the client splits a chunk and stores its good halves
     one request at a time; when a later half fails, the group key is released with part of it stored. Those
-    parts are recorded line by line (rare), behind one progress key per group: one extra claim per chunk.
+    parts are recorded line by line (rare), behind one progress key per group: one extra read per chunk.
     """
     markers = {_progress_key(group.key): group for group in groups if len(group.lines) > 1}
     if not markers:
         return set()
-    claim = ledger.claim(list(markers))
-    if claim.claimed:
-        ledger.release(claim.claimed)  # no progress recorded: leave nothing behind
     parts = {
         _part_key(group.key, position): (group.key, position)
-        for group in (markers[key] for key in claim.delivered)
+        for group in (markers[key] for key in ledger.delivered(list(markers)))
         for position in range(len(group.lines))
     }
     if not parts:
         return set()
-    found = ledger.claim(list(parts))
-    if found.claimed:
-        ledger.release(found.claimed)
-    return {parts[key] for key in found.delivered}
+    return {parts[key] for key in ledger.delivered(list(parts))}
 
 
 def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence[KeyedChunk]) -> OnceReport:
@@ -130,10 +129,15 @@ def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence
     for index, _ in owner:
         unanswered[index] += 1
     settled: set[str] = set()
-    finished = [group.key for index, group in enumerate(to_send) if unanswered[index] == 0]
+
+    def settle_groups(indexes: Sequence[int]) -> None:
+        keys = [to_send[index].key for index in indexes]
+        ledger.settle([*keys, *(key for index in indexes for key in to_send[index].event_keys)])
+        settled.update(keys)
+
+    finished = [index for index in range(len(to_send)) if unanswered[index] == 0]
     if finished:  # every line was delivered part by part before
-        ledger.settle(finished)
-        settled.update(finished)
+        settle_groups(finished)
 
     def record(positions: Sequence[int]) -> None:
         answered: dict[int, list[int]] = {}
@@ -141,7 +145,7 @@ def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence
             index, part = owner[position]
             unanswered[index] -= 1
             answered.setdefault(index, []).append(part)
-        done = [to_send[index].key for index in answered if unanswered[index] == 0]
+        done = [index for index in answered if unanswered[index] == 0]
         partial = [
             key
             for index, parts in answered.items()
@@ -149,11 +153,9 @@ def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence
             for key in (_progress_key(to_send[index].key), *(_part_key(to_send[index].key, p) for p in parts))
         ]
         if partial:
-            ledger.claim(partial)  # settle marks claimed keys (SqliteLedger updates only what it holds)
             ledger.settle(partial)
         if done:
-            ledger.settle(done)
-            settled.update(done)
+            settle_groups(done)
 
     try:
         delivery = client.deliver(lines, on_settled=record)

@@ -46,26 +46,16 @@ class DeliveryLedger(Protocol):
         ...
 
     def settle(self, keys: Collection[str]) -> None:
-        """Mark claimed keys as delivered (stored, or refused for good) for the retention window."""
+        """Record keys as delivered (stored, or refused for good) for the retention window, claimed or not."""
+        ...
+
+    def delivered(self, keys: Collection[str]) -> set[str]:
+        """Which of ``keys`` are recorded as delivered; reads only."""
         ...
 
     def release(self, keys: Collection[str]) -> None:
         """Give claimed keys back after a failed send, so a later try can claim them."""
         ...
-
-
-class NoLedger:
-    """At-least-once delivery without a ledger: every key is claimed (local runs, no table configured)."""
-
-    def claim(self, keys: Collection[str]) -> Claim:
-        """Every key is ours."""
-        return Claim(claimed=set(keys))
-
-    def settle(self, keys: Collection[str]) -> None:
-        """Nothing is remembered."""
-
-    def release(self, keys: Collection[str]) -> None:
-        """Nothing is remembered."""
 
 
 class SqliteLedger:
@@ -122,9 +112,19 @@ class SqliteLedger:
         expires = self._clock() + self._retention_s
         with self._lock, self._transaction():
             self._db.executemany(
-                "UPDATE delivery_ledger SET status = ?, expires = ? WHERE key = ?",
-                [(COMPLETED, expires, key) for key in keys],
+                "INSERT OR REPLACE INTO delivery_ledger VALUES (?, ?, ?)", [(key, COMPLETED, expires) for key in keys]
             )
+
+    def delivered(self, keys: Collection[str]) -> set[str]:
+        """The keys recorded as delivered and not expired."""
+        now = self._clock()
+        found: set[str] = set()
+        with self._lock:
+            for key in keys:
+                row = self._db.execute("SELECT status, expires FROM delivery_ledger WHERE key = ?", (key,)).fetchone()
+                if row is not None and row[0] == COMPLETED and row[1] >= now:
+                    found.add(key)
+        return found
 
     def release(self, keys: Collection[str]) -> None:
         """Forget claims that were not delivered."""
@@ -212,6 +212,38 @@ class DynamoDbLedger:
             {"PutRequest": {"Item": {"id": {"S": key}, "status": {"S": COMPLETED}, "expiration": {"N": expiration}}}}
             for key in keys
         )
+
+    def delivered(self, keys: Collection[str]) -> set[str]:
+        """The keys recorded as COMPLETED: BatchGetItem, 100 keys a request, several requests at a time."""
+        unique = list(dict.fromkeys(keys))
+        batches = [unique[start : start + 100] for start in range(0, len(unique), 100)]
+        found: set[str] = set()
+        if not batches:
+            return found
+        with ThreadPoolExecutor(max_workers=min(self._parallelism, len(batches))) as pool:
+            for completed in pool.map(self._completed_among, batches):
+                found.update(completed)
+        return found
+
+    def _completed_among(self, keys: list[str]) -> set[str]:
+        request: dict[str, Any] = {
+            self._table: {
+                "Keys": [{"id": {"S": key}} for key in keys],
+                "ProjectionExpression": "id, #status",
+                "ExpressionAttributeNames": {"#status": "status"},
+            }
+        }
+        found: set[str] = set()
+        for attempt in range(8):
+            response = self._dynamodb.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(self._table, []):
+                if item.get("status", {}).get("S") == COMPLETED:
+                    found.add(item["id"]["S"])
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+            time.sleep(min(2.0, 0.05 * 2**attempt))  # throttled: back off before the unprocessed rest
+        raise RuntimeError(f"DynamoDB kept {len(request[self._table]['Keys'])} ledger reads unprocessed")
 
     def release(self, keys: Collection[str]) -> None:
         """Delete the claims so the next try can claim the keys."""

@@ -194,6 +194,7 @@ class DrillInputs:
     poison_item_ids: set[str] = field(default_factory=set)
     records: int = 0
     repeated_events: int = 0
+    repeated_across_files: int = 0
     entries: int = 0
     repeated_entries: int = 0
 
@@ -245,9 +246,13 @@ class _Generator:
     def log_files(self) -> None:
         """CloudTrail files every 5 minutes; some events twice in a file, some files written or notified twice."""
         config, rng, inputs = self.config, self.rng, self.inputs
+        earlier: list[dict[str, Any]] = []  # records of earlier files, some of which CloudTrail repeats later
         for number in range(config.log_files):
             when = _START + timedelta(minutes=5 * number)
             records: list[dict[str, Any]] = []
+            if earlier and rng.random() < 0.2:  # an event of an earlier file again, in this one (same eventID)
+                records.append(rng.choice(earlier))
+                inputs.repeated_across_files += 1
             for position in range(config.records_per_file):
                 poison = number * config.records_per_file + position in self.s3_poison
                 download, variant = self._download(when, "aws_s3", _pick(rng, _S3_MIX), poison)
@@ -256,6 +261,7 @@ class _Generator:
                     records.insert(rng.randrange(len(records) + 1), records[rng.randrange(len(records))])
                     inputs.repeated_events += 1
             inputs.records += len(records)
+            earlier.extend(records)
             key = cloudtrail_log_key(when, f"drill{number:04d}")
             copy_key = cloudtrail_log_key(when, f"drill{number:04d}copy") if rng.random() < 0.1 else None
             body = gzip.compress(json.dumps({"Records": records}).encode())
@@ -970,6 +976,7 @@ def _run_in_emulator(
         "log_files": len(inputs.log_files),
         "records": inputs.records,
         "repeated_events": inputs.repeated_events,
+        "repeated_across_files": inputs.repeated_across_files,
         "log_file_copies": sum(1 for log_file in inputs.log_files if log_file.copy_key),
         "bodies": len(inputs.bodies),
         "entries": inputs.entries,

@@ -103,6 +103,11 @@ def ingest_inline_record(item: InlineRecord, *, sink: LineSink, ledger: Delivery
     return _deliver(item.uri, batch, sink, ledger, started)
 
 
+def event_key(download: MeteredDownload) -> str:
+    """The ledger key of one CloudTrail event: an event repeated in another log file has the same one."""
+    return f"cloudtrail-event:{download.event_id}"
+
+
 def keyed_chunks(downloads: Sequence[MeteredDownload], size: int) -> list[KeyedChunk]:
     """The downloads in chunks keyed by their eventIDs: a retried or replayed file gives the same keys."""
     chunks = []
@@ -110,8 +115,30 @@ def keyed_chunks(downloads: Sequence[MeteredDownload], size: int) -> list[KeyedC
         part = downloads[start : start + size]
         # An event without an id is known by its line (time, size, ids): the best identity it has.
         identities = [download.event_id or download.to_line() for download in part]
-        chunks.append(KeyedChunk(chunk_key("cloudtrail", identities), [download.to_line() for download in part]))
+        chunks.append(
+            KeyedChunk(
+                chunk_key("cloudtrail", identities),
+                [download.to_line() for download in part],
+                [event_key(download) for download in part if download.event_id],
+            )
+        )
     return chunks
+
+
+def deliver_downloads_once(downloads: Sequence[MeteredDownload], sink: LineSink, ledger: DeliveryLedger) -> OnceReport:
+    """Send the downloads no earlier log file delivered, in chunks that are each sent once.
+
+    ``already_delivered`` counts both chunks an earlier try of this input sent and events an earlier log file
+    delivered (CloudTrail may repeat an event in a later file).
+    """
+    with_id = [download for download in downloads if download.event_id]
+    known = ledger.delivered([event_key(download) for download in with_id]) if with_id else set()
+    fresh = [download for download in downloads if not download.event_id or event_key(download) not in known]
+    if not fresh:
+        return OnceReport(DeliveryReport(), already_delivered=len(downloads))
+    once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines))
+    once.already_delivered += len(downloads) - len(fresh)
+    return once
 
 
 def _deliver(
@@ -124,8 +151,8 @@ def _deliver(
             report = sink.deliver([download.to_line() for download in batch.downloads])
             result.report = report
         else:
-            once = deliver_chunks_once(sink, ledger, keyed_chunks(batch.downloads, sink.batch_max_lines))
-            report, result.already_delivered, result.report = once.delivery, once.already_delivered, once
+            once = deliver_downloads_once(batch.downloads, sink, ledger)
+            report, result.report, result.already_delivered = once.delivery, once, once.already_delivered
         result.delivered = report.delivered
         result.rejected = list(report.rejected)
         if report.rejected:
