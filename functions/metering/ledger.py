@@ -250,16 +250,20 @@ class DynamoDbLedger:
         self._write_batches({"DeleteRequest": {"Key": {"id": {"S": key}}}} for key in keys)
 
     def _write_batches(self, requests: Iterable[dict[str, Any]]) -> None:
+        """BatchWriteItem, 25 requests a call, several calls at a time (a log file settles thousands of events)."""
         pending = list(requests)
-        for start in range(0, len(pending), 25):
-            batch = pending[start : start + 25]
-            for attempt in range(8):
-                unprocessed = self._dynamodb.batch_write_item(RequestItems={self._table: batch}).get(
-                    "UnprocessedItems", {}
-                )
-                batch = unprocessed.get(self._table, [])
-                if not batch:
-                    break
-                time.sleep(min(2.0, 0.05 * 2**attempt))  # throttled: back off before the unprocessed rest
-            else:
-                raise RuntimeError(f"DynamoDB kept {len(batch)} ledger writes unprocessed")
+        batches = [pending[start : start + 25] for start in range(0, len(pending), 25)]
+        if len(batches) == 1:
+            self._write_batch(batches[0])
+        elif batches:
+            with ThreadPoolExecutor(max_workers=min(self._parallelism, len(batches))) as pool:
+                list(pool.map(self._write_batch, batches))
+
+    def _write_batch(self, batch: list[dict[str, Any]]) -> None:
+        for attempt in range(8):
+            unprocessed = self._dynamodb.batch_write_item(RequestItems={self._table: batch}).get("UnprocessedItems", {})
+            batch = unprocessed.get(self._table, [])
+            if not batch:
+                return
+            time.sleep(min(2.0, 0.05 * 2**attempt))  # throttled: back off before the unprocessed rest
+        raise RuntimeError(f"DynamoDB kept {len(batch)} ledger writes unprocessed")
