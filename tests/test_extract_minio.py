@@ -27,7 +27,7 @@ BATCH_LINES = [
 
 def extract(path: str) -> tuple[list[str], OutcomeTally]:
     tally = OutcomeTally()
-    return [download.to_line() for download in extract_downloads(path, tally)], tally
+    return [download.to_line() for download in extract_downloads([path], tally)], tally
 
 
 def test_ndjson_file() -> None:
@@ -79,3 +79,11 @@ def test_stdin_through_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out.getvalue().splitlines() == [*BATCH_LINES, f"{USER}|{COLLECTION}|{ITEM}|2025-10-27T10:12:30Z|65536|minio"]
     summary = json.loads(err.getvalue())
     assert (summary["source"], summary["entries"], summary["metered"]) == ("minio", 8, 4)
+
+
+def test_an_entry_repeated_in_another_file_of_the_run_is_metered_once() -> None:
+    path = str(event_path("minio/batch.ndjson"))
+    tally = OutcomeTally()
+    lines = [download.to_line() for download in extract_downloads([path, path], tally)]
+    assert lines == BATCH_LINES
+    assert tally.filtered["duplicate_event"] == 1 + 4  # its own repeat, then its 4 download entries again

@@ -11,7 +11,7 @@ import gzip
 import itertools
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from typing import BinaryIO
 
@@ -45,18 +45,25 @@ def _is_ndjson(first_line: bytes) -> bool:
         return False
 
 
-def _whole_document(text: bytes, path: str, tally: OutcomeTally) -> Iterator[MeteredDownload]:
+def _whole_document(text: bytes, path: str, tally: OutcomeTally, seen: set[str]) -> Iterator[MeteredDownload]:
     try:
         parsed = parse_body(text)
     except BodyError as error:
         tally.count(Skip.quarantined(Reason.BAD_JSON))
         logger.warning("quarantined %s: %s: %s", Reason.BAD_JSON, path, error)
         return
-    yield from meter_entries(parsed, tally)
+    yield from meter_entries(parsed, tally, seen)
 
 
-def extract_downloads(path: str, tally: OutcomeTally) -> Iterator[MeteredDownload]:
-    """Yield the metered downloads of one PATH, counting every entry's outcome in ``tally``."""
+def extract_downloads(paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
+    """Yield the metered downloads of every PATH, counting every entry's outcome in ``tally``; an entry repeated
+    anywhere in the run (MinIO re-sent it) is metered once."""
+    seen: set[str] = set()
+    for path in paths:
+        yield from _extract_path(path, tally, seen)
+
+
+def _extract_path(path: str, tally: OutcomeTally, seen: set[str]) -> Iterator[MeteredDownload]:
     with ExitStack() as stack:
         stream = _open(path, stack)
         lines = iter(stream)
@@ -68,9 +75,8 @@ def extract_downloads(path: str, tally: OutcomeTally) -> Iterator[MeteredDownloa
         if not leading or not leading[-1].strip():
             return  # an empty file holds no entry
         if not _is_ndjson(leading[-1]):
-            yield from _whole_document(b"".join(leading) + stream.read(), path, tally)
+            yield from _whole_document(b"".join(leading) + stream.read(), path, tally, seen)
             return
-        seen: set[str] = set()
         number = 1
         block = leading
         while block:

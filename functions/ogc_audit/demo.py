@@ -169,7 +169,7 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
     pumped = pump_queue(sqs, resources.log_file_queue_url, s3_handler.handler, function_name="s3-audit", batch_size=1)
     out.write(f"  s3_audit invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
     tally = OutcomeTally()
-    for _ in extract_downloads(f"s3://{resources.log_bucket}/AWSLogs/", tally):
+    for _ in extract_downloads([f"s3://{resources.log_bucket}/AWSLogs/"], tally):
         pass
     out.write(f"  outcomes of the log files (ogc-audit extract): {json.dumps(tally.as_dict())}\n")
     s3_ok = _check("  AWS S3 flow", s3_expected, rs, "aws_s3", out)

@@ -11,13 +11,14 @@ from typing import TextIO
 from metering.line import MeteredDownload
 from metering.outcomes import OutcomeTally
 
-# Each source module exposes ``extract_downloads(path, tally)`` yielding the metered downloads of one PATH.
+# Each source module exposes ``extract_downloads(paths, tally)`` yielding the metered downloads of all PATHs of
+# one run: an event repeated in several of them is metered once.
 _SOURCES = {
     "cloudtrail": "s3_audit.extract",
     "minio": "minio_relay.extract",
 }
 
-Extractor = Callable[[str, OutcomeTally], Iterator[MeteredDownload]]
+Extractor = Callable[[Sequence[str], OutcomeTally], Iterator[MeteredDownload]]
 
 
 def extractor_for(source: str) -> Extractor:
@@ -34,10 +35,9 @@ def run_extract(source: str, paths: Sequence[str], out: TextIO | None = None, er
     extract_downloads = extractor_for(source)
     tally = OutcomeTally()
     write = out.write
-    for path in paths:
-        for download in extract_downloads(path, tally):
-            write(download.to_line())
-            write("\n")
+    for download in extract_downloads(paths, tally):
+        write(download.to_line())
+        write("\n")
     out.flush()
     err.write(json.dumps({"source": source, **tally.as_dict()}, indent=None) + "\n")
     return 1 if tally.quarantined else 0

@@ -7,7 +7,7 @@ for ``s3://`` paths, so extracting a local file starts fast.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from metering.line import MeteredDownload
@@ -22,29 +22,20 @@ READ_SIZE = 1 << 20
 # Under a prefix named by hand, any JSON file is extracted (hand-made samples need no AWSLogs/ layout).
 _EXTRACTABLE_SUFFIXES = (".json.gz", ".json", ".jsonl", ".ndjson")
 
-# One extract run passes the same tally for every PATH, so the tally identifies the run: eventIDs are
-# deduplicated across all the files of a run, and a new run starts afresh.
-_run: tuple[OutcomeTally, EventIdSet] | None = None
 
-
-def extract_downloads(path: str, tally: OutcomeTally) -> Iterator[MeteredDownload]:
-    """The metered downloads of PATH (a file, ``-`` for stdin, or ``s3://bucket/prefix``), counting every outcome."""
-    seen = _seen_in_run(tally)
-    for chunks in _sources(path):
-        for record in read_log_records(chunks):
-            outcome = record if isinstance(record, Skip) else meter(record, seen)
-            if isinstance(outcome, MeteredDownload):
-                tally.metered += 1
-                yield outcome
-            else:
-                tally.count(outcome)
-
-
-def _seen_in_run(tally: OutcomeTally) -> EventIdSet:
-    global _run  # noqa: PLW0603 - see _run
-    if _run is None or _run[0] is not tally:
-        _run = (tally, EventIdSet())
-    return _run[1]
+def extract_downloads(paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
+    """The metered downloads of each PATH (a file, ``-`` for stdin, or ``s3://bucket/prefix``), counting every
+    outcome; an eventID repeated anywhere in the run is metered once."""
+    seen = EventIdSet()
+    for path in paths:
+        for chunks in _sources(path):
+            for record in read_log_records(chunks):
+                outcome = record if isinstance(record, Skip) else meter(record, seen)
+                if isinstance(outcome, MeteredDownload):
+                    tally.metered += 1
+                    yield outcome
+                else:
+                    tally.count(outcome)
 
 
 def _sources(path: str) -> Iterator[Iterable[bytes]]:
