@@ -7,9 +7,10 @@ one line is invalid, so every value is checked here before a line can exist.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+
+import msgspec
 
 from metering.outcomes import Reason, Skip
 
@@ -30,12 +31,12 @@ class Backend(StrEnum):
     MINIO = "minio"
 
 
-@dataclass(frozen=True, slots=True)
-class MeteredDownload:
+class MeteredDownload(msgspec.Struct, frozen=True, gc=False):
     """One successful presigned download of a STAC asset, ready to be metered.
 
     ``event_id`` identifies the source event (CloudTrail ``eventID``, MinIO deployment and ``requestID``)
-    so a repeated event is metered once; it is not part of the line.
+    so a repeated event is metered once; it is not part of the line. A msgspec Struct: a log file builds tens
+    of thousands of these, and it constructs in a third of a frozen dataclass's time.
     """
 
     user_id: str
