@@ -75,6 +75,17 @@ def bucket_arn_finding(bucket: s3.Bucket, suffix: str) -> str:
     return f"AwsSolutions-IAM5[Resource::<{Stack.of(bucket).get_logical_id(cfn)}.Arn>{suffix}]"
 
 
+# What every bucket of the app is: SSE-S3, private, TLS only, versioned, no ACLs, kept on stack deletion.
+_LOCKED_DOWN: Mapping[str, Any] = {
+    "encryption": s3.BucketEncryption.S3_MANAGED,
+    "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+    "enforce_ssl": True,
+    "versioned": True,
+    "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+    "removal_policy": RemovalPolicy.RETAIN,
+}
+
+
 def access_logs_bucket(scope: Construct, construct_id: str) -> s3.Bucket:
     """The target of S3 server access logs: SSE-S3 (the only encryption the log delivery supports), private, TLS.
 
@@ -84,12 +95,7 @@ def access_logs_bucket(scope: Construct, construct_id: str) -> s3.Bucket:
     return s3.Bucket(
         scope,
         construct_id,
-        encryption=s3.BucketEncryption.S3_MANAGED,
-        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        enforce_ssl=True,
-        versioned=True,
-        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-        removal_policy=RemovalPolicy.RETAIN,
+        **_LOCKED_DOWN,
         lifecycle_rules=[
             s3.LifecycleRule(
                 expiration=ACCESS_LOG_RETENTION,
@@ -112,12 +118,7 @@ def private_bucket(
     return s3.Bucket(
         scope,
         construct_id,
-        encryption=s3.BucketEncryption.S3_MANAGED,
-        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        enforce_ssl=True,
-        versioned=True,
-        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-        removal_policy=RemovalPolicy.RETAIN,
+        **_LOCKED_DOWN,
         server_access_logs_bucket=access_logs,
         server_access_logs_prefix=access_logs_prefix,
         lifecycle_rules=list(lifecycle_rules) if lifecycle_rules else None,
