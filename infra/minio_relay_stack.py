@@ -32,11 +32,10 @@ from infra.constants import (
     WEBHOOK_TOKEN_LENGTH,
 )
 from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
-from infra.ogc_rs import ogc_rs_environment
+from infra.ogc_rs import delivering_function
 from infra.secure_defaults import (
     AuditFunction,
     AuditStack,
-    DeliveryLedgerTable,
     DurableQueue,
     SecretReference,
     acknowledge,
@@ -99,7 +98,7 @@ class MinioRelayStack(AuditStack):
         self.webhook_token.grant_read(self.webhook.role)
         self.delivery.queue.grant_send_messages(self.webhook.role)
 
-        self.deliver = AuditFunction(
+        self.deliver, self.ledger = delivering_function(
             self,
             "Deliver",
             package="minio_relay",
@@ -107,11 +106,9 @@ class MinioRelayStack(AuditStack):
             service_name="minio_relay",
             memory_size=DELIVER_MEMORY_MB,
             timeout=DELIVER_TIMEOUT,
-            environment=ogc_rs_environment(config, client_credentials),
+            config=config,
+            client_credentials=client_credentials,
         )
-        client_credentials.grant_read(self.deliver.role)
-        self.ledger = DeliveryLedgerTable(self, "DeliveryLedger")
-        self.ledger.grant_ledger_access(self.deliver)
         self.deliver.function.add_event_source(
             event_sources.SqsEventSource(
                 self.delivery.queue,

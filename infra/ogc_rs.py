@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from aws_cdk import Duration, Stack
+
 from infra.config import AuditConfig
-from infra.secure_defaults import SecretReference
+from infra.secure_defaults import AuditFunction, DeliveryLedgerTable, SecretReference
 
 
 def ogc_rs_environment(config: AuditConfig, client_credentials: SecretReference) -> dict[str, str]:
@@ -17,3 +19,33 @@ def ogc_rs_environment(config: AuditConfig, client_credentials: SecretReference)
         "CLIENT_CREDENTIALS_SECRET_ARN": client_credentials.arn,
         "BATCH_MAX_LINES": str(config.batch_max_lines),
     }
+
+
+def delivering_function(
+    stack: Stack,
+    construct_id: str,
+    *,
+    package: str,
+    handler: str,
+    service_name: str,
+    memory_size: int,
+    timeout: Duration,
+    config: AuditConfig,
+    client_credentials: SecretReference,
+) -> tuple[AuditFunction, DeliveryLedgerTable]:
+    """A function that sends lines to OGC RS: its settings, read access to the client credentials, and the
+    stack's delivery ledger table (created here) so that nothing it sends is sent twice."""
+    function = AuditFunction(
+        stack,
+        construct_id,
+        package=package,
+        handler=handler,
+        service_name=service_name,
+        memory_size=memory_size,
+        timeout=timeout,
+        environment=ogc_rs_environment(config, client_credentials),
+    )
+    client_credentials.grant_read(function.role)
+    ledger = DeliveryLedgerTable(stack, "DeliveryLedger")
+    ledger.grant_ledger_access(function)
+    return function, ledger

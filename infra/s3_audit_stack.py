@@ -24,11 +24,9 @@ from infra.constants import (
     S3_AUDIT_TIMEOUT,
 )
 from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
-from infra.ogc_rs import ogc_rs_environment
+from infra.ogc_rs import delivering_function
 from infra.secure_defaults import (
-    AuditFunction,
     AuditStack,
-    DeliveryLedgerTable,
     DurableQueue,
     SecretReference,
     access_logs_bucket,
@@ -84,7 +82,7 @@ class S3AuditStack(AuditStack):
         )
         self._acknowledge_notifications_handler()
 
-        self.audit = AuditFunction(
+        self.audit, self.ledger = delivering_function(
             self,
             "S3Audit",
             package="s3_audit",
@@ -92,11 +90,9 @@ class S3AuditStack(AuditStack):
             service_name="s3_audit",
             memory_size=S3_AUDIT_MEMORY_MB,
             timeout=S3_AUDIT_TIMEOUT,
-            environment=ogc_rs_environment(config, client_credentials),
+            config=config,
+            client_credentials=client_credentials,
         )
-        client_credentials.grant_read(self.audit.role)
-        self.ledger = DeliveryLedgerTable(self, "DeliveryLedger")
-        self.ledger.grant_ledger_access(self.audit)
         self.audit.role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
