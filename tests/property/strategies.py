@@ -16,6 +16,7 @@ import copy
 import gzip
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from metering.outcomes import Reason
 from ogc_audit.samples import Download, Variant, cloudtrail_record, minio_entry
 
 HUGE = 100_000
@@ -502,3 +504,28 @@ class Generated:
 
 
 GENERATED = Generated()
+
+
+# ---- the oracle's id rules (DESIGN.md), shared by the CloudTrail and MinIO models --------------------------------
+
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+JAVA_BLANK = "".join(chr(code) for code in range(0x21))  # what java.lang.String.trim() removes
+Expected = tuple[str, str]
+_MISSING = (Reason.MISSING_USER_ID, Reason.MISSING_COLLECTION_ID, Reason.MISSING_ITEM_ID)
+
+
+def expected_id_outcome(user: object, collection: object, item: object) -> Expected | None:
+    """The filter a userId/collectionId/itemId triple earns, or None when the ids let the entry through."""
+    ids = []
+    for value, missing in zip((user, collection, item), _MISSING, strict=True):
+        # Blank for Python and for Java's trim(): OGC RS would find the field empty.
+        if not isinstance(value, str) or not value.strip().strip(JAVA_BLANK):
+            return ("filtered", missing)
+        ids.append(value.strip())
+    if not UUID.fullmatch(ids[0]):
+        return ("filtered", Reason.INVALID_USER_ID)
+    if not UUID.fullmatch(ids[1]):
+        return ("filtered", Reason.INVALID_COLLECTION_ID)
+    if "|" in ids[2]:
+        return ("filtered", Reason.INVALID_ITEM_ID)
+    return None

@@ -26,6 +26,7 @@ from s3_audit.log_file import LogRecord, read_log_records
 from tests.property.strategies import (
     GENERATED,
     HUGE,
+    Expected,
     Json,
     Mutation,
     MutationKit,
@@ -34,6 +35,7 @@ from tests.property.strategies import (
     chunked,
     cloudtrail_kits,
     examples,
+    expected_id_outcome,
     gzipped,
     json_styles,
     min_inputs,
@@ -45,9 +47,7 @@ from tests.property.strategies import (
 )
 
 WHOLE_SECOND_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SURROGATE = re.compile("[\ud800-\udfff]")
-JAVA_BLANK = "".join(chr(code) for code in range(0x21))  # what java.lang.String.trim() removes
 VARIANTS_PER_EXAMPLE = 20
 TRUNCATIONS_PER_FILE = 20
 FILE_LEVEL = {Reason.BAD_GZIP, Reason.BAD_JSON}
@@ -76,7 +76,6 @@ _ID_FIELDS = (
 )
 _PRESIGN_PARAMETERS = ("X-Amz-Expires", "X-Amz-Signature", "X-Amz-Credential")
 
-Expected = tuple[str, str]
 """("metered", line) or ("filtered" | "quarantined", reason)."""
 
 
@@ -118,20 +117,10 @@ def expected_outcome(record: Json) -> Expected:  # noqa: PLR0911 - one return pe
     )
     if not presigned:
         return ("filtered", Reason.NOT_PRESIGNED)
-    ids = []
-    for name, missing, _invalid in _ID_FIELDS:
-        value = params.get(name)
-        # Blank for Python and for Java's trim(): OGC RS would find the field empty.
-        if not isinstance(value, str) or not value.strip() or not value.strip().strip(JAVA_BLANK):
-            return ("filtered", missing)
-        ids.append(value.strip())
-    user, collection, item = ids
-    if not UUID.fullmatch(user):
-        return ("filtered", Reason.INVALID_USER_ID)
-    if not UUID.fullmatch(collection):
-        return ("filtered", Reason.INVALID_COLLECTION_ID)
-    if "|" in item:
-        return ("filtered", Reason.INVALID_ITEM_ID)
+    ids_filter = expected_id_outcome(*(params.get(name) for name, _, _ in _ID_FIELDS))
+    if ids_filter is not None:
+        return ids_filter
+    user, collection, item = (str(params.get(name)).strip() for name, _, _ in _ID_FIELDS)
     when = expected_timestamp(record.get("eventTime"))
     if when is None and not STRICT_TIMESTAMP.fullmatch(str(record.get("eventTime")).strip()):
         when = normalize_timestamp(record.get("eventTime"))  # lenient forms: test_normalize_timestamp checks them

@@ -26,27 +26,26 @@ from tests.property.strategies import (
     BAD_LINES,
     BLANK_LINES,
     GENERATED,
+    Expected,
     Json,
     Mutation,
     MutationKit,
     Path,
     examples,
+    expected_id_outcome,
     min_inputs,
     minio_kits,
     valid_minio_entry,
     valid_minio_kits,
 )
 from tests.property.test_cloudtrail_properties import (
-    JAVA_BLANK,
     STRICT_TIMESTAMP,
-    UUID,
     assert_acceptable,
     expected_bytes,
     expected_timestamp,
 )
 
 VARIANTS_PER_EXAMPLE = 20
-Expected = tuple[str, str]
 
 
 # ---- an independent model of the MinIO rules ------------------------------------------------------
@@ -96,19 +95,10 @@ def expected_outcome(entry: Json) -> Expected:  # noqa: PLR0911 - one return per
         return ("quarantined", Reason.MALFORMED_ENTRY)
     if isinstance(raw_ids[2], str) and len(raw_ids[2]) > MAX_ITEM_ID_CHARS:  # would not fit an SQS message
         return ("quarantined", Reason.MALFORMED_ENTRY)
-    ids = []
-    missing = (Reason.MISSING_USER_ID, Reason.MISSING_COLLECTION_ID, Reason.MISSING_ITEM_ID)
-    for value, reason in zip(raw_ids, missing, strict=True):
-        if not isinstance(value, str) or not value.strip().strip(JAVA_BLANK):
-            return ("filtered", reason)
-        ids.append(value.strip())
-    user, collection, item = ids
-    if not UUID.fullmatch(user):
-        return ("filtered", Reason.INVALID_USER_ID)
-    if not UUID.fullmatch(collection):
-        return ("filtered", Reason.INVALID_COLLECTION_ID)
-    if "|" in item:
-        return ("filtered", Reason.INVALID_ITEM_ID)
+    ids_filter = expected_id_outcome(*raw_ids)
+    if ids_filter is not None:
+        return ids_filter
+    user, collection, item = (str(value).strip() for value in raw_ids)
     if "tx" in api:
         size = api["tx"]
     elif entry.get("responseHeader") is None:
