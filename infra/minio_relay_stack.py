@@ -41,6 +41,7 @@ from infra.secure_defaults import (
     acknowledge,
     alarm_topic,
 )
+from metering.aws_calls import DELIVERY_QUEUE_SEND_ACTIONS
 from metering.metric_names import FLOW_MINIO
 
 # One JSON object per request in the stage's access log group.
@@ -96,7 +97,10 @@ class MinioRelayStack(AuditStack):
             },
         )
         self.webhook_token.grant_read(self.webhook.role)
-        self.delivery.queue.grant_send_messages(self.webhook.role)
+        # Only what the webhook calls (SendMessageBatch), not grant_send_messages' GetQueueAttributes/GetQueueUrl.
+        self.delivery.queue.grant(self.webhook.role, *DELIVERY_QUEUE_SEND_ACTIONS)
+        if self.delivery.queue.encryption_master_key is not None:  # a customer-managed key: sending encrypts
+            self.delivery.queue.encryption_master_key.grant_encrypt_decrypt(self.webhook.role)
 
         self.deliver, self.ledger = delivering_function(
             self,

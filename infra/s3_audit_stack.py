@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration
+import jsii
+from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudtrail as cloudtrail
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_notifications as s3_notifications
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces import aws_s3 as s3_refs
 from constructs import Construct
 
 from infra.config import AuditConfig
@@ -35,10 +37,56 @@ from infra.secure_defaults import (
     bucket_arn_finding,
     private_bucket,
 )
+from metering.aws_calls import LOG_FILE_READ_ACTIONS
 from metering.metric_names import FLOW_AWS_S3
 
+# S3 delivers an event notification with this call only (no GetQueueAttributes/GetQueueUrl as CDK grants).
+S3_NOTIFICATION_SEND_ACTIONS = ("sqs:SendMessage",)
 # CDK's singleton handler behind Custom::S3BucketNotifications (fixed id in aws-cdk-lib).
 BUCKET_NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
+
+
+@jsii.implements(s3.IBucketNotificationDestination)
+class AccountBoundQueueDestination:
+    """CDK's SqsDestination, with the queue policy bound to the notifying bucket *and* this account.
+
+    The S3 user guide's queue policy for event notifications: ``sqs:SendMessage`` for ``s3.amazonaws.com`` on
+    condition of ``aws:SourceArn`` (the bucket) and ``aws:SourceAccount`` (bucket names are global: a bucket of
+    the same name in another account must not be able to write here).
+    """
+
+    def __init__(self, queue: sqs.IQueue) -> None:
+        self._queue = queue
+
+    def bind(self, scope: Construct, bucket: s3_refs.IBucketRef) -> s3.BucketNotificationDestinationConfig:
+        """Add the queue (and, if it has one, key) policy statement; S3 validates it when the notification is set."""
+        principal = iam.ServicePrincipal("s3.amazonaws.com")
+        conditions = {
+            "ArnLike": {"aws:SourceArn": bucket.bucket_ref.bucket_arn},
+            "StringEquals": {"aws:SourceAccount": Stack.of(scope).account},
+        }
+        added = self._queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[principal],
+                actions=list(S3_NOTIFICATION_SEND_ACTIONS),
+                resources=[self._queue.queue_arn],
+                conditions=conditions,
+            )
+        )
+        if self._queue.encryption_master_key is not None:  # S3 encrypts the message with the queue's key
+            self._queue.encryption_master_key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    principals=[principal],
+                    actions=["kms:GenerateDataKey*", "kms:Decrypt"],
+                    resources=["*"],
+                    conditions=conditions,
+                )
+            )
+        return s3.BucketNotificationDestinationConfig(
+            arn=self._queue.queue_arn,
+            type=s3.BucketNotificationDestinationType.QUEUE,
+            dependencies=[added.policy_dependable] if added.policy_dependable is not None else None,
+        )
 
 
 class S3AuditStack(AuditStack):
@@ -77,7 +125,7 @@ class S3AuditStack(AuditStack):
         # S3 filters cannot exclude CloudTrail-Digest/ keys (same prefix and suffix): the function skips them.
         self.log_bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
-            s3_notifications.SqsDestination(self.log_files.queue),
+            AccountBoundQueueDestination(self.log_files.queue),
             s3.NotificationKeyFilter(prefix=CLOUDTRAIL_LOG_PREFIX, suffix=CLOUDTRAIL_LOG_SUFFIX),
         )
         self._acknowledge_notifications_handler()
@@ -95,7 +143,7 @@ class S3AuditStack(AuditStack):
         )
         self.audit.role.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["s3:GetObject"],
+                actions=list(LOG_FILE_READ_ACTIONS),
                 resources=[self.log_bucket.arn_for_objects(f"{CLOUDTRAIL_LOG_PREFIX}*")],
             )
         )
@@ -137,10 +185,22 @@ class S3AuditStack(AuditStack):
 
     def _download_trail(self) -> cloudtrail.Trail:
         """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket."""
+        # An explicit name: the bucket policy binds CloudTrail to this trail's ARN, which then needs no reference
+        # to the trail resource (the trail depends on the bucket policy: a reference back would be a cycle).
+        trail_name = f"{self.stack_name}-downloads"
+        self._admit_cloudtrail(trail_name)
         trail = cloudtrail.Trail(
             self,
             "DownloadTrail",
-            bucket=self.log_bucket,
+            trail_name=trail_name,
+            # A reference without a policy of its own: the construct's statements, which admit CloudTrail
+            # on behalf of any trail, are not written; _admit_cloudtrail wrote the bound ones.
+            bucket=s3.Bucket.from_bucket_attributes(
+                self,
+                "LogBucketForTrail",
+                bucket_arn=self.log_bucket.bucket_arn,
+                bucket_name=self.log_bucket.bucket_name,
+            ),
             # Data events are billed per event, not per region: a multi-region trail costs nothing more and
             # still meters asset buckets that live in another region than this stack.
             is_multi_region_trail=True,
@@ -173,9 +233,37 @@ class S3AuditStack(AuditStack):
         ]
         # CloudFormation refuses EventSelectors beside AdvancedEventSelectors, even empty ones.
         cfn_trail.add_property_deletion_override("EventSelectors")
+        # CloudTrail checks the bucket policy when the trail is created.
+        if self.log_bucket.policy is not None:
+            trail.node.add_dependency(self.log_bucket.policy)
         # No CloudWatch Logs copy: the s3_audit function reads the log files, and a copy would double the
         # cost of every recorded event.
         return trail
+
+    def _admit_cloudtrail(self, trail_name: str) -> None:
+        """The log bucket's statements for CloudTrail, bound to this trail (AWS CloudTrail user guide, "Amazon S3
+        bucket policy for CloudTrail"): GetBucketAcl on the bucket, PutObject under AWSLogs/<account>/."""
+        trail_arn = self.format_arn(service="cloudtrail", resource="trail", resource_name=trail_name)
+        this_trail = {"aws:SourceArn": trail_arn}
+        principal = iam.ServicePrincipal("cloudtrail.amazonaws.com")
+        self.log_bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudTrailAclCheck",
+                principals=[principal],
+                actions=["s3:GetBucketAcl"],
+                resources=[self.log_bucket.bucket_arn],
+                conditions={"StringEquals": this_trail},
+            )
+        )
+        self.log_bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudTrailWrite",
+                principals=[principal],
+                actions=["s3:PutObject"],
+                resources=[self.log_bucket.arn_for_objects(f"{CLOUDTRAIL_LOG_PREFIX}{self.account}/*")],
+                conditions={"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control", **this_trail}},
+            )
+        )
 
     def _acknowledge_notifications_handler(self) -> None:
         """CDK's own function that writes the bucket notification configuration at deployment time."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
@@ -39,6 +39,8 @@ from infra.constants import (
     QUEUE_RETENTION,
     VISIBILITY_TIMEOUT_FACTOR,
 )
+from metering import ledger as ledger_layout
+from metering.aws_calls import SECRET_READ_ACTIONS
 
 # Feature flags the constructs below rely on, set on each stack so that tests, `python app.py` and the CLI
 # synthesize the same templates whatever cdk.json holds.
@@ -125,6 +127,19 @@ def private_bucket(
     )
 
 
+def cloudwatch_alarms_condition(scope: Construct) -> dict[str, Any]:
+    """IAM conditions that admit the CloudWatch service only on behalf of an alarm of this account and region."""
+    stack = Stack.of(scope)
+    return {
+        "StringEquals": {"aws:SourceAccount": stack.account},
+        "ArnLike": {
+            "aws:SourceArn": stack.format_arn(
+                service="cloudwatch", resource="alarm", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+            )
+        },
+    }
+
+
 def alarm_topic(scope: Construct, construct_id: str, email: str) -> sns.Topic:
     """The SNS topic every alarm of the stack notifies: SSE-KMS, TLS only, and mailing ``email`` when one is set.
 
@@ -142,15 +157,28 @@ def alarm_topic(scope: Construct, construct_id: str, email: str) -> sns.Topic:
         pending_window=ALARM_TOPIC_KEY_PENDING_WINDOW,
     )
     # CloudWatch alarms publish as the service: SNS encrypts each message with a data key made for that caller.
+    # Only alarms of this account (confused-deputy protection, as the CloudWatch user guide shows it).
+    alarms_of_this_account = cloudwatch_alarms_condition(scope)
     key.add_to_resource_policy(
         iam.PolicyStatement(
             sid="AllowCloudWatchAlarmsToPublish",
             principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
             actions=["kms:Decrypt", "kms:GenerateDataKey*"],
             resources=["*"],  # in a key policy "*" means this key
+            conditions=alarms_of_this_account,
         )
     )
     topic = sns.Topic(scope, construct_id, master_key=key, enforce_ssl=True)
+    # The topic policy replaces SNS's default one: let this account's alarms publish, and nobody else's.
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="AllowCloudWatchAlarmsOfThisAccount",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions=alarms_of_this_account,
+        )
+    )
     if email:
         topic.add_subscription(subscriptions.EmailSubscription(email))
     return topic
@@ -260,8 +288,8 @@ class AuditFunction(Construct):
 class DeliveryLedgerTable(Construct):
     """The DynamoDB table of delivered metering keys, so nothing is sent to OGC RS twice.
 
-    On-demand (load follows downloads), TTL on ``expiration`` (keys expire after the retention window the
-    functions write), point-in-time recovery, AWS-owned encryption, retained on stack deletion.
+    On-demand (load follows downloads), keyed and expiring as ``metering.ledger`` writes it (TTL on the attribute
+    holding the end of the retention window), point-in-time recovery, AWS-owned encryption, retained on deletion.
     """
 
     def __init__(self, scope: Construct, construct_id: str) -> None:
@@ -269,9 +297,9 @@ class DeliveryLedgerTable(Construct):
         self.table = dynamodb.Table(
             self,
             "Table",
-            partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
+            partition_key=dynamodb.Attribute(name=ledger_layout.KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            time_to_live_attribute="expiration",
+            time_to_live_attribute=ledger_layout.TTL_ATTRIBUTE,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
@@ -279,17 +307,9 @@ class DeliveryLedgerTable(Construct):
         )
 
     def grant_ledger_access(self, function: AuditFunction) -> None:
-        """Let ``function`` claim, settle and release keys (no scans, no queries, no other table)."""
+        """Let ``function`` make exactly the ledger's calls on this table (``metering.ledger.DYNAMODB_ACTIONS``)."""
         function.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "dynamodb:PutItem",
-                    "dynamodb:GetItem",
-                    "dynamodb:DeleteItem",
-                    "dynamodb:BatchWriteItem",
-                ],
-                resources=[self.table.table_arn],
-            )
+            iam.PolicyStatement(actions=list(ledger_layout.DYNAMODB_ACTIONS), resources=[self.table.table_arn])
         )
         function.function.add_environment("IDEMPOTENCY_TABLE_NAME", self.table.table_name)
 
@@ -323,5 +343,5 @@ class SecretReference:
     def grant_read(self, role: iam.IRole) -> None:
         """Allow ``role`` to read the secret's value, and nothing else."""
         role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=self.read_resources)
+            iam.PolicyStatement(actions=list(SECRET_READ_ACTIONS), resources=self.read_resources)
         )

@@ -17,6 +17,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# The table layout and the IAM actions of DynamoDbLedger, defined here once: infra/secure_defaults.py creates the
+# table and grants the actions from these (it imports this module at synthesis time: standard library only), and
+# the local runs read them back from the synthesized template.
+KEY_ATTRIBUTE = "id"
+"""Partition key (string) of the ledger table: the metering key."""
+TTL_ATTRIBUTE = "expiration"
+"""Epoch seconds after which DynamoDB may delete the record (the table's TTL attribute)."""
+DYNAMODB_ACTIONS = (
+    "dynamodb:PutItem",  # claim (conditional put)
+    "dynamodb:GetItem",  # read a record whose claim failed without returning it
+    "dynamodb:BatchGetItem",  # which keys are delivered already (before a chunk is claimed)
+    "dynamodb:BatchWriteItem",  # settle and release
+)
+"""Every DynamoDB call DynamoDbLedger makes, as IAM actions: no scans, no queries, no other table."""
+
 # Keys are kept this long after delivery: re-sent MinIO bodies, redelivered SQS messages and replays of
 # CloudTrail logs inside this window send nothing twice.
 RETENTION_S = 30 * 24 * 3600
@@ -26,7 +41,7 @@ IN_PROGRESS_S = 15 * 60
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 # A key can be claimed when nobody has it, or when its claim was abandoned.
-_CLAIMABLE = "attribute_not_exists(id) OR (#status = :in_progress AND in_progress_expiry < :now)"
+_CLAIMABLE = f"attribute_not_exists({KEY_ATTRIBUTE}) OR (#status = :in_progress AND in_progress_expiry < :now)"
 
 
 @dataclass(slots=True)
@@ -145,7 +160,7 @@ class SqliteLedger:
 
 
 class DynamoDbLedger:
-    """The ledger in a DynamoDB table (partition key ``id``, TTL attribute ``expiration``)."""
+    """The ledger in a DynamoDB table (partition key KEY_ATTRIBUTE, TTL attribute TTL_ATTRIBUTE)."""
 
     def __init__(
         self,
@@ -181,10 +196,10 @@ class DynamoDbLedger:
             self._dynamodb.put_item(
                 TableName=self._table,
                 Item={
-                    "id": {"S": key},
+                    KEY_ATTRIBUTE: {"S": key},
                     "status": {"S": IN_PROGRESS},
                     "in_progress_expiry": {"N": str(now + int(self._in_progress_s))},
-                    "expiration": {"N": str(now + int(self._retention_s))},
+                    TTL_ATTRIBUTE: {"N": str(now + int(self._retention_s))},
                 },
                 ConditionExpression=_CLAIMABLE,
                 ExpressionAttributeNames={"#status": "status"},
@@ -201,15 +216,19 @@ class DynamoDbLedger:
 
     def _read(self, key: str) -> dict[str, Any]:
         item: dict[str, Any] = self._dynamodb.get_item(
-            TableName=self._table, Key={"id": {"S": key}}, ConsistentRead=True
+            TableName=self._table, Key={KEY_ATTRIBUTE: {"S": key}}, ConsistentRead=True
         ).get("Item", {})
         return item
 
     def settle(self, keys: Collection[str]) -> None:
         """Write the keys as COMPLETED with the retention TTL (batched, 25 per request)."""
-        expiration = str(int(self._clock() + self._retention_s))
+        expiry = str(int(self._clock() + self._retention_s))
         self._write_batches(
-            {"PutRequest": {"Item": {"id": {"S": key}, "status": {"S": COMPLETED}, "expiration": {"N": expiration}}}}
+            {
+                "PutRequest": {
+                    "Item": {KEY_ATTRIBUTE: {"S": key}, "status": {"S": COMPLETED}, TTL_ATTRIBUTE: {"N": expiry}}
+                }
+            }
             for key in keys
         )
 
@@ -228,9 +247,9 @@ class DynamoDbLedger:
     def _completed_among(self, keys: list[str]) -> set[str]:
         request: dict[str, Any] = {
             self._table: {
-                "Keys": [{"id": {"S": key}} for key in keys],
-                "ProjectionExpression": "id, #status",
-                "ExpressionAttributeNames": {"#status": "status"},
+                "Keys": [{KEY_ATTRIBUTE: {"S": key}} for key in keys],
+                "ProjectionExpression": "#key, #status",
+                "ExpressionAttributeNames": {"#key": KEY_ATTRIBUTE, "#status": "status"},
             }
         }
         found: set[str] = set()
@@ -238,7 +257,7 @@ class DynamoDbLedger:
             response = self._dynamodb.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self._table, []):
                 if item.get("status", {}).get("S") == COMPLETED:
-                    found.add(item["id"]["S"])
+                    found.add(item[KEY_ATTRIBUTE]["S"])
             request = response.get("UnprocessedKeys") or {}
             if not request:
                 return found
@@ -247,7 +266,7 @@ class DynamoDbLedger:
 
     def release(self, keys: Collection[str]) -> None:
         """Delete the claims so the next try can claim the keys."""
-        self._write_batches({"DeleteRequest": {"Key": {"id": {"S": key}}}} for key in keys)
+        self._write_batches({"DeleteRequest": {"Key": {KEY_ATTRIBUTE: {"S": key}}}} for key in keys)
 
     def _write_batches(self, requests: Iterable[dict[str, Any]]) -> None:
         """BatchWriteItem, 25 requests a call, several calls at a time (a log file settles thousands of events)."""

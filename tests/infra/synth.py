@@ -12,6 +12,7 @@ from aws_cdk import App, Validations, assertions
 from cdk_nag import AwsSolutionsChecks
 
 from infra.application import AuditStacks, build_stacks
+from metering.ledger import DYNAMODB_ACTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CDK_JSON = REPO_ROOT / "cdk.json"
@@ -107,8 +108,8 @@ def render(value: Any) -> str:
     raise ValueError(f"cannot render {value!r}")
 
 
-# What a function may do in its delivery ledger: claim, read, settle and release keys; no scans or queries.
-LEDGER_ACTIONS = ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+# What a function may do in its delivery ledger: exactly the calls metering.ledger makes (defined there, once).
+LEDGER_ACTIONS = DYNAMODB_ACTIONS
 
 
 def ledger_table(template: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from infra.constants import CREDENTIALS_STACK_NAME, MINIO_RELAY_STACK_NAME, S3_AUDIT_STACK_NAME
+from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
@@ -280,7 +281,7 @@ def test_webhook_may_only_read_its_token_and_send_to_the_queue(relay: Template) 
     assert role_statements(relay, "WebhookFunction") == {
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
         ("secretsmanager:GetSecretValue",): {"Ref": token},
-        ("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"): get_att_arn(queue),
+        ("sqs:SendMessage",): get_att_arn(queue),
     }
 
 
@@ -293,13 +294,7 @@ def test_deliver_may_only_consume_its_queue_and_read_the_client_credentials(rela
     assert statements == {
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
         ("secretsmanager:GetSecretValue",): secret,
-        (
-            "sqs:ReceiveMessage",
-            "sqs:ChangeMessageVisibility",
-            "sqs:GetQueueUrl",
-            "sqs:DeleteMessage",
-            "sqs:GetQueueAttributes",
-        ): get_att_arn(queue),
+        QUEUE_CONSUMER_ACTIONS: get_att_arn(queue),
         LEDGER_ACTIONS: get_att_arn(ledger_table(relay)),
     }
 

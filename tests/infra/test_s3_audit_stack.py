@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from infra.constants import CREDENTIALS_STACK_NAME, S3_AUDIT_STACK_NAME
+from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
@@ -377,13 +378,7 @@ def test_function_may_read_only_the_secret_the_log_files_and_its_queue(s3_templa
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
         ("secretsmanager:GetSecretValue",): secret,
         ("s3:GetObject",): {"Fn::Join": ["", [get_att_arn(bucket_id(s3_template, "LogBucket")), "/AWSLogs/*"]]},
-        (
-            "sqs:ReceiveMessage",
-            "sqs:ChangeMessageVisibility",
-            "sqs:GetQueueUrl",
-            "sqs:DeleteMessage",
-            "sqs:GetQueueAttributes",
-        ): get_att_arn(queue),
+        QUEUE_CONSUMER_ACTIONS: get_att_arn(queue),
         LEDGER_ACTIONS: get_att_arn(ledger_table(s3_template)),
     }
     # No AWS managed policy: the role writes only to its own log group.
