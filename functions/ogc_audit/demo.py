@@ -1,10 +1,12 @@
 """``ogc-audit demo``: both flows end to end on loopback, with the real handlers and no AWS account.
 
-An AWS emulator (moto server) holds the log bucket, the queues, the secrets and the delivery ledger table;
-CloudTrail log files written to the log bucket notify the log-file queue, and the real ``s3_audit`` handler
-receives the notifications. MinIO audit bodies are POSTed to the real ``webhook`` handler as API Gateway
-events and the real ``deliver`` handler drains the delivery queue. A reference OGC RS (token endpoint and
-process endpoint enforcing OGC RS's validation) writes the ``metering`` table, which the demo prints.
+An AWS emulator (moto server, enforcing IAM) holds what the synthesized templates declare: the log bucket and its
+notification, the queues, the secrets and the delivery ledger tables; each handler runs with the credentials of its
+own role, which holds exactly the policies its template grants. CloudTrail log files written to the log bucket
+notify the log-file queue, and the real ``s3_audit`` handler receives the notifications. MinIO audit bodies are
+POSTed to the real ``webhook`` handler as API Gateway events and the real ``deliver`` handler drains the delivery
+queue. A reference OGC RS (token endpoint and process endpoint enforcing OGC RS's validation) writes the
+``metering`` table, which the demo prints.
 """
 
 from __future__ import annotations
@@ -21,14 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from metering.outcomes import OutcomeTally
-from ogc_audit.local_aws import (
-    FlowResources,
-    create_flow_resources,
-    environment,
-    lambda_context,
-    local_aws,
-    pump_queue,
-)
+from ogc_audit.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
 from ogc_audit.reference_rs import ReferenceOgcRs
 from ogc_audit.samples import (
     ACCOUNT,
@@ -142,31 +137,28 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 prefix="ogc-demo",
                 client_credentials={"clientId": rs.client_id, "clientSecret": rs.client_secret},
                 webhook_token=WEBHOOK_TOKEN,
+                # The templates point at cdk.json's example OGC RS; the demo's is the reference one on loopback.
+                local_settings={
+                    "PROCESS_API_URL": rs.process_url,
+                    "AUTH_URL": rs.token_url,
+                    "AUTH_ITEM_ID": rs.rs_host,
+                    "POWERTOOLS_LOG_LEVEL": "WARNING",
+                    "POWERTOOLS_METRICS_DISABLED": "true",  # the EMF documents would drown the demo's output
+                },
             )
-            settings = {
-                "PROCESS_API_URL": rs.process_url,
-                "AUTH_URL": rs.token_url,
-                "AUTH_ITEM_ID": rs.rs_host,
-                "AUTH_ITEM_TYPE": "resource_server",
-                "AUTH_ROLE": "admin",
-                "POWERTOOLS_LOG_LEVEL": "WARNING",
-                **resources.function_environment(),
-            }
-            with environment(settings):
-                ok = _run_flows(boto3, rs, resources, rng, out)
+            roles = ", ".join(f.role_name.removeprefix("ogc-demo-") for f in resources.functions.values())
+            out.write(f"IAM enforced: each function runs under its synthesized template role policy ({roles})\n")
+            ok = _run_flows(boto3, rs, resources, rng, out)
         _print_rows(rs, out)
     return 0 if ok else 1
 
 
 def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: random.Random, out: TextIO) -> bool:
-    from minio_relay import handler as minio_handler
-    from s3_audit import handler as s3_handler
     from s3_audit.extract import extract_downloads
 
-    sqs = aws.client("sqs")
     out.write("AWS S3 flow: CloudTrail log files -> log bucket -> SQS -> s3_audit handler -> OGC RS\n")
     s3_expected = _write_log_files(aws.client("s3"), resources.log_bucket, rng)
-    pumped = pump_queue(sqs, resources.log_file_queue_url, s3_handler.handler, function_name="s3-audit", batch_size=1)
+    pumped = pump_queue(resources.s3_audit)
     out.write(f"  s3_audit invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
     tally = OutcomeTally()
     for _ in extract_downloads([f"s3://{resources.log_bucket}/AWSLogs/"], tally):
@@ -177,11 +169,11 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
     out.write("MinIO flow: audit webhook -> webhook handler -> SQS -> deliver handler -> OGC RS\n")
     bodies, minio_expected = _minio_bodies(rng)
     for body in bodies:
-        response = minio_handler.webhook(_webhook_event(body, f"Bearer {WEBHOOK_TOKEN}"), lambda_context("webhook"))
+        response = resources.webhook.invoke(_webhook_event(body, f"Bearer {WEBHOOK_TOKEN}"))
         out.write(f"  POST {len(body):>5} bytes -> {response['statusCode']} {response['body']}\n")
-    denied = minio_handler.webhook(_webhook_event(bodies[1], "Bearer wrong-token"), lambda_context("webhook"))
+    denied = resources.webhook.invoke(_webhook_event(bodies[1], "Bearer wrong-token"))
     out.write(f"  POST with a wrong token -> {denied['statusCode']}\n")
-    pumped = pump_queue(sqs, resources.delivery_queue_url, minio_handler.deliver, function_name="deliver")
+    pumped = pump_queue(resources.deliver)
     out.write(f"  deliver invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
     minio_ok = _check("  MinIO flow", minio_expected, rs, "minio", out)
     return s3_ok and minio_ok and denied["statusCode"] == 401

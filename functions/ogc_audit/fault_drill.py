@@ -47,14 +47,7 @@ from urllib.parse import quote_plus
 
 import requests
 
-from ogc_audit.local_aws import (
-    LambdaHandler,
-    create_flow_resources,
-    environment,
-    lambda_context,
-    local_aws,
-    pump_queue,
-)
+from ogc_audit.local_aws import FlowResources, LambdaHandler, create_flow_resources, local_aws, pump_queue
 from ogc_audit.redrive import redrive
 from ogc_audit.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
 from ogc_audit.samples import (
@@ -68,8 +61,6 @@ from ogc_audit.samples import (
 )
 
 _PREFIX = "ogc-drill"
-LOG_BUCKET = f"{_PREFIX}-trail-logs"  # the names create_flow_resources gives
-LEDGER_TABLE = f"{_PREFIX}-ledger"
 WEBHOOK_TOKEN = "drill-webhook-token-5c1e"  # noqa: S105 - a throwaway token of the local drill
 _START = utc("2025-10-27T10:00:00")
 _POISON_PREFIX = "POISON-"
@@ -130,9 +121,6 @@ class DrillConfig:
     read_timeout_s: float = 0.5
     retries: int = 2
     backoff_s: float = 0.01
-    s3_batch_size: int = 2
-    visibility_timeout_s: int = 1
-    max_receive_count: int = 5
     rounds: int = 8
 
     def fault_table(self) -> list[tuple[Fault, float]]:
@@ -443,23 +431,30 @@ def _function_logs(sink: TextIO) -> Iterator[_ErrorLogCapture]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _create_resources(aws: Any, rs: ReferenceOgcRs, config: DrillConfig) -> dict[str, str]:
-    """Secrets, both queues with DLQs, the ledger table and the log bucket notifying its queue, like the stacks."""
-    resources = create_flow_resources(
+def _create_resources(aws: Any, rs: ReferenceOgcRs, config: DrillConfig) -> FlowResources:
+    """What the synthesized templates declare (queues, DLQs, ledger tables, log bucket notification, secrets) and
+    one role per function with its template policies; the functions run under those roles."""
+    return create_flow_resources(
         aws,
         prefix=_PREFIX,
         client_credentials={"clientId": rs.client_id, "clientSecret": rs.client_secret},
         webhook_token=WEBHOOK_TOKEN,
-        visibility_timeout_s=config.visibility_timeout_s,
-        max_receive_count=config.max_receive_count,
+        # Instead of the template's values: the reference OGC RS on loopback, and the drill's smaller batches.
+        local_settings={
+            "PROCESS_API_URL": rs.process_url,
+            "AUTH_URL": rs.token_url,
+            "AUTH_ITEM_ID": rs.rs_host,
+            "BATCH_MAX_LINES": str(config.batch_max_lines),
+        },
     )
+
+
+def _queue_names(resources: FlowResources) -> dict[str, str]:
     return {
         "log-files": resources.log_file_queue_url,
         "log-files-dlq": resources.log_file_dead_letter_url,
         "delivery": resources.delivery_queue_url,
         "delivery-dlq": resources.delivery_dead_letter_url,
-        "CLIENT_CREDENTIALS_SECRET_ARN": resources.client_credentials_secret_arn,
-        "WEBHOOK_TOKEN_SECRET_ARN": resources.webhook_token_secret_arn,
     }
 
 
@@ -510,9 +505,11 @@ def _patch(module: ModuleType, name: str, value: object, saved: list[tuple[Modul
 
 
 @contextlib.contextmanager
-def _wired_handlers(config: DrillConfig, env: Mapping[str, str], rng: random.Random) -> Iterator[Wiring]:
-    """Give the real handlers a short-timeout OGC RS client, the DynamoDB ledger and a flaky SQS; undo after."""
-    import boto3
+def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.Random) -> Iterator[Wiring]:
+    """Give the real handlers a short-timeout OGC RS client, the DynamoDB ledger and a flaky SQS; undo after.
+
+    Every client is made with the credentials of the function that uses it, so the template policies still apply.
+    """
     from aws_lambda_powertools.utilities.parameters import base as powertools_parameters
 
     from metering.ledger import DynamoDbLedger
@@ -526,24 +523,27 @@ def _wired_handlers(config: DrillConfig, env: Mapping[str, str], rng: random.Ran
     # pointing at its (stopped) emulator.
     powertools_parameters.DEFAULT_PROVIDERS.pop("secrets", None)
     received: set[str] = set()
-    settings = OgcRsSettings.from_env(env)
     timeout = (config.connect_timeout_s, config.read_timeout_s)
 
-    def client() -> Any:
+    def client(env: Mapping[str, str]) -> Any:
         # One client per function, as each Lambda function has its own process and token cache.
         session = AnswerWitnessSession(http_session(retries=config.retries, backoff_factor=config.backoff_s), received)
-        return build_ogc_rs_client(settings, session=session, timeout=timeout)
+        return build_ogc_rs_client(OgcRsSettings.from_env(env), session=session, timeout=timeout)
 
-    s3_client, minio_client = client(), client()
-    ledger = DynamoDbLedger(LEDGER_TABLE, boto3.client("dynamodb"))
-    deps = s3_handler.Dependencies(s3=boto3.client("s3"), sink=s3_client, ledger=ledger)
-    flaky = FlakySqs(boto3.client("sqs"), config.sqs_faults, random.Random(rng.random()))  # noqa: S311
+    def ledger(function: Any) -> DynamoDbLedger:
+        return DynamoDbLedger(function.environment["IDEMPOTENCY_TABLE_NAME"], function.session().client("dynamodb"))
+
+    s3_audit, webhook, deliver = resources.s3_audit, resources.webhook, resources.deliver
+    s3_client, minio_client = client(s3_audit.environment), client(deliver.environment)
+    deliver_ledger = ledger(deliver)
+    deps = s3_handler.Dependencies(s3=s3_audit.session().client("s3"), sink=s3_client, ledger=ledger(s3_audit))
+    flaky = FlakySqs(webhook.session().client("sqs"), config.sqs_faults, random.Random(rng.random()))  # noqa: S311
     saved: list[tuple[ModuleType, str, object]] = []
     minio_handler._webhook.cache_clear()  # built from the environment: must see the drill's queue and secret
     try:
         _patch(s3_handler, "dependencies", lambda: deps, saved)
         _patch(minio_handler, "deliver_client", lambda: minio_client, saved)
-        _patch(minio_handler, "deliver_ledger", lambda: ledger, saved)
+        _patch(minio_handler, "deliver_ledger", lambda: deliver_ledger, saved)
         _patch(minio_handler, "sqs_client", lambda: flaky, saved)
         yield Wiring(received, flaky, [s3_client, minio_client])
     finally:
@@ -577,7 +577,7 @@ def _webhook_event(body: bytes) -> dict[str, Any]:
     }
 
 
-def _s3_notification(key: str, size: int) -> str:
+def _s3_notification(bucket: str, key: str, size: int) -> str:
     """The S3 ObjectCreated notification SQS carries for a log file (key URL-encoded, ``+`` for spaces)."""
     record = {
         "eventVersion": "2.1",
@@ -587,7 +587,7 @@ def _s3_notification(key: str, size: int) -> str:
         "eventName": "ObjectCreated:Put",
         "s3": {
             "s3SchemaVersion": "1.0",
-            "bucket": {"name": LOG_BUCKET, "arn": f"arn:aws:s3:::{LOG_BUCKET}"},
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
             "object": {"key": quote_plus(key, safe="/"), "size": size, "sequencer": "0068FF1A2B3C4D5E6F"},
         },
     }
@@ -616,7 +616,8 @@ class FlowStats:
 class MinioSender:
     """MinIO's audit target: posts bodies, re-sends a body answered non-2xx, and one whose 2xx it missed."""
 
-    def __init__(self, rng: random.Random, stats: FlowStats, lost_answers: float) -> None:
+    def __init__(self, webhook: Any, rng: random.Random, stats: FlowStats, lost_answers: float) -> None:
+        self._webhook = webhook
         self._rng = rng
         self._stats = stats
         self.lost_answers = lost_answers
@@ -624,11 +625,9 @@ class MinioSender:
 
     def post(self, limit: int) -> None:
         """Post up to ``limit`` pending bodies through the real webhook handler."""
-        from minio_relay import handler as minio_handler
-
         for _ in range(min(limit, len(self.pending))):
             body = self.pending.popleft()
-            response = minio_handler.webhook(_webhook_event(body), lambda_context("minio-webhook"))
+            response = self._webhook.invoke(_webhook_event(body))
             status = int(response["statusCode"])
             self._stats.webhook_posts += 1
             self._stats.webhook_statuses[str(status)] += 1
@@ -670,20 +669,22 @@ class Driver:
     """Uploads log files, posts MinIO bodies and pumps both queues through the real handlers."""
 
     def __init__(
-        self, *, sqs: Any, s3: Any, names: Mapping[str, str], config: DrillConfig, sender: MinioSender, stats: FlowStats
+        self, *, aws: Any, resources: FlowResources, config: DrillConfig, sender: MinioSender, stats: FlowStats
     ) -> None:
-        self.sqs, self.s3, self.names, self.config, self.sender, self.stats = sqs, s3, names, config, sender, stats
+        self.sqs, self.s3 = aws.client("sqs"), aws.client("s3")  # the harness's: CloudTrail, S3 and operators
+        self.resources, self.names = resources, _queue_names(resources)
+        self.config, self.sender, self.stats = config, sender, stats
 
     def upload(self, files: Sequence[LogFile]) -> None:
         """Write log files (and their re-deliveries) to the log bucket; S3 notifies the log-file queue."""
         for log_file in files:
-            self.s3.put_object(Bucket=LOG_BUCKET, Key=log_file.key, Body=log_file.body)
+            self.s3.put_object(Bucket=self.resources.log_bucket, Key=log_file.key, Body=log_file.body)
             self.stats.uploads += 1
             if log_file.copy_key:
-                self.s3.put_object(Bucket=LOG_BUCKET, Key=log_file.copy_key, Body=log_file.body)
+                self.s3.put_object(Bucket=self.resources.log_bucket, Key=log_file.copy_key, Body=log_file.body)
                 self.stats.uploads += 1
             if log_file.notify_twice:
-                body = _s3_notification(log_file.key, len(log_file.body))
+                body = _s3_notification(self.resources.log_bucket, log_file.key, len(log_file.body))
                 self.sqs.send_message(QueueUrl=self.names["log-files"], MessageBody=body)
                 self.stats.extra_notifications += 1
 
@@ -692,23 +693,10 @@ class Driver:
         from minio_relay import handler as minio_handler
         from s3_audit import handler as s3_handler
 
-        s3 = pump_queue(
-            self.sqs,
-            self.names["log-files"],
-            as_event_source(s3_handler.handler, self.stats),
-            function_name="s3-audit",
-            batch_size=self.config.s3_batch_size,
-            max_rounds=5,
-        )
+        s3 = pump_queue(self.resources.s3_audit, as_event_source(s3_handler.handler, self.stats), max_rounds=5)
         self.stats.s3_invocations += s3.invocations
         self.stats.s3_failed_messages += s3.failed
-        deliver = pump_queue(
-            self.sqs,
-            self.names["delivery"],
-            as_event_source(minio_handler.deliver, self.stats),
-            function_name="minio-deliver",
-            max_rounds=5,
-        )
+        deliver = pump_queue(self.resources.deliver, as_event_source(minio_handler.deliver, self.stats), max_rounds=5)
         self.stats.deliver_invocations += deliver.invocations
         self.stats.deliver_failed_messages += deliver.failed
 
@@ -921,29 +909,11 @@ def _run_in_emulator(
 ) -> DrillReport:
     import boto3
 
-    names = _create_resources(boto3, rs, config)
-    env = {
-        "PROCESS_API_URL": rs.process_url,
-        "AUTH_URL": rs.token_url,
-        "AUTH_ITEM_ID": rs.rs_host,
-        "AUTH_ITEM_TYPE": "resource_server",
-        "AUTH_ROLE": "admin",
-        "CLIENT_CREDENTIALS_SECRET_ARN": names["CLIENT_CREDENTIALS_SECRET_ARN"],
-        "WEBHOOK_TOKEN_SECRET_ARN": names["WEBHOOK_TOKEN_SECRET_ARN"],
-        "DELIVERY_QUEUE_URL": names["delivery"],
-        "IDEMPOTENCY_TABLE_NAME": LEDGER_TABLE,
-        "BATCH_MAX_LINES": str(config.batch_max_lines),
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-        # Local credentials must not shadow the secret: the drill reads it from Secrets Manager like AWS does.
-        "CLIENT_ID": "",
-        "CLIENT_SECRET": "",
-        "WEBHOOK_TOKEN": "",
-    }
+    resources = _create_resources(boto3, rs, config)
     stats = FlowStats()
-    with environment(env), _function_logs(sink) as errors, _wired_handlers(config, env, rng) as wiring:
-        sqs = boto3.client("sqs")
-        sender = MinioSender(random.Random(rng.random()), stats, config.lost_answers)  # noqa: S311
-        driver = Driver(sqs=sqs, s3=boto3.client("s3"), names=names, config=config, sender=sender, stats=stats)
+    with _function_logs(sink) as errors, _wired_handlers(config, resources, rng) as wiring:
+        sender = MinioSender(resources.webhook, random.Random(rng.random()), stats, config.lost_answers)  # noqa: S311
+        driver = Driver(aws=boto3, resources=resources, config=config, sender=sender, stats=stats)
         rs.faults.randomize(config.fault_table(), seed=config.seed)
         if config.token_503 > 0:
             rs.token_faults.randomize([(Fault.with_status(503), config.token_503)], seed=config.seed + 1)
