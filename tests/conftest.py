@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from moto import mock_aws
@@ -53,3 +54,11 @@ def relay_aws(mocked_aws: None) -> Iterator[None]:
     yield
     handler._sqs_client.cache_clear()
     handler._webhook.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def flow_templates() -> dict[str, dict[str, Any]]:
+    """The app's templates synthesized with cdk.json's context, once per test process (xdist worker)."""
+    from ogc_audit.stack_template import synthesized_templates
+
+    return synthesized_templates()

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from metering.ledger import KEY_ATTRIBUTE
 from metering.ogc_rs import OgcRsClient, http_session
 from metering.runtime import build_ogc_rs_client
 from metering.settings import OgcRsSettings
@@ -43,11 +44,11 @@ def client_for(
 
 
 def create_ledger_table(dynamodb: Any, name: str = "ledger") -> None:
-    """The delivery ledger's DynamoDB table (string key ``id``, on demand) in ``dynamodb``, a boto3 client."""
+    """The delivery ledger's DynamoDB table (string key, on demand) in ``dynamodb``, a boto3 client."""
     dynamodb.create_table(
         TableName=name,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
 

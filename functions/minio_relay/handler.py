@@ -139,6 +139,10 @@ def deliver(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
         except DeliveryError as error:
             record_delivery_failure(metrics, delivery_failure_kind(error))
             raise
+        except Exception:
+            # An AWS error (the ledger table: AccessDenied, throttling) must be visible, not only the retry.
+            logger.exception("message failed, SQS will deliver it again", extra={"message_id": record.message_id})
+            raise
         record_delivery(metrics, report)
         # Lines the webhook counted as metered but OGC RS refused end quarantined.
         record_rejected_lines(metrics, len(report.delivery.rejected))

@@ -382,6 +382,8 @@ def create_flow_resources(
     OGC RS of cdk.json (an example host), a local run at the reference OGC RS on loopback.
     """
     templates = templates or stack_template.synthesized_templates()
+    global _ACTIVE_FUNCTION  # noqa: PLW0603 - a new deployment: the next invocation of any function is a cold start
+    _ACTIVE_FUNCTION = None
     builder = _FlowBuilder(aws, prefix)
     # Exporting stacks first: the others import their outputs (Fn::ImportValue).
     for stack_name in sorted(templates, key=lambda name: "Fn::ImportValue" in json.dumps(templates[name])):

@@ -11,6 +11,7 @@ import pytest
 
 from infra.constants import CREDENTIALS_STACK_NAME, MINIO_RELAY_STACK_NAME, S3_AUDIT_STACK_NAME
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
+from metering.ledger import TTL_ATTRIBUTE
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
@@ -348,5 +349,5 @@ def test_minio_only_deployment_pays_for_no_trail(imported_app: SynthesizedApp) -
 
 def test_delivery_ledger_keeps_delivered_keys_with_a_ttl(relay: Template) -> None:
     properties = relay["Resources"][ledger_table(relay)]["Properties"]
-    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
     assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True

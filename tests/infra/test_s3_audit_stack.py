@@ -11,6 +11,7 @@ import pytest
 
 from infra.constants import CREDENTIALS_STACK_NAME, S3_AUDIT_STACK_NAME
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
+from metering.ledger import KEY_ATTRIBUTE, TTL_ATTRIBUTE
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
@@ -433,6 +434,6 @@ def test_delivery_ledger_is_on_demand_with_ttl_and_point_in_time_recovery(s3_tem
     assert table["DeletionPolicy"] == "Retain"
     properties = table["Properties"]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
-    assert properties["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
-    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert properties["KeySchema"] == [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
     assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True

@@ -1,0 +1,302 @@
+"""Each function runs under the IAM policy its synthesized template grants it, with the emulator enforcing IAM.
+
+The resources come from the templates too (``create_flow_resources``): queues with their redrive policies, the
+ledger tables, the log bucket's notification, the event-source settings and each function's environment. A call a
+function makes that its policy does not allow fails here exactly as it would in an AWS account; the last tests
+take one action out of each function's synthesized policy and watch the run fail with AccessDenied.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import boto3
+import pytest
+
+from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
+from metering.ledger import DYNAMODB_ACTIONS
+from ogc_audit.local_aws import FlowResources, LocalFunction, create_flow_resources, local_aws, pump_queue
+from ogc_audit.reference_rs import ReferenceOgcRs
+from ogc_audit.samples import (
+    Download,
+    Variant,
+    cloudtrail_log_key,
+    cloudtrail_record,
+    minio_entry,
+    random_download,
+    utc,
+)
+from tests.events import load_event
+
+Templates = Mapping[str, Mapping[str, Any]]
+TOKEN = "iam-test-webhook-token-3b9d0c5a"
+START = utc("2025-10-27T10:10:00")
+S3_AUDIT = "s3_audit.handler.handler"
+WEBHOOK = "minio_relay.handler.webhook"
+DELIVER = "minio_relay.handler.deliver"
+
+
+def start_flow(rs: ReferenceOgcRs, templates: Templates, batch_max_lines: int = 2) -> FlowResources:
+    """The templates' resources in the running emulator, the functions pointed at the reference OGC RS."""
+    return create_flow_resources(
+        boto3,
+        prefix="iam",
+        client_credentials={"clientId": rs.client_id, "clientSecret": rs.client_secret},
+        webhook_token=TOKEN,
+        local_settings={
+            "PROCESS_API_URL": rs.process_url,
+            "AUTH_URL": rs.token_url,
+            "AUTH_ITEM_ID": rs.rs_host,
+            # Small OGC RS requests: a log file and a MinIO batch each take several chunks.
+            "BATCH_MAX_LINES": str(batch_max_lines),
+        },
+        templates=templates,
+    )
+
+
+@pytest.fixture
+def emulator() -> Iterator[str]:
+    with local_aws() as url:
+        yield url
+
+
+@pytest.fixture
+def flow(emulator: str, reference_rs: ReferenceOgcRs, flow_templates: Templates) -> FlowResources:
+    return start_flow(reference_rs, flow_templates)
+
+
+def line(download: Download, backend: str) -> str:
+    return (
+        f"{download.user_id}|{download.collection_id}|{download.item_id}|"
+        f"{download.when:%Y-%m-%dT%H:%M:%SZ}|{download.size}|{backend}"
+    )
+
+
+def write_log_file(flow: FlowResources, name: str, rng: random.Random, repeat: dict[str, Any] | None = None) -> Any:
+    """A CloudTrail log file with 5 metered downloads among filtered events; returns (downloads, records)."""
+    records: list[dict[str, Any]] = [repeat] if repeat else []
+    downloads = []
+    for variant in [*[Variant.PRESIGNED_GET] * 5, Variant.FAILED_403, Variant.HEADER_SIGNED, Variant.HEAD_OBJECT]:
+        download = random_download(rng, START)
+        records.append(cloudtrail_record(download, variant))
+        if variant is Variant.PRESIGNED_GET:
+            downloads.append(download)
+    body = gzip.compress(json.dumps({"Records": records}).encode())
+    boto3.client("s3").put_object(Bucket=flow.log_bucket, Key=cloudtrail_log_key(START, name), Body=body)
+    return downloads, records
+
+
+def webhook_event(body: bytes) -> dict[str, Any]:
+    return {
+        "resource": "/auditlogs/processor",
+        "path": "/auditlogs/processor",
+        "httpMethod": "POST",
+        "headers": {"Authorization": f"Bearer {TOKEN}", "User-Agent": "MinIO (linux; amd64)"},
+        "body": body.decode(),
+        "isBase64Encoded": False,
+    }
+
+
+def minio_batch(rng: random.Random, size: int) -> tuple[bytes, list[Download]]:
+    entries = [(random_download(rng, START), variant) for variant in [Variant.PRESIGNED_GET] * size]
+    body = b"".join(json.dumps(minio_entry(download, variant)).encode() + b"\n" for download, variant in entries)
+    return body, [download for download, _ in entries]
+
+
+def queue_depth(url: str) -> int:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+# --- Under the full template policies: every call allowed ----------------------------------------------------------
+
+
+def test_resources_and_settings_are_the_templates(flow: FlowResources, flow_templates: Templates) -> None:
+    sqs = boto3.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=flow.log_file_queue_url, AttributeNames=["All"])["Attributes"]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert int(attributes["VisibilityTimeout"]) == 6 * 300  # the template's, not a shortened local copy
+    assert int(redrive["maxReceiveCount"]) == 5
+    assert flow.s3_audit.event_source is not None
+    assert (flow.s3_audit.event_source.batch_size, flow.s3_audit.event_source.max_concurrency) == (1, 2)
+    assert flow.deliver.event_source is not None
+    assert flow.deliver.event_source.batching_window_s == 5
+    assert flow.deliver.event_source.report_batch_item_failures
+    table = boto3.client("dynamodb").describe_time_to_live(
+        TableName=flow.s3_audit.environment["IDEMPOTENCY_TABLE_NAME"]
+    )
+    assert table["TimeToLiveDescription"]["AttributeName"] == "expiration"
+    notification = boto3.client("s3").get_bucket_notification_configuration(Bucket=flow.log_bucket)
+    (queue_configuration,) = notification["QueueConfigurations"]
+    rules = {rule["Name"].lower(): rule["Value"] for rule in queue_configuration["Filter"]["Key"]["FilterRules"]}
+    assert rules == {"prefix": "AWSLogs/", "suffix": ".json.gz"}
+    # Each function's role holds its template's statements, resolved to the emulator's ARNs.
+    actions = {
+        action
+        for document in flow.s3_audit.policies.values()
+        for statement in document["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    }
+    assert {*DYNAMODB_ACTIONS, *QUEUE_CONSUMER_ACTIONS, "s3:GetObject", "secretsmanager:GetSecretValue"} <= actions
+    assert set(flow.functions) == {S3_AUDIT, WEBHOOK, DELIVER}
+
+
+def test_s3_audit_meters_log_files_in_several_chunks_and_inline_events_under_its_role(
+    flow: FlowResources, reference_rs: ReferenceOgcRs
+) -> None:
+    rng = random.Random(1)
+    first, records = write_log_file(flow, "first", rng)
+    # CloudTrail repeats an event of the first file in the second: the ledger's BatchGetItem finds it delivered.
+    second, _ = write_log_file(flow, "second", rng, repeat=records[0])
+
+    pumped = pump_queue(flow.s3_audit)
+    inline = flow.s3_audit.invoke(load_event("envelopes/eventbridge_api_call"))
+
+    assert pumped.errors == []
+    assert pumped.failed == 0
+    assert inline["inline_records"] == 1
+    expected = sorted(line(download, "aws_s3") for download in first + second)
+    stored = reference_rs.stored_lines()
+    assert sorted(text for text in stored if "S2B_MSIL2A_20251026T050649_N0511_R019_T43PGQ" not in text) == expected
+    assert len(stored) == len(expected) + 1
+    assert queue_depth(flow.log_file_queue_url) == 0
+
+
+def test_a_failed_delivery_is_retried_and_reaches_the_dead_letter_queue_after_the_templates_receive_count(
+    flow: FlowResources, reference_rs: ReferenceOgcRs
+) -> None:
+    write_log_file(flow, "refused", random.Random(2))
+    reference_rs.faults.push("unauthorized", times=100)  # OGC RS refuses every token: a configuration failure
+
+    pumped = pump_queue(flow.s3_audit, idle_rounds=1)
+
+    # Five receives fail (claims released each time), then SQS's redrive policy moves the message to the DLQ.
+    assert pumped.failed == 5
+    assert all("AccessDenied" not in error for error in pumped.errors)
+    assert queue_depth(flow.log_file_queue_url) == 0
+    assert queue_depth(flow.log_file_dead_letter_url) == 1
+    reference_rs.faults.clear()
+
+
+def test_webhook_and_deliver_meter_minio_batches_under_their_roles(
+    flow: FlowResources, reference_rs: ReferenceOgcRs
+) -> None:
+    rng = random.Random(3)
+    bodies = [minio_batch(rng, size) for size in (1, 5, 7)]
+    for body, _ in bodies:
+        assert flow.webhook.invoke(webhook_event(body))["statusCode"] == 200
+    # One message of the batch fails (OGC RS refuses two tokens in a row), the others are delivered.
+    reference_rs.faults.push("unauthorized", times=2)
+
+    pumped = pump_queue(flow.deliver)
+
+    assert pumped.errors == []
+    assert pumped.failed >= 1  # partial batch failure, retried on the next receive
+    assert sorted(reference_rs.stored_lines()) == sorted(line(d, "minio") for _, downloads in bodies for d in downloads)
+    assert queue_depth(flow.delivery_queue_url) == 0
+    assert queue_depth(flow.delivery_dead_letter_url) == 0
+
+
+# --- One action less: the run fails with AccessDenied ---------------------------------------------------------------
+
+
+def without_action(templates: Templates, handler: str, action: str) -> dict[str, Any]:
+    """The templates with ``action`` taken out of the policy statements of ``handler``'s role."""
+    changed = copy.deepcopy(dict(templates))
+    for template in changed.values():
+        resources = template["Resources"]
+        roles = [
+            body["Properties"]["Role"]["Fn::GetAtt"][0]
+            for body in resources.values()
+            if body["Type"] == "AWS::Lambda::Function" and body["Properties"].get("Handler") == handler
+        ]
+        for body in resources.values():
+            if body["Type"] != "AWS::IAM::Policy" or not any(
+                {"Ref": role} in body["Properties"]["Roles"] for role in roles
+            ):
+                continue
+            statements = body["Properties"]["PolicyDocument"]["Statement"]
+            for statement in statements:
+                listed = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+                if action in listed:
+                    statement["Action"] = [name for name in listed if name != action]
+                    if not statement["Action"]:  # IAM refuses a statement without actions
+                        statements.remove(statement)
+                    return changed
+    raise AssertionError(f"{action} is not in the policy of {handler}: the test would prove nothing")
+
+
+def run_output(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> str:
+    return capsys.readouterr().out + caplog.text
+
+
+def function_of(flow: FlowResources, handler: str) -> LocalFunction:
+    return flow.functions[handler]
+
+
+def test_s3_audit_without_batch_get_item_fails_with_access_denied(
+    emulator: str,
+    reference_rs: ReferenceOgcRs,
+    flow_templates: Templates,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flow = start_flow(reference_rs, without_action(flow_templates, S3_AUDIT, "dynamodb:BatchGetItem"))
+    write_log_file(flow, "denied", random.Random(4))
+
+    pumped = pump_queue(flow.s3_audit)
+
+    # Every try fails (what a real account did to every log file with a download, before the grant was fixed).
+    assert pumped.failed == 5
+    output = "".join(pumped.errors) + run_output(capsys, caplog)
+    assert "AccessDenied" in output
+    assert "BatchGetItem" in output
+    assert reference_rs.row_count() == 0
+    assert queue_depth(flow.log_file_dead_letter_url) == 1
+
+
+def test_webhook_without_send_message_fails_with_access_denied(
+    emulator: str,
+    reference_rs: ReferenceOgcRs,
+    flow_templates: Templates,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flow = start_flow(reference_rs, without_action(flow_templates, WEBHOOK, "sqs:SendMessage"))
+    body, _ = minio_batch(random.Random(5), 3)
+
+    response = flow.webhook.invoke(webhook_event(body))
+
+    assert response["statusCode"] == 503  # MinIO keeps the body and sends it again
+    output = run_output(capsys, caplog)
+    assert "AccessDenied" in output
+    assert "SendMessage" in output
+    assert queue_depth(flow.delivery_queue_url) == 0
+
+
+def test_deliver_without_put_item_fails_with_access_denied(
+    emulator: str,
+    reference_rs: ReferenceOgcRs,
+    flow_templates: Templates,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flow = start_flow(reference_rs, without_action(flow_templates, DELIVER, "dynamodb:PutItem"))
+    body, _ = minio_batch(random.Random(6), 3)
+    assert flow.webhook.invoke(webhook_event(body))["statusCode"] == 200
+
+    pumped = pump_queue(flow.deliver, max_rounds=1)
+
+    assert (pumped.invocations, pumped.succeeded) == (1, 0)
+    assert pumped.failed >= 1
+    output = "".join(pumped.errors) + run_output(capsys, caplog)
+    assert "AccessDenied" in output
+    assert "PutItem" in output
+    assert reference_rs.row_count() == 0
