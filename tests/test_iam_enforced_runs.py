@@ -12,7 +12,7 @@ import copy
 import gzip
 import json
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -20,7 +20,7 @@ import pytest
 
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
 from metering.ledger import DYNAMODB_ACTIONS
-from ogc_audit.local_aws import FlowResources, LocalFunction, create_flow_resources, local_aws, pump_queue
+from ogc_audit.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
 from ogc_audit.reference_rs import ReferenceOgcRs
 from ogc_audit.samples import (
     Download,
@@ -46,15 +46,10 @@ def start_flow(rs: ReferenceOgcRs, templates: Templates, batch_max_lines: int = 
     return create_flow_resources(
         boto3,
         prefix="iam",
-        client_credentials={"clientId": rs.client_id, "clientSecret": rs.client_secret},
+        ogc_rs=rs,
         webhook_token=TOKEN,
-        local_settings={
-            "PROCESS_API_URL": rs.process_url,
-            "AUTH_URL": rs.token_url,
-            "AUTH_ITEM_ID": rs.rs_host,
-            # Small OGC RS requests: a log file and a MinIO batch each take several chunks.
-            "BATCH_MAX_LINES": str(batch_max_lines),
-        },
+        # Small OGC RS requests: a log file and a MinIO batch each take several chunks.
+        local_settings={"BATCH_MAX_LINES": str(batch_max_lines)},
         templates=templates,
     )
 
@@ -233,20 +228,17 @@ def without_action(templates: Templates, handler: str, action: str) -> dict[str,
     raise AssertionError(f"{action} is not in the policy of {handler}: the test would prove nothing")
 
 
-def run_output(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> str:
-    return capsys.readouterr().out + caplog.text
-
-
-def function_of(flow: FlowResources, handler: str) -> LocalFunction:
-    return flow.functions[handler]
+@pytest.fixture
+def output(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
+    """What the functions printed and logged so far (their JSON logs, the errors they logged)."""
+    return lambda: capsys.readouterr().out + caplog.text
 
 
 def test_s3_audit_without_batch_get_item_fails_with_access_denied(
     emulator: str,
     reference_rs: ReferenceOgcRs,
     flow_templates: Templates,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    output: Callable[[], str],
 ) -> None:
     flow = start_flow(reference_rs, without_action(flow_templates, S3_AUDIT, "dynamodb:BatchGetItem"))
     write_log_file(flow, "denied", random.Random(4))
@@ -255,9 +247,9 @@ def test_s3_audit_without_batch_get_item_fails_with_access_denied(
 
     # Every try fails (what a real account did to every log file with a download, before the grant was fixed).
     assert pumped.failed == 5
-    output = "".join(pumped.errors) + run_output(capsys, caplog)
-    assert "AccessDenied" in output
-    assert "BatchGetItem" in output
+    printed = "".join(pumped.errors) + output()
+    assert "AccessDenied" in printed
+    assert "BatchGetItem" in printed
     assert reference_rs.row_count() == 0
     assert queue_depth(flow.log_file_dead_letter_url) == 1
 
@@ -266,8 +258,7 @@ def test_webhook_without_send_message_fails_with_access_denied(
     emulator: str,
     reference_rs: ReferenceOgcRs,
     flow_templates: Templates,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    output: Callable[[], str],
 ) -> None:
     flow = start_flow(reference_rs, without_action(flow_templates, WEBHOOK, "sqs:SendMessage"))
     body, _ = minio_batch(random.Random(5), 3)
@@ -275,9 +266,9 @@ def test_webhook_without_send_message_fails_with_access_denied(
     response = flow.webhook.invoke(webhook_event(body))
 
     assert response["statusCode"] == 503  # MinIO keeps the body and sends it again
-    output = run_output(capsys, caplog)
-    assert "AccessDenied" in output
-    assert "SendMessage" in output
+    printed = output()
+    assert "AccessDenied" in printed
+    assert "SendMessage" in printed
     assert queue_depth(flow.delivery_queue_url) == 0
 
 
@@ -285,8 +276,7 @@ def test_deliver_without_put_item_fails_with_access_denied(
     emulator: str,
     reference_rs: ReferenceOgcRs,
     flow_templates: Templates,
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    output: Callable[[], str],
 ) -> None:
     flow = start_flow(reference_rs, without_action(flow_templates, DELIVER, "dynamodb:PutItem"))
     body, _ = minio_batch(random.Random(6), 3)
@@ -296,7 +286,7 @@ def test_deliver_without_put_item_fails_with_access_denied(
 
     assert (pumped.invocations, pumped.succeeded) == (1, 0)
     assert pumped.failed >= 1
-    output = "".join(pumped.errors) + run_output(capsys, caplog)
-    assert "AccessDenied" in output
-    assert "PutItem" in output
+    printed = "".join(pumped.errors) + output()
+    assert "AccessDenied" in printed
+    assert "PutItem" in printed
     assert reference_rs.row_count() == 0

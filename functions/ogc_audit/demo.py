@@ -135,13 +135,9 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             resources = create_flow_resources(
                 boto3,
                 prefix="ogc-demo",
-                client_credentials={"clientId": rs.client_id, "clientSecret": rs.client_secret},
+                ogc_rs=rs,
                 webhook_token=WEBHOOK_TOKEN,
-                # The templates point at cdk.json's example OGC RS; the demo's is the reference one on loopback.
                 local_settings={
-                    "PROCESS_API_URL": rs.process_url,
-                    "AUTH_URL": rs.token_url,
-                    "AUTH_ITEM_ID": rs.rs_host,
                     "POWERTOOLS_LOG_LEVEL": "WARNING",
                     "POWERTOOLS_METRICS_DISABLED": "true",  # the EMF documents would drown the demo's output
                 },

@@ -437,15 +437,9 @@ def _create_resources(aws: Any, rs: ReferenceOgcRs, config: DrillConfig) -> Flow
     return create_flow_resources(
         aws,
         prefix=_PREFIX,
-        client_credentials={"clientId": rs.client_id, "clientSecret": rs.client_secret},
+        ogc_rs=rs,
         webhook_token=WEBHOOK_TOKEN,
-        # Instead of the template's values: the reference OGC RS on loopback, and the drill's smaller batches.
-        local_settings={
-            "PROCESS_API_URL": rs.process_url,
-            "AUTH_URL": rs.token_url,
-            "AUTH_ITEM_ID": rs.rs_host,
-            "BATCH_MAX_LINES": str(config.batch_max_lines),
-        },
+        local_settings={"BATCH_MAX_LINES": str(config.batch_max_lines)},  # smaller than the template's
     )
 
 

@@ -24,12 +24,15 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ogc_audit import stack_template
 from ogc_audit.stack_template import ACCOUNT, REGION, Physical, StackResolver, Template, short_name
+
+if TYPE_CHECKING:
+    from ogc_audit.reference_rs import ReferenceOgcRs
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 
@@ -369,7 +372,7 @@ def create_flow_resources(
     aws: Any,
     *,
     prefix: str,
-    client_credentials: Mapping[str, str],
+    ogc_rs: ReferenceOgcRs,
     webhook_token: str,
     local_settings: Mapping[str, str] | None = None,
     templates: Mapping[str, Template] | None = None,
@@ -377,9 +380,10 @@ def create_flow_resources(
     """Create in the emulator what the synthesized templates declare, and one role per function with its policies.
 
     ``aws`` is the boto3 module (or a Session) with the harness's credentials; ``templates`` defaults to the app
-    synthesized with cdk.json's context. The secret *values* come from the caller (the templates hold none).
-    ``local_settings`` replace template values of the functions' environment: the templates point at the
-    OGC RS of cdk.json (an example host), a local run at the reference OGC RS on loopback.
+    synthesized with cdk.json's context. The secret *values* come from the caller (the templates hold none): the
+    reference OGC RS's client credentials and ``webhook_token``. The functions' environment is the templates',
+    except that the OGC RS endpoints are the reference OGC RS on loopback (the templates point at cdk.json's
+    example host), and ``local_settings`` replace any other template value.
     """
     templates = templates or stack_template.synthesized_templates()
     global _ACTIVE_FUNCTION  # noqa: PLW0603 - a new deployment: the next invocation of any function is a cold start
@@ -389,11 +393,16 @@ def create_flow_resources(
     for stack_name in sorted(templates, key=lambda name: "Fn::ImportValue" in json.dumps(templates[name])):
         builder.create_stack(stack_name, templates[stack_name])
     secret_values = {
-        "CLIENT_CREDENTIALS_SECRET_ARN": json.dumps(dict(client_credentials)),
+        "CLIENT_CREDENTIALS_SECRET_ARN": json.dumps(
+            {"clientId": ogc_rs.client_id, "clientSecret": ogc_rs.client_secret}
+        ),
         "WEBHOOK_TOKEN_SECRET_ARN": webhook_token,
     }
     builder.fill_secrets(secret_values)
+    endpoints = {"PROCESS_API_URL": ogc_rs.process_url, "AUTH_URL": ogc_rs.token_url, "AUTH_ITEM_ID": ogc_rs.rs_host}
     for function in builder.functions.values():
+        # Only where the template sets them: the webhook, for one, never talks to OGC RS.
+        function.environment.update({name: value for name, value in endpoints.items() if name in function.environment})
         function.environment.update(local_settings or {})
         _ALL_FUNCTION_VARIABLES.update(function.environment)
     return FlowResources(
