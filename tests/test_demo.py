@@ -15,7 +15,7 @@ def test_demo_meters_both_flows_exactly_once() -> None:
         env=cli_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,  # the demo synthesizes the stacks in process first
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "AWS S3 flow: 6 lines stored, 6 expected: OK" in result.stdout

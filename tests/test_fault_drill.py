@@ -33,7 +33,7 @@ def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
         env=cli_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,  # the drill synthesizes the stacks in process first
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "duplicates outside the window: 0" in result.stdout

@@ -221,15 +221,28 @@ class LocalFunction:
     """The role's policy documents as created in the emulator (resolved), by policy name."""
     credentials: dict[str, str] = field(repr=False)
     event_source: EventSource | None = None
+    # What this function's execution environment keeps across invocations and cold starts alike: one boto3
+    # Session (loading the service models costs ~0.2 s a client), and Powertools' secrets provider.
+    _session: Any = field(default=None, init=False, repr=False)
+    _secrets_provider: Any = field(default=None, init=False, repr=False)
+    _poller: Any = field(default=None, init=False, repr=False)
 
     def session(self) -> Any:
-        """A boto3 Session with this function's role credentials."""
+        """The boto3 Session with this function's role credentials."""
         import boto3
 
-        return boto3.Session(**_static_keys(*self._keys()), region_name=REGION)
+        if self._session is None:
+            self._session = boto3.Session(**_static_keys(*self._keys()), region_name=REGION)
+        return self._session
 
     def _keys(self) -> tuple[str, str, str]:
         return self.credentials["AccessKeyId"], self.credentials["SecretAccessKey"], self.credentials["SessionToken"]
+
+    def sqs_poller(self) -> Any:
+        """The SQS client Lambda's event source polls this function's queue with (the function's role)."""
+        if self._poller is None:
+            self._poller = self.session().client("sqs")
+        return self._poller
 
     @property
     def handler(self) -> LambdaHandler:
@@ -255,17 +268,23 @@ class LocalFunction:
             "AWS_SESSION_TOKEN": token,
         }
         others = tuple(name for name in _ALL_FUNCTION_VARIABLES if name not in values)
+        import boto3
+        from aws_lambda_powertools.utilities.parameters import base as powertools_parameters
+
         global _ACTIVE_FUNCTION  # noqa: PLW0603 - the one execution environment this process stands for
         with environment(values, remove=(*others, *_LOCAL_ONLY_SETTINGS)):
             if self.name != _ACTIVE_FUNCTION:
                 _forget_execution_environment()
                 _ACTIVE_FUNCTION = self.name
+            providers = powertools_parameters.DEFAULT_PROVIDERS
+            providers.pop("secrets", None)
+            if self._secrets_provider is not None:
+                providers["secrets"] = self._secrets_provider
+            boto3.DEFAULT_SESSION = self.session()  # boto3.client() inside: this role's credentials
             try:
                 yield
             finally:
-                # Clients created inside read the credentials now being restored: leave none behind.
-                import boto3
-
+                self._secrets_provider = providers.pop("secrets", None)
                 boto3.DEFAULT_SESSION = None
 
     def invoke(self, event: dict[str, Any], handler: LambdaHandler | None = None) -> Any:
@@ -279,10 +298,7 @@ _ALL_FUNCTION_VARIABLES: set[str] = set()
 
 
 def _forget_execution_environment() -> None:
-    """Drop what one function's execution environment keeps between invocations (clients, settings, secrets)."""
-    import boto3
-    from aws_lambda_powertools.utilities.parameters import base as powertools_parameters
-
+    """Drop the module-level caches one function's invocations filled (clients, settings, the OGC RS client)."""
     from metering import runtime
     from minio_relay import handler as minio_handler
     from s3_audit import handler as s3_handler
@@ -295,8 +311,6 @@ def _forget_execution_environment() -> None:
         runtime._cached_client,
     ):
         getattr(cached, "cache_clear", lambda: None)()  # a harness may have replaced one (the fault drill does)
-    powertools_parameters.DEFAULT_PROVIDERS.pop("secrets", None)
-    boto3.DEFAULT_SESSION = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -645,7 +659,7 @@ def pump_queue(
     entry point (a wrapper around it).
     """
     source = _source(function)
-    sqs = function.session().client("sqs")
+    sqs = function.sqs_poller()
     result, idle = PumpResult(), 0
     for _ in range(max_rounds):
         messages = _receive_batch(sqs, source)
