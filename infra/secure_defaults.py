@@ -41,6 +41,7 @@ from infra.constants import (
     QUEUE_RETENTION,
     VISIBILITY_TIMEOUT_FACTOR,
 )
+from metering import env_names
 
 # Feature flags the constructs below rely on, with why. cdk.json is where every feature flag is set (all those
 # recommended for the pinned aws-cdk-lib, see README); each stack only checks these, so a cdk.json edited by hand
@@ -265,9 +266,9 @@ class AuditFunction(Construct):
             role=self.role,
             log_group=self.log_group,
             environment={
-                "POWERTOOLS_SERVICE_NAME": service_name,
-                "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_METRICS_NAMESPACE,
-                "POWERTOOLS_LOG_LEVEL": POWERTOOLS_LOG_LEVEL,
+                env_names.POWERTOOLS_SERVICE_NAME: service_name,
+                env_names.POWERTOOLS_METRICS_NAMESPACE: POWERTOOLS_METRICS_NAMESPACE,
+                env_names.POWERTOOLS_LOG_LEVEL: POWERTOOLS_LOG_LEVEL,
                 **environment,
             },
         )
@@ -307,7 +308,7 @@ class DeliveryLedgerTable(Construct):
                 resources=[self.table.table_arn],
             )
         )
-        function.function.add_environment("IDEMPOTENCY_TABLE_NAME", self.table.table_name)
+        function.function.add_environment(env_names.IDEMPOTENCY_TABLE_NAME, self.table.table_name)
 
 
 class SecretReference:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from metering.line import MeteredDownload, normalize_timestamp
 from metering.outcomes import OutcomeTally, Reason, Skip
-from minio_relay.audit_entry import MAX_ITEM_ID_CHARS, classify_entry, event_key
+from minio_relay.audit_entry import MAX_ITEM_ID_CHARS, classify_entry, entry_identity
 from minio_relay.body import BodyError, parse_body
 from minio_relay.webhook import meter_entries
 from tests.property.strategies import (
@@ -156,7 +156,7 @@ def expected_body(lines: list[bytes]) -> tuple[int, list[str], int] | None:
         if ok:
             kind, result = expected_outcome(value)
             if kind == "metered":
-                key = event_key(value)
+                key = entry_identity(value)
                 if key in keys:
                     duplicates += 1
                 else:
