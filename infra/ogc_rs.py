@@ -1,4 +1,4 @@
-"""What every function that delivers to OGC RS needs in its environment (DESIGN.md "Interfaces")."""
+"""What every function that delivers to OGC RS needs in its environment (docs/design.md "Interfaces")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The MinIO metering rules (DESIGN.md table) on realistic audit entries from tests/events/minio/."""
+"""The MinIO metering rules (docs/design.md table) on realistic audit entries from tests/events/minio/."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The metering rules for one MinIO audit entry (DESIGN.md, "What is metered", MinIO column).
+"""The metering rules for one MinIO audit entry (docs/design.md, "What is metered", MinIO column).
 
 An entry is a JSON object as MinIO's ``audit_webhook`` target sends it (madmin-go ``log.Audit``). Releases
 since 2021 are accepted: ``api.rx``/``api.tx`` exist since 2021-10 and ``accessKey`` since 2023-02, so

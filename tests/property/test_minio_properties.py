@@ -2,7 +2,7 @@
 meter_entries counting outcomes).
 
 Over random and mutated entries: no unhandled exception, every entry ends in exactly one outcome (the one an
-independent model of DESIGN.md's MinIO rules predicts), and a metered line is one OGC RS accepts.
+independent model of docs/design.md's MinIO rules predicts), and a metered line is one OGC RS accepts.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _request(entry: dict[str, Any]) -> Expected | tuple[dict[str, Any], dict[str
 
 
 def expected_outcome(entry: Json) -> Expected:  # noqa: PLR0911 - one return per rule
-    """What DESIGN.md says becomes of an entry, computed without the code under test's rule functions."""
+    """What docs/design.md says becomes of an entry, computed without the code under test's rule functions."""
     if not isinstance(entry, dict):
         return ("quarantined", Reason.MALFORMED_ENTRY)
     request = _request(entry)
