@@ -38,7 +38,7 @@ from infra.secure_defaults import (
     private_bucket,
 )
 from metering.aws_calls import LOG_FILE_READ_ACTIONS
-from metering.metric_names import FLOW_AWS_S3
+from metering.metric_names import FLOW_AWS_S3, SERVICE_OF_FLOW
 
 # S3 delivers an event notification with this call only (no GetQueueAttributes/GetQueueUrl as CDK grants).
 S3_NOTIFICATION_SEND_ACTIONS = ("sqs:SendMessage",)
@@ -135,7 +135,7 @@ class S3AuditStack(AuditStack):
             "S3Audit",
             package="s3_audit",
             handler="handler.handler",
-            service_name="s3_audit",
+            service_name=SERVICE_OF_FLOW[FLOW_AWS_S3],
             memory_size=S3_AUDIT_MEMORY_MB,
             timeout=S3_AUDIT_TIMEOUT,
             config=config,

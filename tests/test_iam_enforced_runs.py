@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
+from metering import env_names
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
 from metering.ledger import DYNAMODB_ACTIONS
 from ogc_audit.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
@@ -49,7 +50,7 @@ def start_flow(rs: ReferenceOgcRs, templates: Templates, batch_max_lines: int = 
         ogc_rs=rs,
         webhook_token=TOKEN,
         # Small OGC RS requests: a log file and a MinIO batch each take several chunks.
-        local_settings={"BATCH_MAX_LINES": str(batch_max_lines)},
+        local_settings={env_names.BATCH_MAX_LINES: str(batch_max_lines)},
         templates=templates,
     )
 
@@ -125,7 +126,7 @@ def test_resources_and_settings_are_the_templates(flow: FlowResources, flow_temp
     assert flow.deliver.event_source.batching_window_s == 5
     assert flow.deliver.event_source.report_batch_item_failures
     table = boto3.client("dynamodb").describe_time_to_live(
-        TableName=flow.s3_audit.environment["IDEMPOTENCY_TABLE_NAME"]
+        TableName=flow.s3_audit.environment[env_names.IDEMPOTENCY_TABLE_NAME]
     )
     assert table["TimeToLiveDescription"]["AttributeName"] == "expiration"
     notification = boto3.client("s3").get_bucket_notification_configuration(Bucket=flow.log_bucket)

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from metering import env_names
 from metering.outcomes import OutcomeTally
 from ogc_audit.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
 from ogc_audit.reference_rs import ReferenceOgcRs
@@ -138,7 +139,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 ogc_rs=rs,
                 webhook_token=WEBHOOK_TOKEN,
                 local_settings={
-                    "POWERTOOLS_LOG_LEVEL": "WARNING",
+                    env_names.POWERTOOLS_LOG_LEVEL: "WARNING",
                     "POWERTOOLS_METRICS_DISABLED": "true",  # the EMF documents would drown the demo's output
                 },
             )

@@ -47,6 +47,7 @@ from urllib.parse import quote_plus
 
 import requests
 
+from metering import env_names
 from ogc_audit.local_aws import FlowResources, LambdaHandler, create_flow_resources, local_aws, pump_queue
 from ogc_audit.redrive import redrive
 from ogc_audit.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
@@ -152,7 +153,7 @@ class DrillConfig:
 
 
 def expected_line(download: Download, backend: str) -> str:
-    """The line a metered download must become, written from the generator's facts (DESIGN.md, output line)."""
+    """The line a metered download must become, written from the generator's facts (docs/design.md, output line)."""
     return (
         f"{download.user_id}|{download.collection_id}|{download.item_id}|"
         f"{download.when:%Y-%m-%dT%H:%M:%SZ}|{download.size}|{backend}"
@@ -439,7 +440,7 @@ def _create_resources(aws: Any, rs: ReferenceOgcRs, config: DrillConfig) -> Flow
         prefix=_PREFIX,
         ogc_rs=rs,
         webhook_token=WEBHOOK_TOKEN,
-        local_settings={"BATCH_MAX_LINES": str(config.batch_max_lines)},  # smaller than the template's
+        local_settings={env_names.BATCH_MAX_LINES: str(config.batch_max_lines)},  # smaller than the template's
     )
 
 
@@ -525,7 +526,9 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
         return build_ogc_rs_client(OgcRsSettings.from_env(env), session=session, timeout=timeout)
 
     def ledger(function: Any) -> DynamoDbLedger:
-        return DynamoDbLedger(function.environment["IDEMPOTENCY_TABLE_NAME"], function.session().client("dynamodb"))
+        return DynamoDbLedger(
+            function.environment[env_names.IDEMPOTENCY_TABLE_NAME], function.session().client("dynamodb")
+        )
 
     s3_audit, webhook, deliver = resources.s3_audit, resources.webhook, resources.deliver
     s3_client, minio_client = client(s3_audit.environment), client(deliver.environment)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from metering import env_names
 from ogc_audit import stack_template
 from ogc_audit.stack_template import ACCOUNT, REGION, Physical, StackResolver, Template, short_name
 
@@ -47,7 +48,7 @@ _IAM_ACTION_OF_API = {
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
 }
 # Settings for local runs only (metering.settings): they would bypass the secrets the template points at.
-_LOCAL_ONLY_SETTINGS = ("CLIENT_ID", "CLIENT_SECRET", "WEBHOOK_TOKEN", "LEDGER_PATH")
+_LOCAL_ONLY_SETTINGS = (env_names.CLIENT_ID, env_names.CLIENT_SECRET, env_names.WEBHOOK_TOKEN, env_names.LEDGER_PATH)
 
 
 def lambda_context(function_name: str, memory_mb: int = 1024) -> LambdaContext:
@@ -406,14 +407,17 @@ def create_flow_resources(
     # Exporting stacks first: the others import their outputs (Fn::ImportValue).
     for stack_name in sorted(templates, key=lambda name: "Fn::ImportValue" in json.dumps(templates[name])):
         builder.create_stack(stack_name, templates[stack_name])
+    credentials = {"clientId": ogc_rs.client_id, "clientSecret": ogc_rs.client_secret}
     secret_values = {
-        "CLIENT_CREDENTIALS_SECRET_ARN": json.dumps(
-            {"clientId": ogc_rs.client_id, "clientSecret": ogc_rs.client_secret}
-        ),
-        "WEBHOOK_TOKEN_SECRET_ARN": webhook_token,
+        env_names.CLIENT_CREDENTIALS_SECRET_ARN: json.dumps(credentials),
+        env_names.WEBHOOK_TOKEN_SECRET_ARN: webhook_token,
     }
     builder.fill_secrets(secret_values)
-    endpoints = {"PROCESS_API_URL": ogc_rs.process_url, "AUTH_URL": ogc_rs.token_url, "AUTH_ITEM_ID": ogc_rs.rs_host}
+    endpoints = {
+        env_names.PROCESS_API_URL: ogc_rs.process_url,
+        env_names.AUTH_URL: ogc_rs.token_url,
+        env_names.AUTH_ITEM_ID: ogc_rs.rs_host,
+    }
     for function in builder.functions.values():
         # Only where the template sets them: the webhook, for one, never talks to OGC RS.
         function.environment.update({name: value for name, value in endpoints.items() if name in function.environment})
