@@ -8,6 +8,7 @@ independent model of docs/design.md's rules predicts), and a metered line is one
 from __future__ import annotations
 
 import copy
+import decimal
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -178,12 +179,13 @@ def expected_bytes(raw: object) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():
-            value = int(text)
-        else:
-            try:
-                value = float(text)
-            except ValueError:
-                return None
+            # Decimal arithmetic: int() refuses 4,300+ digits, and such a number is no byte count anyway.
+            value = decimal.Decimal(text)
+            return int(value) if value <= 2**63 - 1 else None
+        try:
+            value = float(text)
+        except ValueError:
+            return None
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
             return None
