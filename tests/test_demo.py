@@ -18,6 +18,10 @@ def test_demo_meters_both_flows_exactly_once() -> None:
         timeout=240,  # the demo synthesizes the stacks in process first
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # Each function ran with its own role's credentials, holding its synthesized policies, IAM enforced.
+    assert result.stdout.startswith("IAM enforced: each function runs under its synthesized template role policy")
+    for role in ("S3AuditRole", "WebhookRole", "DeliverRole"):
+        assert role in result.stdout.splitlines()[0]
     assert "AWS S3 flow: 6 lines stored, 6 expected: OK" in result.stdout
     assert "MinIO flow: 4 lines stored, 4 expected: OK" in result.stdout
     assert "POST with a wrong token -> 401" in result.stdout
