@@ -19,18 +19,20 @@ def _parser() -> argparse.ArgumentParser:
         help="print the metered lines of log files (a dry run: nothing is sent)",
         description="Print the metered lines, one per line, to stdout and a per-reason summary to stderr.",
     )
-    extract.add_argument("--source", choices=("cloudtrail", "minio"), required=True)
+    extract.add_argument("--source", choices=("cloudtrail", "s3-access-log", "minio"), required=True)
     extract.add_argument(
         "paths",
         nargs="+",
         metavar="PATH",
-        help="a .json.gz, .json or NDJSON file, - for stdin, or (cloudtrail) s3://bucket/prefix",
+        help="a .json.gz, .json or NDJSON file, an access-log object, - for stdin, "
+        "or (cloudtrail, s3-access-log) s3://bucket/prefix",
     )
 
     replay = commands.add_parser(
         "replay",
-        help="re-send a period of CloudTrail log files through the delivery ledger (never twice)",
-        description="Backfill after an outage: meter and deliver the log files CloudTrail delivered in a period.",
+        help="re-send a period of log files (CloudTrail or S3 access logs) through the delivery ledger (never twice)",
+        description="Backfill after an outage: meter and deliver the log files (CloudTrail log files, S3 server "
+        "access logs) whose object names fall in a period.",
     )
     replay.add_argument("location", metavar="s3://bucket/prefix")
     replay.add_argument("--since", required=True, help="start of the period (ISO 8601; UTC unless an offset is given)")

@@ -1,0 +1,292 @@
+"""S3 server access logs: one record per line, their metering rules and the request ID (DESIGN.md, access-log column).
+
+A record is space-separated, ``-`` for an empty field, the Time in brackets (``[09/May/2024:08:05:01 +0000]``,
+two tokens), Request-URI, Referer and User-Agent in double quotes (they hold spaces). Fields are read by
+position; AWS appends new ones at the end over the years, so extra trailing fields are ignored and an older,
+shorter record is accepted as long as it reaches the User-Agent. Fields in order (AWS S3 user guide, "Amazon S3
+server access log format"): Bucket Owner, Bucket, Time, Remote IP, Requester, Request ID, Operation, Key,
+Request-URI, HTTP status, Error Code, Bytes Sent, Object Size, Total Time, Turn-Around Time, Referer,
+User-Agent, Version Id, Host Id, Signature Version, Cipher Suite, Authentication Type, Host Header, ...
+
+Objects are plain text (a gzipped copy, e.g. given to ``ogc-audit extract``, is inflated by the same bounded layer
+as CloudTrail files), read as a stream of lines in bounded memory: a line longer than ``MAX_LINE_BYTES`` is
+quarantined and skipped without being held whole, and a malformed line is quarantined alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from urllib.parse import unquote_plus
+
+import msgspec
+
+from metering.line import Backend, MeteredDownload, build_download, check_ids
+from metering.outcomes import Reason, Skip
+from s3_audit.log_file import LogFileFault, decompressed
+from s3_audit.sources.identity import request_key
+
+NAME = "s3-access-log"
+DOWNLOAD_OPERATION = "REST.GET.OBJECT"
+SUCCESS_STATUSES = frozenset({"200", "206"})
+# The Authentication Type S3 writes for a request signed in its query string (a presigned URL).
+PRESIGNED_AUTHENTICATION = "QueryString"
+# Records written before the Authentication Type field existed: a SigV4 presigned URL carries this parameter.
+PRESIGNED_PARAMETER = "X-Amz-Signature"
+MAX_LINE_BYTES = 1 << 20  # a record is a few hundred bytes; a longer line is damage or hostile input
+_ID_PARAMETERS = frozenset({"userId", "collectionId", "itemId", PRESIGNED_PARAMETER})
+# Authentication Type is the 5th field after the User-Agent (Version Id, Host Id, Signature Version, Cipher Suite).
+_AUTHENTICATION_AFTER_USER_AGENT = 4
+_MONTHS = {
+    name: f"{number:02d}"
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+_FILTERED = {reason: Skip.filtered(reason) for reason in Reason}
+_NEWLINE = b"\n"
+# [prefix]YYYY-mm-DD-HH-MM-SS-UniqueString, or with date-based partitioning
+# [prefix]<account>/<region>/<bucket>/YYYY/mm/DD/YYYY-mm-DD-HH-MM-SS-UniqueString: both end the same way.
+_OBJECT_NAME = re.compile(r"(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-[0-9A-Za-z]{1,64}$")
+
+
+class AccessLogRecord(msgspec.Struct, frozen=True, gc=False):
+    """One access-log record, reduced to the fields the metering rules read."""
+
+    bucket: str
+    time: str  # RFC 3339 when the bracketed time is well formed, else the raw text (quarantined if metered)
+    request_id: str
+    operation: str
+    request_uri: str
+    http_status: str
+    bytes_sent: str
+    authentication_type: str | None  # None: a record older than the field
+
+
+class MalformedLine(ValueError):
+    """A line that is not an access-log record; the message says which part is wrong."""
+
+
+def parse_record(line: str) -> AccessLogRecord:
+    """The record of one line (without its newline). Raises MalformedLine."""
+    parts = line.split(" ", 8)
+    if len(parts) < 9:
+        raise MalformedLine(f"{len(parts)} space-separated tokens, a record has at least 18 fields")
+    _owner, bucket, day_time, zone, _remote_ip, _requester, request_id, operation, rest = parts
+    if day_time[:1] != "[" or zone[-1:] != "]":
+        raise MalformedLine("the Time field is not [dd/Mon/yyyy:HH:MM:SS +zzzz]")
+    _key, _, rest = rest.partition(" ")
+    request_uri, rest = _quoted(rest, "Request-URI")
+    fields = rest.split(" ", 6)
+    if len(fields) < 7:
+        raise MalformedLine("the record ends before the Referer")
+    http_status, _error_code, bytes_sent = fields[0], fields[1], fields[2]
+    if not (http_status.isdigit() or http_status == "-"):
+        raise MalformedLine(f"HTTP status {http_status[:16]!r} is not a number")
+    _referer, rest = _quoted(fields[6], "Referer")
+    _user_agent, rest = _quoted(rest, "User-Agent", last=True)
+    authentication: str | None = None
+    if rest:
+        tail = rest.split(" ", _AUTHENTICATION_AFTER_USER_AGENT + 1)
+        if len(tail) > _AUTHENTICATION_AFTER_USER_AGENT:
+            authentication = tail[_AUTHENTICATION_AFTER_USER_AGENT]
+    return AccessLogRecord(
+        bucket=bucket,
+        time=_rfc3339(day_time[1:], zone[:-1]),
+        request_id=request_id,
+        operation=operation,
+        request_uri=request_uri,
+        http_status=http_status,
+        bytes_sent=bytes_sent,
+        authentication_type=authentication,
+    )
+
+
+def _quoted(text: str, name: str, *, last: bool = False) -> tuple[str, str]:
+    """A field in double quotes (or ``-``) at the start of ``text``, and the text after it and its space."""
+    if text[:1] == '"':
+        # The closing quote is the one followed by a space (or the end of the line): values may hold quotes.
+        end = text.find('" ', 1)
+        if end < 0:
+            if last and len(text) > 1 and text[-1] == '"':
+                return text[1:-1], ""
+            raise MalformedLine(f"the {name} field has no closing quote")
+        return text[1:end], text[end + 2 :]
+    value, _, rest = text.partition(" ")
+    if value != "-":
+        raise MalformedLine(f"the {name} field is neither quoted nor -")
+    if not rest and not last:
+        raise MalformedLine(f"the record ends after the {name}")
+    return "", rest
+
+
+def _rfc3339(day_time: str, zone: str) -> str:
+    """``09/May/2024:08:05:01`` and ``+0000`` as ``2024-05-09T08:05:01Z``; odd text is left for the rules to refuse."""
+    month = _MONTHS.get(day_time[3:6])
+    if month is None or len(day_time) != 20 or day_time[2] != "/" or day_time[6] != "/" or day_time[11] != ":":
+        return f"{day_time} {zone}"
+    stamp = f"{day_time[7:11]}-{month}-{day_time[:2]}T{day_time[12:]}"
+    if zone == "+0000":
+        return stamp + "Z"
+    return f"{stamp}{zone[:3]}:{zone[3:]}"
+
+
+def query_ids(request_uri: str) -> tuple[str | None, str | None, str | None, bool]:
+    """userId, collectionId, itemId (percent-decoded, first occurrence) and whether X-Amz-Signature is there.
+
+    Raises UnicodeDecodeError when a value percent-decodes to invalid UTF-8.
+    """
+    # "GET /bucket/key?query HTTP/1.1": the query runs from the first ? to the protocol.
+    target = request_uri.rpartition(" ")[0] or request_uri
+    query = target.partition("?")[2]
+    found: dict[str, str] = {}
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name in _ID_PARAMETERS and name not in found:
+            found[name] = unquote_plus(value, errors="strict") if ("%" in value or "+" in value) else value
+    return found.get("userId"), found.get("collectionId"), found.get("itemId"), PRESIGNED_PARAMETER in found
+
+
+def is_presigned(record: AccessLogRecord, has_signature_parameter: bool) -> bool:
+    """Authentication Type QueryString; a record older than that field: X-Amz-Signature in the query."""
+    if record.authentication_type is None:
+        return has_signature_parameter
+    return record.authentication_type == PRESIGNED_AUTHENTICATION
+
+
+def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
+    """Apply the metering rules in DESIGN.md order: the first rule that fails names the reason."""
+    if record.operation != DOWNLOAD_OPERATION:
+        return _FILTERED[Reason.NOT_GET_OBJECT]
+    if record.http_status not in SUCCESS_STATUSES:
+        return _FILTERED[Reason.FAILED_REQUEST]
+    try:
+        user_id, collection_id, item_id, signed = query_ids(record.request_uri)
+    except UnicodeDecodeError:
+        return Skip.quarantined(Reason.MALFORMED_ENTRY, "a query parameter percent-decodes to invalid UTF-8")
+    if not is_presigned(record, signed):
+        return _FILTERED[Reason.NOT_PRESIGNED]
+    bad_ids = check_ids(user_id, collection_id, item_id)
+    if bad_ids is not None:
+        return bad_ids
+    assert user_id is not None and collection_id is not None and item_id is not None  # noqa: PT018
+    return build_download(
+        user_id=user_id,
+        collection_id=collection_id,
+        item_id=item_id,
+        timestamp=record.time,
+        bytes_sent=0 if record.bytes_sent == "-" else record.bytes_sent,
+        backend=Backend.AWS_S3,
+        event_id=request_key(record.bucket, record.request_id) or "",
+    )
+
+
+def meter_line(line: str) -> MeteredDownload | Skip:
+    """One line's outcome: a metered download, a filtered record, or a MALFORMED_ENTRY quarantine."""
+    try:
+        record = parse_record(line)
+    except MalformedLine as error:
+        return Skip.quarantined(Reason.MALFORMED_ENTRY, str(error))
+    return classify(record)
+
+
+def read_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[str | Skip]:
+    """The lines of an access-log object (without newlines, blank ones left out), streamed from its bytes.
+
+    A line longer than ``max_line`` bytes is quarantined and skipped up to its newline without being kept; a
+    line that is not UTF-8 is quarantined alone. Memory holds at most one bound plus one chunk.
+    """
+    pending = b""
+    number = 0  # lines read so far, to name a quarantined one
+    skipping = False  # inside a line that is over the bound
+    for chunk in chunks:
+        data = chunk
+        if skipping:
+            newline = data.find(_NEWLINE)
+            if newline < 0:
+                continue
+            data, skipping = data[newline + 1 :], False
+        if pending:
+            data = pending + data
+        cut = data.rfind(_NEWLINE)
+        if cut < 0:
+            pending = data
+        else:
+            pending = data[cut + 1 :]
+            yield from _block_lines(data[:cut], number, max_line)
+            number += data.count(_NEWLINE, 0, cut + 1)
+        if len(pending) > max_line:
+            number += 1
+            yield _too_long(number, max_line)
+            pending, skipping = b"", True
+    if pending and not skipping:
+        yield from _block_lines(pending, number, max_line)
+
+
+def _block_lines(block: bytes, number: int, max_line: int) -> Iterator[str | Skip]:
+    try:
+        lines = block.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        yield from _lines_one_by_one(block, number)
+        return
+    for offset, line in enumerate(lines, number + 1):
+        if len(line) * 4 > max_line and len(line.encode()) > max_line:
+            yield _too_long(offset, max_line)
+        elif line and line != "\r":
+            yield line[:-1] if line[-1] == "\r" else line
+
+
+def _lines_one_by_one(block: bytes, number: int) -> Iterator[str | Skip]:
+    """A block with invalid UTF-8: decode each line alone, so only the bad line is quarantined."""
+    for offset, raw in enumerate(block.split(_NEWLINE), number + 1):
+        try:
+            line = raw.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as error:
+            yield Skip.quarantined(Reason.MALFORMED_ENTRY, f"line {offset}: not UTF-8 ({error.reason})")
+            continue
+        if line:
+            yield line
+
+
+def _too_long(number: int, max_line: int) -> Skip:
+    return Skip.quarantined(Reason.MALFORMED_ENTRY, f"line {number}: longer than {max_line} bytes, skipped")
+
+
+def access_log_outcomes(chunks: Iterable[bytes]) -> Iterator[MeteredDownload | Skip]:
+    """The outcome of every line of an access-log object, in order (repeats are judged by the caller)."""
+    number = 0
+    try:
+        for line in read_lines(decompressed(chunks)):
+            number += 1
+            if isinstance(line, Skip):
+                yield line
+                continue
+            outcome = meter_line(line)
+            if isinstance(outcome, Skip) and outcome.kind == "quarantined":
+                outcome = Skip.quarantined(outcome.reason, f"record {number}: {outcome.detail}")
+            yield outcome
+    except LogFileFault as fault:  # a damaged gzip copy: the lines before the damage were handed out
+        yield Skip.quarantined(fault.reason, fault.detail)
+
+
+def recognise(key: str) -> str | None:
+    """``"log_file"`` when the key is named like an access-log object (either naming form, any prefix), else None."""
+    match = _OBJECT_NAME.search(key)
+    return "log_file" if match is not None and file_time(key) is not None else None
+
+
+def file_time(key: str) -> datetime | None:
+    """The time S3 wrote into an access-log object's name (the hour its records belong to, roughly)."""
+    match = _OBJECT_NAME.search(key)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y-%m-%d-%H-%M-%S").replace(tzinfo=UTC)
+    except ValueError:  # 2024-13-45-...: a name that only looks like one
+        return None
+
+
+def outcomes(chunks: Iterable[bytes]) -> Iterator[MeteredDownload | Skip]:
+    """The outcome of every line of an access-log object, in order (repeats are judged by the caller)."""
+    return access_log_outcomes(chunks)
