@@ -27,6 +27,7 @@ from metering.metric_names import (
     DEFAULT_NAMESPACE,
     DELIVERY_FAILURE_KINDS,
     DELIVERY_FAILURES,
+    DELIVERY_PATHS,
     DELIVERY_REQUESTS,
     ENTRIES_SEEN,
     FILTERED,
@@ -37,17 +38,21 @@ from metering.metric_names import (
     KIND_UNAVAILABLE,
     LINES_ALREADY_DELIVERED,
     LINES_DELIVERED,
+    LINES_DELIVERED_BY_PATH,
     LINES_REJECTED,
     LOG_FILES_READ,
     METERED,
     NAMESPACE_ENV,
     OGC_RS_LATENCY,
+    PATH,
     QUARANTINED,
     REASON,
+    REQUESTS_ALREADY_DELIVERED,
     SERVICE_OF_FLOW,
     TOKEN_FETCHES,
     WEBHOOK_AUTH_FAILURES,
     DeliveryFailureKind,
+    DeliveryPath,
     Flow,
 )
 from metering.ogc_rs import DeliveryReport
@@ -62,6 +67,7 @@ __all__ = [
     "record_auth_failure",
     "record_delivery",
     "record_delivery_failure",
+    "record_lines_by_path",
     "record_log_files",
     "record_outcomes",
     "record_rejected_lines",
@@ -148,6 +154,15 @@ def record_delivery(metrics: Metrics, report: DeliveryReport | OnceReport) -> No
     if isinstance(report, OnceReport):
         _count(metrics, LINES_ALREADY_DELIVERED, report.already_delivered)
     record_token_fetches(metrics, delivery.token_fetches)
+
+
+def record_lines_by_path(metrics: Metrics, path: DeliveryPath, delivered: int, known_requests: int) -> None:
+    """LinesDeliveredByPath and RequestsAlreadyDelivered with ``path`` = event or log_file (zero counts are not
+    published): how many downloads each path brought first, and how many it found delivered by another input."""
+    if path not in DELIVERY_PATHS:
+        raise ValueError(f"unknown delivery path {path!r}; expected one of {DELIVERY_PATHS}")
+    _publish_breakdown(metrics, LINES_DELIVERED_BY_PATH, PATH, {path: delivered})
+    _publish_breakdown(metrics, REQUESTS_ALREADY_DELIVERED, PATH, {path: known_requests})
 
 
 def delivery_failure_kind(error: BaseException) -> DeliveryFailureKind:

@@ -156,9 +156,10 @@ def deliver_downloads_once(
     known = ledger.delivered([event_key(download) for download in with_id]) if with_id else set()
     fresh = [download for download in downloads if not download.event_id or event_key(download) not in known]
     if not fresh:
-        return OnceReport(DeliveryReport(), already_delivered=len(downloads))
+        return OnceReport(DeliveryReport(), already_delivered=len(downloads), known_requests=len(downloads))
     once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source))
     once.already_delivered += len(downloads) - len(fresh)
+    once.known_requests = len(downloads) - len(fresh)
     return once
 
 
