@@ -35,7 +35,6 @@ PRESIGNED_AUTHENTICATION = "QueryString"
 # Records written before the Authentication Type field existed: a SigV4 presigned URL carries this parameter.
 PRESIGNED_PARAMETER = "X-Amz-Signature"
 MAX_LINE_BYTES = 1 << 20  # a record is a few hundred bytes; a longer line is damage or hostile input
-_ID_PARAMETERS = frozenset({"userId", "collectionId", "itemId", PRESIGNED_PARAMETER})
 # Authentication Type is the 5th field after the User-Agent (Version Id, Host Id, Signature Version, Cipher Suite).
 _AUTHENTICATION_AFTER_USER_AGENT = 4
 _MONTHS = {
@@ -55,7 +54,7 @@ class AccessLogRecord(msgspec.Struct, frozen=True, gc=False):
     """One access-log record, reduced to the fields the metering rules read."""
 
     bucket: str
-    time: str  # RFC 3339 when the bracketed time is well formed, else the raw text (quarantined if metered)
+    time: str  # as written between the brackets: ``09/May/2024:08:05:01 +0000``
     request_id: str
     operation: str
     request_uri: str
@@ -70,18 +69,29 @@ class MalformedLine(ValueError):
 
 def parse_record(line: str) -> AccessLogRecord:
     """The record of one line (without its newline). Raises MalformedLine."""
+    return _record(_head(line))
+
+
+def _head(line: str) -> list[str]:
+    """The fields up to the Operation, and the rest of the line; the Time is two tokens."""
     parts = line.split(" ", 8)
     if len(parts) < 9:
         raise MalformedLine(f"{len(parts)} space-separated tokens, a record has at least 18 fields")
-    _owner, bucket, day_time, zone, _remote_ip, _requester, request_id, operation, rest = parts
-    if day_time[:1] != "[" or zone[-1:] != "]":
+    if parts[2][:1] != "[" or parts[3][-1:] != "]":
         raise MalformedLine("the Time field is not [dd/Mon/yyyy:HH:MM:SS +zzzz]")
-    _key, _, rest = rest.partition(" ")
-    request_uri, rest = _quoted(rest, "Request-URI")
+    return parts
+
+
+def _record(parts: list[str]) -> AccessLogRecord:
+    rest = parts[8]
+    key_end = rest.find(" ")
+    if key_end < 0:
+        raise MalformedLine("the record ends after the Key")
+    request_uri, rest = _quoted(rest[key_end + 1 :], "Request-URI")
     fields = rest.split(" ", 6)
     if len(fields) < 7:
         raise MalformedLine("the record ends before the Referer")
-    http_status, _error_code, bytes_sent = fields[0], fields[1], fields[2]
+    http_status = fields[0]
     if not (http_status.isdigit() or http_status == "-"):
         raise MalformedLine(f"HTTP status {http_status[:16]!r} is not a number")
     _referer, rest = _quoted(fields[6], "Referer")
@@ -92,13 +102,13 @@ def parse_record(line: str) -> AccessLogRecord:
         if len(tail) > _AUTHENTICATION_AFTER_USER_AGENT:
             authentication = tail[_AUTHENTICATION_AFTER_USER_AGENT]
     return AccessLogRecord(
-        bucket=bucket,
-        time=_rfc3339(day_time[1:], zone[:-1]),
-        request_id=request_id,
-        operation=operation,
+        bucket=parts[1],
+        time=f"{parts[2][1:]} {parts[3][:-1]}",
+        request_id=parts[6],
+        operation=parts[7],
         request_uri=request_uri,
         http_status=http_status,
-        bytes_sent=bytes_sent,
+        bytes_sent=fields[2],
         authentication_type=authentication,
     )
 
@@ -121,37 +131,48 @@ def _quoted(text: str, name: str, *, last: bool = False) -> tuple[str, str]:
     return "", rest
 
 
-def _rfc3339(day_time: str, zone: str) -> str:
-    """``09/May/2024:08:05:01`` and ``+0000`` as ``2024-05-09T08:05:01Z``; odd text is left for the rules to refuse."""
-    month = _MONTHS.get(day_time[3:6])
-    if month is None or len(day_time) != 20 or day_time[2] != "/" or day_time[6] != "/" or day_time[11] != ":":
-        return f"{day_time} {zone}"
-    stamp = f"{day_time[7:11]}-{month}-{day_time[:2]}T{day_time[12:]}"
+def rfc3339(time: str) -> str:
+    """``09/May/2024:08:05:01 +0000`` as ``2024-05-09T08:05:01Z``; odd text is left for the rules to refuse."""
+    month = _MONTHS.get(time[3:6])
+    if month is None or len(time) != 26 or time[2] != "/" or time[6] != "/" or time[11] != ":" or time[20] != " ":
+        return time
+    stamp = f"{time[7:11]}-{month}-{time[:2]}T{time[12:20]}"
+    zone = time[21:]
     if zone == "+0000":
         return stamp + "Z"
     return f"{stamp}{zone[:3]}:{zone[3:]}"
 
 
-def query_ids(request_uri: str) -> tuple[str | None, str | None, str | None, bool]:
-    """userId, collectionId, itemId (percent-decoded, first occurrence) and whether X-Amz-Signature is there.
+def _query(request_uri: str) -> str:
+    """The query string of ``GET /key?query HTTP/1.1``: from the first ``?`` to the protocol."""
+    start = request_uri.find("?")
+    if start < 0:
+        return ""
+    end = request_uri.rfind(" ")
+    return request_uri[start + 1 : end] if end > start else request_uri[start + 1 :]
 
-    Raises UnicodeDecodeError when a value percent-decodes to invalid UTF-8.
+
+def query_parameter(query: str, name: str) -> str | None:
+    """The first value of ``name`` in a query string, percent-decoded (``+`` is a space); None when absent.
+
+    Raises UnicodeDecodeError when the value percent-decodes to invalid UTF-8.
     """
-    # "GET /bucket/key?query HTTP/1.1": the query runs from the first ? to the protocol.
-    target = request_uri.rpartition(" ")[0] or request_uri
-    query = target.partition("?")[2]
-    found: dict[str, str] = {}
-    for pair in query.split("&"):
-        name, _, value = pair.partition("=")
-        if name in _ID_PARAMETERS and name not in found:
-            found[name] = unquote_plus(value, errors="strict") if ("%" in value or "+" in value) else value
-    return found.get("userId"), found.get("collectionId"), found.get("itemId"), PRESIGNED_PARAMETER in found
+    marker = name + "="
+    position = query.find(marker)
+    while position > 0 and query[position - 1] != "&":  # "xuserId=" is another parameter
+        position = query.find(marker, position + 1)
+    if position < 0:
+        return None
+    start = position + len(marker)
+    end = query.find("&", start)
+    value = query[start:] if end < 0 else query[start:end]
+    return unquote_plus(value, errors="strict") if ("%" in value or "+" in value) else value
 
 
-def is_presigned(record: AccessLogRecord, has_signature_parameter: bool) -> bool:
+def is_presigned(record: AccessLogRecord, query: str) -> bool:
     """Authentication Type QueryString; a record older than that field: X-Amz-Signature in the query."""
     if record.authentication_type is None:
-        return has_signature_parameter
+        return query_parameter(query, PRESIGNED_PARAMETER) is not None
     return record.authentication_type == PRESIGNED_AUTHENTICATION
 
 
@@ -161,12 +182,15 @@ def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
         return _FILTERED[Reason.NOT_GET_OBJECT]
     if record.http_status not in SUCCESS_STATUSES:
         return _FILTERED[Reason.FAILED_REQUEST]
+    query = _query(record.request_uri)
     try:
-        user_id, collection_id, item_id, signed = query_ids(record.request_uri)
+        if not is_presigned(record, query):
+            return _FILTERED[Reason.NOT_PRESIGNED]
+        user_id = query_parameter(query, "userId")
+        collection_id = query_parameter(query, "collectionId")
+        item_id = query_parameter(query, "itemId")
     except UnicodeDecodeError:
         return Skip.quarantined(Reason.MALFORMED_ENTRY, "a query parameter percent-decodes to invalid UTF-8")
-    if not is_presigned(record, signed):
-        return _FILTERED[Reason.NOT_PRESIGNED]
     bad_ids = check_ids(user_id, collection_id, item_id)
     if bad_ids is not None:
         return bad_ids
@@ -175,7 +199,7 @@ def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
         user_id=user_id,
         collection_id=collection_id,
         item_id=item_id,
-        timestamp=record.time,
+        timestamp=rfc3339(record.time),
         bytes_sent=0 if record.bytes_sent == "-" else record.bytes_sent,
         backend=Backend.AWS_S3,
         event_id=request_key(record.bucket, record.request_id) or "",
@@ -183,12 +207,18 @@ def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
 
 
 def meter_line(line: str) -> MeteredDownload | Skip:
-    """One line's outcome: a metered download, a filtered record, or a MALFORMED_ENTRY quarantine."""
+    """One line's outcome: a metered download, a filtered record, or a MALFORMED_ENTRY quarantine.
+
+    A record that is no download is judged on the fields up to its Operation (as a CloudTrail record is judged
+    on the fields the rules read): the rest of it is not parsed.
+    """
     try:
-        record = parse_record(line)
+        parts = _head(line)
+        if parts[7] != DOWNLOAD_OPERATION:
+            return _FILTERED[Reason.NOT_GET_OBJECT]
+        return classify(_record(parts))
     except MalformedLine as error:
         return Skip.quarantined(Reason.MALFORMED_ENTRY, str(error))
-    return classify(record)
 
 
 def read_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[str | Skip]:
