@@ -32,6 +32,7 @@ DEFAULTS: Mapping[str, Any] = {
     "alarmEmail": "",
     "webhookTokenSecretArn": "",
     "awsSource": "cloudtrail",
+    "eventBridge": False,
 }
 # Where the AWS S3 flow learns of downloads: CloudTrail data events, S3 server access logs, or both.
 AWS_SOURCES = ("cloudtrail", "access-logs", "both")
@@ -190,6 +191,8 @@ class AuditConfig:
     """Empty: the MinIO relay stack creates the token secret with a generated value."""
     aws_source: str = "cloudtrail"
     """``cloudtrail``, ``access-logs`` or ``both``: what feeds the s3_audit function."""
+    event_bridge: bool = False
+    """True: the trail's GetObject events also reach s3_audit through EventBridge within seconds (needs a trail)."""
 
     @property
     def uses_cloudtrail(self) -> bool:
@@ -224,7 +227,14 @@ class AuditConfig:
             alarm_email=_email("alarmEmail", get("alarmEmail")),
             webhook_token_secret_arn=_secret_arn("webhookTokenSecretArn", get("webhookTokenSecretArn")),
             aws_source=_choice("awsSource", get("awsSource"), AWS_SOURCES),
+            event_bridge=_boolean("eventBridge", get("eventBridge")),
         )
+        if config.event_bridge and config.enable_s3_audit and not config.uses_cloudtrail:
+            # EventBridge receives S3 data events only from a trail that records them.
+            raise ConfigError(
+                f'Context key "eventBridge" needs a trail, so "awsSource" must be "cloudtrail" or "both", '
+                f'got "{config.aws_source}"'
+            )
         if not config.enable_s3_audit and not config.enable_minio_relay:
             raise ConfigError(
                 'Context keys "enableS3Audit" and "enableMinioRelay" are both false, so there is nothing to deploy'
