@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from metering.errors import DeliveryError
 from metering.exactly_once import OnceReport
 from metering.ledger import DeliveryLedger
-from metering.metric_names import PATH_EVENT, PATH_LOG_FILE, DeliveryPath
+from metering.metric_names import FLOW_AWS_S3, PATH_EVENT, PATH_LOG_FILE, SERVICE_OF_FLOW, DeliveryPath
 from metering.metrics import (
     delivery_failure_kind,
     flow_metrics,
@@ -39,10 +39,10 @@ from s3_audit.envelopes import InlineRecord, LogFileRef, SkippedInput, SkipReaso
 from s3_audit.event_batch import EventBatchResult, QueuedEvent, ingest_event_batch
 from s3_audit.ingest import IngestResult, LineSink, ingest_log_file
 
-logger = Logger(service="s3_audit")
+logger = Logger(service=SERVICE_OF_FLOW[FLOW_AWS_S3])
 # The shared package logs too (e.g. lines OGC RS refused before an outage): as JSON, like the handler.
 copy_config_to_registered_loggers(source_logger=logger, include={"metering"})
-metrics = flow_metrics("aws_s3")
+metrics = flow_metrics(FLOW_AWS_S3)
 _processor = BatchProcessor(event_type=EventType.SQS)
 
 
