@@ -60,7 +60,6 @@ ASSET_ACCESS_LOG_PREFIX = "access-logs/"
 ACCESS_LOG_SILENCE = Duration.hours(24)
 
 # MinIO relay.
-WEBHOOK_PATH = ("auditlogs", "processor")
 WEBHOOK_MEMORY_MB = 512
 # MinIO gives up after 3-5 s; the webhook only parses and enqueues.
 WEBHOOK_TIMEOUT = Duration.seconds(10)

@@ -118,7 +118,7 @@ def ingest_inline_record(item: InlineRecord, *, sink: LineSink, ledger: Delivery
     return _deliver(item.uri, batch, sink, ledger, started, source=cloudtrail_source.NAME)
 
 
-def event_key(download: MeteredDownload) -> str:
+def request_ledger_key(download: MeteredDownload) -> str:
     """The ledger key of one S3 request (``s3_audit.sources.identity``): every file, event and source reporting the
     same request has the same one."""
     return download.event_id
@@ -137,7 +137,7 @@ def keyed_chunks(
             KeyedChunk(
                 chunk_key(source, identities),
                 [download.to_line() for download in part],
-                [event_key(download) for download in part if download.event_id],
+                [request_ledger_key(download) for download in part if download.event_id],
             )
         )
     return chunks
@@ -153,8 +153,8 @@ def deliver_downloads_once(
     (a CloudTrail file, an EventBridge event, an access log), in any order.
     """
     with_id = [download for download in downloads if download.event_id]
-    known = ledger.delivered([event_key(download) for download in with_id]) if with_id else set()
-    fresh = [download for download in downloads if not download.event_id or event_key(download) not in known]
+    known = ledger.delivered([request_ledger_key(download) for download in with_id]) if with_id else set()
+    fresh = [download for download in downloads if not download.event_id or request_ledger_key(download) not in known]
     if not fresh:
         return OnceReport(DeliveryReport(), already_delivered=len(downloads))
     once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source))

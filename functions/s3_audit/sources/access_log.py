@@ -1,4 +1,4 @@
-"""S3 server access logs: one record per line, their metering rules and the request ID (DESIGN.md, access-log column).
+"""S3 server access logs: one record per line, their metering rules and request ID (docs/design.md, access-log column).
 
 A record is space-separated, ``-`` for an empty field, the Time in brackets (``[09/May/2024:08:05:01 +0000]``,
 two tokens), Request-URI, Referer and User-Agent in double quotes (they hold spaces). Fields are read by
@@ -177,7 +177,7 @@ def is_presigned(record: AccessLogRecord, query: str) -> bool:
 
 
 def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
-    """Apply the metering rules in DESIGN.md order: the first rule that fails names the reason."""
+    """Apply the metering rules in docs/design.md order: the first rule that fails names the reason."""
     if record.operation != DOWNLOAD_OPERATION:
         return _FILTERED[Reason.NOT_GET_OBJECT]
     if record.http_status not in SUCCESS_STATUSES:
