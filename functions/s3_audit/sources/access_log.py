@@ -143,7 +143,7 @@ def rfc3339(time: str) -> str:
     return f"{stamp}{zone[:3]}:{zone[3:]}"
 
 
-def _query(request_uri: str) -> str:
+def query_string(request_uri: str) -> str:
     """The query string of ``GET /key?query HTTP/1.1``: from the first ``?`` to the protocol."""
     start = request_uri.find("?")
     if start < 0:
@@ -182,7 +182,7 @@ def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
         return _FILTERED[Reason.NOT_GET_OBJECT]
     if record.http_status not in SUCCESS_STATUSES:
         return _FILTERED[Reason.FAILED_REQUEST]
-    query = _query(record.request_uri)
+    query = query_string(record.request_uri)
     try:
         if not is_presigned(record, query):
             return _FILTERED[Reason.NOT_PRESIGNED]
