@@ -50,6 +50,15 @@ _NEWLINE = b"\n"
 _OBJECT_NAME = re.compile(r"(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-[0-9A-Za-z]{1,64}$")
 
 
+# After the Operation: Key, "Request-URI", HTTP status, Error Code, Bytes Sent, Object Size, Total Time,
+# Turn-Around Time, "Referer", "User-Agent", then optionally Version Id, Host Id, Signature Version, Cipher Suite,
+# Authentication Type. Quoted fields without inner quotes only: such a record parses the same both ways.
+_COMMON_REST = re.compile(
+    r'[^ ]* "([A-Z]+ [^ ?"]*(?:\?[^ "]*)? HTTP/[0-9.]+)" (\d+|-) [^ ]* ([^ ]*) [^ ]* [^ ]* [^ ]* (?:"[^"]*"|-) '
+    r'(?:"[^"]*"|-)(?: [^ ]* [^ ]* [^ ]* [^ ]* ([^ ]*))?(?: |$)'
+)
+
+
 class AccessLogRecord(msgspec.Struct, frozen=True, gc=False):
     """One access-log record, reduced to the fields the metering rules read."""
 
@@ -83,6 +92,21 @@ def _head(line: str) -> list[str]:
 
 
 def _record(parts: list[str]) -> AccessLogRecord:
+    # The common shape in one C-level match; anything else (quotes inside a field, a short or odd record) takes
+    # the field-by-field path below, which also names what is wrong.
+    common = _COMMON_REST.match(parts[8])
+    if common is not None:
+        uri, status, sent, authentication_type = common.groups()
+        return AccessLogRecord(
+            bucket=parts[1],
+            time=f"{parts[2][1:]} {parts[3][:-1]}",
+            request_id=parts[6],
+            operation=parts[7],
+            request_uri=uri,
+            http_status=status,
+            bytes_sent=sent,
+            authentication_type=authentication_type,
+        )
     rest = parts[8]
     key_end = rest.find(" ")
     if key_end < 0:
