@@ -280,15 +280,21 @@ def read_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Itera
 
 def _block_lines(block: bytes, number: int, max_line: int) -> Iterator[str | Skip]:
     try:
-        lines = block.decode("utf-8").split("\n")
+        text = block.decode("utf-8")
     except UnicodeDecodeError:
         yield from _lines_one_by_one(block, number)
         return
+    if "\r" in text:  # CRLF line ends (the block holds no newline after its last line)
+        text = text.replace("\r\n", "\n").removesuffix("\r")
+    lines = text.split("\n")
+    if max(map(len, lines)) * 4 <= max_line:  # no line can be over the bound (at most 4 bytes a character)
+        yield from filter(None, lines)  # blank lines are no records
+        return
     for offset, line in enumerate(lines, number + 1):
-        if len(line) * 4 > max_line and len(line.encode()) > max_line:
+        if len(line.encode()) > max_line:
             yield _too_long(offset, max_line)
-        elif line and line != "\r":
-            yield line[:-1] if line[-1] == "\r" else line
+        elif line:
+            yield line
 
 
 def _lines_one_by_one(block: bytes, number: int) -> Iterator[str | Skip]:
@@ -309,10 +315,8 @@ def _too_long(number: int, max_line: int) -> Skip:
 
 def access_log_outcomes(chunks: Iterable[bytes]) -> Iterator[MeteredDownload | Skip]:
     """The outcome of every line of an access-log object, in order (repeats are judged by the caller)."""
-    number = 0
     try:
-        for line in read_lines(decompressed(chunks)):
-            number += 1
+        for number, line in enumerate(read_lines(decompressed(chunks)), 1):
             if isinstance(line, Skip):
                 yield line
                 continue
