@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,9 +13,9 @@ import pytest
 from metering.line import MeteredDownload
 from metering.outcomes import Skip
 from s3_audit.sources import access_log
-from s3_audit.sources.access_log import MalformedLine, meter_line, parse_record, read_lines
+from s3_audit.sources.access_log import AccessLogRecord, MalformedLine, meter_line, parse_record, read_lines
 from s3_audit.sources.registry import recognise
-from tests.events import event_bytes
+from tests.events import EVENTS_DIR, event_bytes
 
 USER = "3f1c9a52-7a4e-4c1e-9f0b-2d5f8e6a1b7c"
 COLLECTION = "8b2d4e6f-1a3c-4b5d-8e7f-9a0b1c2d3e4f"
@@ -290,3 +292,22 @@ def test_cloudtrail_names_still_go_to_cloudtrail() -> None:
 
     assert source is not None
     assert source.name == "cloudtrail"
+
+
+def test_the_one_match_path_and_the_field_path_read_the_same_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ogc_audit.samples import Variant, access_log_line, random_download, utc
+
+    rng = random.Random(5)
+    lines = [fixture_line(path.stem) for path in sorted(EVENTS_DIR.glob("access_log/*.log"))]
+    lines += [access_log_line(random_download(rng, utc("2025-10-27T10:00:00")), v).rstrip("\n") for v in Variant]
+    fast = [_parsed(line) for line in lines]
+    monkeypatch.setattr(access_log, "_COMMON_REST", re.compile(r"(?!)"))  # never matches: field by field only
+
+    assert [_parsed(line) for line in lines] == fast
+
+
+def _parsed(line: str) -> AccessLogRecord | str:
+    try:
+        return parse_record(line)
+    except MalformedLine as error:
+        return str(error)

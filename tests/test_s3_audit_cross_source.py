@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from metering.ledger import SqliteLedger
 from ogc_audit.reference_rs import ReferenceOgcRs
@@ -109,6 +110,30 @@ def test_access_log_then_inline_event(s3: Any, ledgered: ReferenceOgcRs) -> None
 
     assert stored(ledgered) == [line(EVENTBRIDGE_ITEM)]
     assert (response["delivered"], response["already_delivered"]) == (0, 1)
+
+
+@pytest.mark.parametrize("other_sender_succeeds", [True, False], ids=["other-delivers", "other-fails"])
+def test_a_request_another_input_is_delivering_right_now_is_not_sent_twice(
+    monkeypatch: pytest.MonkeyPatch, s3: Any, reference_rs: ReferenceOgcRs, other_sender_succeeds: bool
+) -> None:
+    ledger = SqliteLedger()
+    use(monkeypatch, s3, client_for(reference_rs), ledger)
+    body = access_log_line("a", "e-a") + access_log_line("c", "e-c")
+    s3.put_object(Bucket=BUCKET, Key=SIMPLE_ACCESS_LOG_KEY, Body=body.encode())
+    key_a = f"s3-request:stac-assets-prod/{request_id_for('e-a')}"
+    assert ledger.claim([key_a]).claimed == {key_a}  # a CloudTrail file with request a is being delivered
+    event = load_event("envelopes/sqs_s3_notification_access_log")
+
+    with pytest.raises(BatchProcessingError):  # the message is retried later, after c was delivered
+        handler(event, CONTEXT)
+
+    assert stored(reference_rs) == [line("c")]
+    if other_sender_succeeds:
+        ledger.settle([key_a])
+    else:
+        ledger.release([key_a])
+    assert handler(event, CONTEXT) == {"batchItemFailures": []}
+    assert stored(reference_rs) == ([line("c")] if other_sender_succeeds else [line("a"), line("c")])
 
 
 def test_a_record_repeated_in_one_access_log_is_metered_once(s3: Any, ledgered: ReferenceOgcRs) -> None:

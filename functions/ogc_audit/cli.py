@@ -1,4 +1,4 @@
-"""The ``ogc-audit`` command: extract, replay, serve and demo."""
+"""The ``ogc-audit`` command: extract, replay, redrive, serve, verify and demo."""
 
 from __future__ import annotations
 
@@ -49,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8092)
     serve.add_argument("--workers", type=int, default=2)
 
+    verify = commands.add_parser(
+        "verify",
+        help="after a deploy: prove that a presigned download becomes a metered line through each configured source",
+        description="Upload a marker object, download it through a presigned URL with marker ids, then wait for that "
+        "request in each source (CloudTrail log file, S3 access log) and in the delivery ledger "
+        "(IDEMPOTENCY_TABLE_NAME). Exit status 1 names the first step that failed, with advice.",
+    )
+    verify.add_argument("--asset-bucket", required=True, help="an asset bucket whose downloads are metered")
+    verify.add_argument("--log-bucket", required=True, help="the stack's LogBucketName (CloudTrail log files)")
+    verify.add_argument("--access-log-bucket", help="the stack's access-log bucket (default: --log-bucket)")
+    verify.add_argument("--source", choices=("cloudtrail", "access-logs", "both"), default="cloudtrail")
+    verify.add_argument("--timeout-cloudtrail", type=float, default=1200.0, metavar="SECONDS")
+    verify.add_argument("--timeout-access-logs", type=float, default=10800.0, metavar="SECONDS")
+    verify.add_argument("--timeout-delivery", type=float, default=600.0, metavar="SECONDS")
+    verify.add_argument("--poll", type=float, default=30.0, metavar="SECONDS", help="how often to look")
+
     commands.add_parser("demo", help="run both flows locally end to end against an emulator and a reference OGC RS")
     return parser
 
@@ -72,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ogc_audit.serve import run_serve
 
         return run_serve(host=args.host, port=args.port, workers=args.workers)
+    if args.command == "verify":
+        from ogc_audit.verify import run_verify
+
+        return run_verify(args)
     from ogc_audit.demo import run_demo
 
     return run_demo()

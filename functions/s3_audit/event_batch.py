@@ -21,7 +21,7 @@ from metering.line import MeteredDownload
 from metering.outcomes import OutcomeTally, Reason, Skip
 from s3_audit.cloudtrail import classify, record_from_object
 from s3_audit.envelopes import InlineRecord
-from s3_audit.ingest import MAX_QUARANTINE_DETAILS, IngestResult, LineSink, event_key
+from s3_audit.ingest import MAX_QUARANTINE_DETAILS, IngestResult, LineSink, request_ledger_key
 
 # A record without request ID and eventID is known by its line (time, size, ids): the best identity it has.
 LINE_KEY_PREFIX = "eventbridge-line:"
@@ -63,7 +63,7 @@ class _MeteredEvents:
 def ledger_key(download: MeteredDownload) -> str:
     """The key a download is claimed under: its S3 request key, else a digest of its line."""
     if download.event_id:
-        return event_key(download)
+        return request_ledger_key(download)
     return LINE_KEY_PREFIX + hashlib.sha256(download.to_line().encode()).hexdigest()
 
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from metering.exactly_once import KeyedChunk, OnceReport, chunk_key, deliver_chunks_once
-from metering.ledger import DeliveryLedger
+from metering.exactly_once import InFlightError, KeyedChunk, OnceReport, chunk_key, deliver_chunks_once
+from metering.ledger import Claim, DeliveryLedger
 from metering.line import MeteredDownload
 from metering.ogc_rs import DeliveryReport, RejectedLine, SettledCallback
 from metering.outcomes import OutcomeTally, Reason, Skip
@@ -118,7 +118,7 @@ def ingest_inline_record(item: InlineRecord, *, sink: LineSink, ledger: Delivery
     return _deliver(item.uri, batch, sink, ledger, started, source=cloudtrail_source.NAME)
 
 
-def event_key(download: MeteredDownload) -> str:
+def request_ledger_key(download: MeteredDownload) -> str:
     """The ledger key of one S3 request (``s3_audit.sources.identity``): every file, event and source reporting the
     same request has the same one."""
     return download.event_id
@@ -137,7 +137,7 @@ def keyed_chunks(
             KeyedChunk(
                 chunk_key(source, identities),
                 [download.to_line() for download in part],
-                [event_key(download) for download in part if download.event_id],
+                [request_ledger_key(download) for download in part if download.event_id],
             )
         )
     return chunks
@@ -146,20 +146,34 @@ def keyed_chunks(
 def deliver_downloads_once(
     downloads: Sequence[MeteredDownload], sink: LineSink, ledger: DeliveryLedger, source: str = cloudtrail_source.NAME
 ) -> OnceReport:
-    """Send the downloads whose S3 request no earlier input delivered, in chunks that are each sent once.
+    """Send the downloads whose S3 request no other input delivered or is delivering, in chunks each sent once.
 
-    ``already_delivered`` counts both chunks an earlier try of this input sent and requests an earlier input
-    delivered: CloudTrail repeating an event in a later file, or the same request reported by another source
-    (a CloudTrail file, an EventBridge event, an access log), in any order.
+    Each request key is claimed first, so two inputs reporting the same request (a CloudTrail file and an access
+    log, an EventBridge event and a log file) never both send it, even at the same moment: a key another sender
+    holds raises InFlightError after the rest is delivered, and the input is retried later. ``already_delivered``
+    counts chunks an earlier try of this input sent and requests another input delivered.
     """
-    with_id = [download for download in downloads if download.event_id]
-    known = ledger.delivered([event_key(download) for download in with_id]) if with_id else set()
-    fresh = [download for download in downloads if not download.event_id or event_key(download) not in known]
-    if not fresh:
-        return OnceReport(DeliveryReport(), already_delivered=len(downloads), known_requests=len(downloads))
-    once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source))
-    once.already_delivered += len(downloads) - len(fresh)
-    once.known_requests = len(downloads) - len(fresh)
+    keys = list(dict.fromkeys(request_ledger_key(download) for download in downloads if download.event_id))
+    claim = ledger.claim(keys) if keys else Claim()
+    fresh = [d for d in downloads if not d.event_id or request_ledger_key(d) in claim.claimed]
+    mine = list(claim.claimed)
+    try:
+        if fresh:
+            once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source))
+        else:
+            once = OnceReport(DeliveryReport())
+    except BaseException:
+        # Give back the claims of requests not delivered (release deletes, so never a settled key).
+        ledger.release(list(set(mine) - ledger.delivered(mine)))
+        raise
+    # A chunk found delivered by an earlier try settled its requests then; anything left claimed is settled now.
+    unsettled = set(mine) - ledger.delivered(mine)
+    if unsettled:
+        ledger.settle(list(unsettled))
+    once.known_requests = sum(1 for d in downloads if d.event_id and request_ledger_key(d) in claim.delivered)
+    once.already_delivered += once.known_requests
+    if claim.in_flight:
+        raise InFlightError(f"{len(claim.in_flight)} S3 requests are being delivered by another input right now")
     return once
 
 

@@ -1,4 +1,4 @@
-"""S3 server access logs: one record per line, their metering rules and the request ID (DESIGN.md, access-log column).
+"""S3 server access logs: one record per line, their metering rules and request ID (docs/design.md, access-log column).
 
 A record is space-separated, ``-`` for an empty field, the Time in brackets (``[09/May/2024:08:05:01 +0000]``,
 two tokens), Request-URI, Referer and User-Agent in double quotes (they hold spaces). Fields are read by
@@ -50,6 +50,15 @@ _NEWLINE = b"\n"
 _OBJECT_NAME = re.compile(r"(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-[0-9A-Za-z]{1,64}$")
 
 
+# After the Operation: Key, "Request-URI", HTTP status, Error Code, Bytes Sent, Object Size, Total Time,
+# Turn-Around Time, "Referer", "User-Agent", then optionally Version Id, Host Id, Signature Version, Cipher Suite,
+# Authentication Type. Quoted fields without inner quotes only: such a record parses the same both ways.
+_COMMON_REST = re.compile(
+    r'[^ ]* "([A-Z]+ [^ ?"]*(?:\?[^ "]*)? HTTP/[0-9.]+)" (\d+|-) [^ ]* ([^ ]*) [^ ]* [^ ]* [^ ]* (?:"[^"]*"|-) '
+    r'(?:"[^"]*"|-)(?: [^ ]* [^ ]* [^ ]* [^ ]* ([^ ]*))?(?: |$)'
+)
+
+
 class AccessLogRecord(msgspec.Struct, frozen=True, gc=False):
     """One access-log record, reduced to the fields the metering rules read."""
 
@@ -83,6 +92,21 @@ def _head(line: str) -> list[str]:
 
 
 def _record(parts: list[str]) -> AccessLogRecord:
+    # The common shape in one C-level match; anything else (quotes inside a field, a short or odd record) takes
+    # the field-by-field path below, which also names what is wrong.
+    common = _COMMON_REST.match(parts[8])
+    if common is not None:
+        uri, status, sent, authentication_type = common.groups()
+        return AccessLogRecord(
+            bucket=parts[1],
+            time=f"{parts[2][1:]} {parts[3][:-1]}",
+            request_id=parts[6],
+            operation=parts[7],
+            request_uri=uri,
+            http_status=status,
+            bytes_sent=sent,
+            authentication_type=authentication_type,
+        )
     rest = parts[8]
     key_end = rest.find(" ")
     if key_end < 0:
@@ -143,7 +167,7 @@ def rfc3339(time: str) -> str:
     return f"{stamp}{zone[:3]}:{zone[3:]}"
 
 
-def _query(request_uri: str) -> str:
+def query_string(request_uri: str) -> str:
     """The query string of ``GET /key?query HTTP/1.1``: from the first ``?`` to the protocol."""
     start = request_uri.find("?")
     if start < 0:
@@ -177,12 +201,12 @@ def is_presigned(record: AccessLogRecord, query: str) -> bool:
 
 
 def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
-    """Apply the metering rules in DESIGN.md order: the first rule that fails names the reason."""
+    """Apply the metering rules in docs/design.md order: the first rule that fails names the reason."""
     if record.operation != DOWNLOAD_OPERATION:
         return _FILTERED[Reason.NOT_GET_OBJECT]
     if record.http_status not in SUCCESS_STATUSES:
         return _FILTERED[Reason.FAILED_REQUEST]
-    query = _query(record.request_uri)
+    query = query_string(record.request_uri)
     try:
         if not is_presigned(record, query):
             return _FILTERED[Reason.NOT_PRESIGNED]
@@ -256,15 +280,21 @@ def read_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Itera
 
 def _block_lines(block: bytes, number: int, max_line: int) -> Iterator[str | Skip]:
     try:
-        lines = block.decode("utf-8").split("\n")
+        text = block.decode("utf-8")
     except UnicodeDecodeError:
         yield from _lines_one_by_one(block, number)
         return
+    if "\r" in text:  # CRLF line ends (the block holds no newline after its last line)
+        text = text.replace("\r\n", "\n").removesuffix("\r")
+    lines = text.split("\n")
+    if max(map(len, lines)) * 4 <= max_line:  # no line can be over the bound (at most 4 bytes a character)
+        yield from filter(None, lines)  # blank lines are no records
+        return
     for offset, line in enumerate(lines, number + 1):
-        if len(line) * 4 > max_line and len(line.encode()) > max_line:
+        if len(line.encode()) > max_line:
             yield _too_long(offset, max_line)
-        elif line and line != "\r":
-            yield line[:-1] if line[-1] == "\r" else line
+        elif line:
+            yield line
 
 
 def _lines_one_by_one(block: bytes, number: int) -> Iterator[str | Skip]:
@@ -285,10 +315,8 @@ def _too_long(number: int, max_line: int) -> Skip:
 
 def access_log_outcomes(chunks: Iterable[bytes]) -> Iterator[MeteredDownload | Skip]:
     """The outcome of every line of an access-log object, in order (repeats are judged by the caller)."""
-    number = 0
     try:
-        for line in read_lines(decompressed(chunks)):
-            number += 1
+        for number, line in enumerate(read_lines(decompressed(chunks)), 1):
             if isinstance(line, Skip):
                 yield line
                 continue
