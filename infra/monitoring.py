@@ -502,6 +502,19 @@ class FlowMonitoring(Construct):
                 height=WIDGET_HEIGHT,
             ),
             self._graph("Downloads EventBridge missed (% of lines; the log files delivered them)", [missed]),
+            self._graph(
+                "Age of a download when its event delivered the line (s): end-to-end latency",
+                [
+                    custom_metric(
+                        self.flow,
+                        names.LINE_AGE,
+                        statistic=statistic,
+                        label=f"Event path {statistic}",
+                        extra_dimensions={names.PATH: names.PATH_EVENT},
+                    )
+                    for statistic in ("p50", "p99", "Maximum")
+                ],
+            ),
         ]
 
     def _function_widgets(self, functions: Sequence[WatchedFunction]) -> list[cloudwatch.IWidget]:

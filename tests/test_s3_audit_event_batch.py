@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -166,6 +167,12 @@ def test_event_batch_outcomes_and_path_are_published_as_metrics(
     assert totals["DeliveryRequests"] == [1.0]
     by_path = {d["path"]: d["LinesDeliveredByPath"] for d in documents if "LinesDeliveredByPath" in d}
     assert by_path == {"event": [2.0]}
+    # Each delivered line's age: from its download (2025-10-27T10:12:30Z in the fixture) to now.
+    (ages,) = [d for d in documents if "LineAge" in d]
+    assert ages["path"] == "event"
+    expected_age = (datetime.now(UTC) - datetime(2025, 10, 27, 10, 12, 30, tzinfo=UTC)).total_seconds()
+    assert len(ages["LineAge"]) == 2
+    assert all(abs(age - expected_age) < 60 for age in ages["LineAge"])
 
 
 @pytest.mark.parametrize("with_ledger", [True, False], ids=["ledger", "no-ledger"])

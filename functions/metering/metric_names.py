@@ -53,6 +53,8 @@ LINES_DELIVERED_BY_PATH: Final = "LinesDeliveredByPath"
 """Lines delivered to OGC RS, per ``path`` (PATH_EVENT, PATH_LOG_FILE)."""
 REQUESTS_ALREADY_DELIVERED: Final = "RequestsAlreadyDelivered"
 """Lines not sent because an earlier input (event, log file, access log) delivered the same S3 request, per path."""
+LINE_AGE: Final = "LineAge"
+"""Seconds from a download (its record's time) to the delivery of its line, per ``path``: the end-to-end latency."""
 DeliveryPath = Literal["event", "log_file"]
 PATH_EVENT: Final = "event"
 PATH_LOG_FILE: Final = "log_file"

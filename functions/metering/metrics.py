@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -37,6 +38,7 @@ from metering.metric_names import (
     KIND_CONFIGURATION,
     KIND_IN_FLIGHT,
     KIND_UNAVAILABLE,
+    LINE_AGE,
     LINES_ALREADY_DELIVERED,
     LINES_DELIVERED,
     LINES_DELIVERED_BY_PATH,
@@ -67,6 +69,7 @@ __all__ = [
     "record_auth_failure",
     "record_delivery",
     "record_delivery_failure",
+    "record_line_ages",
     "record_lines_by_path",
     "record_log_files",
     "record_outcomes",
@@ -163,6 +166,30 @@ def record_lines_by_path(metrics: Metrics, path: DeliveryPath, delivered: int, k
         raise ValueError(f"unknown delivery path {path!r}; expected one of {DELIVERY_PATHS}")
     _publish_breakdown(metrics, LINES_DELIVERED_BY_PATH, PATH, {path: delivered})
     _publish_breakdown(metrics, REQUESTS_ALREADY_DELIVERED, PATH, {path: known_requests})
+
+
+# EMF takes at most 100 values per metric in one document; an even sample keeps the percentiles' shape.
+MAX_AGE_VALUES = 100
+
+
+def record_line_ages(metrics: Metrics, path: DeliveryPath, timestamps: Sequence[str], now: datetime) -> None:
+    """LineAge (seconds, with ``path``): how old each delivered line's download was at delivery (``now``), from
+    its RFC 3339 timestamp; at most MAX_AGE_VALUES evenly spaced values of the sorted ages."""
+    if path not in DELIVERY_PATHS:
+        raise ValueError(f"unknown delivery path {path!r}; expected one of {DELIVERY_PATHS}")
+    ages = sorted(max(0.0, (now - datetime.fromisoformat(stamp)).total_seconds()) for stamp in timestamps)
+    if not ages:
+        return
+    step = max(1, -(-len(ages) // MAX_AGE_VALUES))
+    provider = metrics.provider
+    document = AmazonCloudWatchEMFProvider(
+        namespace=provider.namespace,
+        service=provider.service,
+        default_dimensions={FLOW: provider.default_dimensions[FLOW], PATH: path},
+    )
+    for age in ages[::step]:
+        document.add_metric(name=LINE_AGE, unit=MetricUnit.Seconds, value=round(age, 3))
+    document.flush_metrics()
 
 
 def delivery_failure_kind(error: BaseException) -> DeliveryFailureKind:

@@ -45,6 +45,8 @@ class EventBatchResult:
     error: DeliveryError | None = None
     known_requests: int = 0
     """Lines not sent because an earlier input (a log file, an access log, an earlier event) delivered the request."""
+    delivered_timestamps: list[str] = field(default_factory=list)
+    """The download time of each line this batch delivered (for the LineAge metric)."""
 
 
 @dataclass(slots=True)
@@ -124,6 +126,7 @@ def _deliver_with_ledger(
     batch.result.already_delivered = len(known)
     if not items:
         return
+    time_of = {key: download.timestamp for key, download in zip(metered.keys, metered.downloads, strict=True)}
     try:
         once = deliver_once(sink, ledger, items)
     except DeliveryError as error:
@@ -132,8 +135,10 @@ def _deliver_with_ledger(
         batch.error = error
         batch.undelivered_messages = metered.messages_of({item.key for item in items} - settled)
         batch.result.delivered = len(settled)
+        batch.delivered_timestamps = [time_of[key] for key in settled]
         return
     _account(batch, once)
+    batch.delivered_timestamps = [time_of[item.key] for item in items]
 
 
 def _deliver_without_ledger(metered: _MeteredEvents, sink: LineSink, batch: EventBatchResult) -> None:
@@ -147,8 +152,10 @@ def _deliver_without_ledger(metered: _MeteredEvents, sink: LineSink, batch: Even
             {key for position, key in enumerate(metered.keys) if position not in answered}
         )
         batch.result.delivered = len(answered)
+        batch.delivered_timestamps = [metered.downloads[position].timestamp for position in sorted(answered)]
         return
     _account(batch, OnceReport(report))
+    batch.delivered_timestamps = [download.timestamp for download in metered.downloads]
 
 
 def _account(batch: EventBatchResult, once: OnceReport) -> None:

@@ -13,6 +13,7 @@ import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -30,6 +31,7 @@ from metering.metrics import (
     flow_metrics,
     record_delivery,
     record_delivery_failure,
+    record_line_ages,
     record_lines_by_path,
     record_log_files,
     record_outcomes,
@@ -127,6 +129,7 @@ def process_work(items: Iterable[Work], deps: Dependencies, totals: InvocationTo
 def process_events(events: Sequence[QueuedEvent], deps: Dependencies, totals: InvocationTotals) -> EventBatchResult:
     """Meter and deliver the EventBridge events of the invocation together (chunked posts, not one per event)."""
     batch = ingest_event_batch(events, sink=deps.sink, ledger=deps.ledger)
+    record_line_ages(metrics, PATH_EVENT, batch.delivered_timestamps, datetime.now(UTC))
     totals.inline_records += len(events)
     _log_result(batch.result)
     if batch.result.report is not None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from infra.constants import S3_AUDIT_STACK_NAME
 from metering import metric_names as names
-from metering.metrics import flow_metrics, record_lines_by_path
+from metering.metrics import flow_metrics, record_line_ages, record_lines_by_path
 from tests.infra.synth import (
     REPO_ROOT,
     SynthesizedApp,
@@ -226,6 +227,7 @@ def test_dashboard_compares_lines_by_event_with_lines_only_a_log_file_brought(
         (names.LINES_DELIVERED_BY_PATH, names.PATH_EVENT),
         (names.LINES_DELIVERED_BY_PATH, names.PATH_LOG_FILE),
         (names.REQUESTS_ALREADY_DELIVERED, names.PATH_LOG_FILE),
+        (names.LINE_AGE, names.PATH_EVENT),
     }
     _, widgets = dashboard(on)
     expressions = [line[0]["expression"] for line in graphed(widgets) if isinstance(line[0], dict)]
@@ -239,6 +241,9 @@ def test_dashboard_reads_the_path_metrics_with_the_dimensions_the_function_publi
     metrics = flow_metrics(names.FLOW_AWS_S3)
     for path in names.DELIVERY_PATHS:
         record_lines_by_path(metrics, path, delivered=1, known_requests=1)
+    record_line_ages(
+        metrics, names.PATH_EVENT, ["2025-10-27T10:12:30Z"], datetime(2025, 10, 27, 10, 12, 33, tzinfo=UTC)
+    )
     published = set()
     for printed in capsys.readouterr().out.splitlines():
         document = json.loads(printed)
@@ -253,7 +258,7 @@ def test_dashboard_reads_the_path_metrics_with_the_dimensions_the_function_publi
             pairs = pairs[:-1] if isinstance(pairs[-1], dict) else pairs
             dimensions = frozenset(zip(pairs[::2], pairs[1::2], strict=True))
             graphed_with_path.add((line[0], line[1], dimensions))
-    assert len(graphed_with_path) == 3
+    assert len(graphed_with_path) == 4
     assert graphed_with_path <= published, sorted(graphed_with_path - published)
 
 
