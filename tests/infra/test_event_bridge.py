@@ -26,7 +26,16 @@ from tests.infra.synth import (
     resources_of_type,
     synthesize,
 )
-from tests.infra.test_monitoring import alarm, dashboard, expected, graphed, metric_of, queue_name, s3_alarms
+from tests.infra.test_monitoring import (
+    alarm,
+    dashboard,
+    expected,
+    graphed,
+    metric_of,
+    published_metrics,
+    queue_name,
+    s3_alarms,
+)
 from tests.infra.test_s3_audit_stack import function_statements
 
 Template = Mapping[str, Any]
@@ -244,13 +253,7 @@ def test_dashboard_reads_the_path_metrics_with_the_dimensions_the_function_publi
     record_line_ages(
         metrics, names.PATH_EVENT, ["2025-10-27T10:12:30Z"], datetime(2025, 10, 27, 10, 12, 33, tzinfo=UTC)
     )
-    published = set()
-    for printed in capsys.readouterr().out.splitlines():
-        document = json.loads(printed)
-        (directive,) = document["_aws"]["CloudWatchMetrics"]
-        for keys in directive["Dimensions"]:
-            dimensions = frozenset((key, document[key]) for key in keys)
-            published |= {(directive["Namespace"], metric["Name"], dimensions) for metric in directive["Metrics"]}
+    published = published_metrics(capsys.readouterr().out)
     graphed_with_path = set()
     for line in path_lines(on):
         if names.PATH in line[2:]:
