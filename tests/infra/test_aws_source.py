@@ -11,7 +11,7 @@ import pytest
 
 from infra.config import AuditConfig, ConfigError
 from infra.constants import S3_AUDIT_STACK_NAME
-from tests.infra.synth import SynthesizedApp, policy_statements, render, resources_of_type, synthesize
+from tests.infra.synth import SynthesizedApp, as_list, policy_statements, render, resources_of_type, synthesize
 
 Template = Mapping[str, Any]
 EXISTING = "stac-assets-existing"
@@ -110,9 +110,10 @@ def test_access_log_bucket_is_sse_s3_expires_like_trail_logs_and_admits_only_the
 def test_function_reads_only_the_prefixes_of_its_sources(apps: dict[str, SynthesizedApp]) -> None:
     def readable(mode: str) -> str:
         return " ".join(
-            render(statement["Resource"])
+            render(resource)
             for _, statement in policy_statements(template(apps, mode))
             if "s3:GetObject" in json.dumps(statement.get("Action"))
+            for resource in as_list(statement["Resource"])
         )
 
     assert "access-logs/*" in readable("access-logs")
