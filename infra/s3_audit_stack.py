@@ -113,28 +113,16 @@ class S3AuditStack(AuditStack):
             client_credentials=client_credentials,
         )
         if config.uses_cloudtrail:
-            self.audit.role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"],
-                    resources=[self.log_bucket.arn_for_objects(f"{CLOUDTRAIL_LOG_PREFIX}*")],
-                )
-            )
-            acknowledge(
-                self.audit.role,
-                bucket_arn_finding(self.log_bucket, f"/{CLOUDTRAIL_LOG_PREFIX}*"),
+            self._grant_log_reads(
+                self.log_bucket,
+                CLOUDTRAIL_LOG_PREFIX,
                 "CloudTrail names each log file at delivery (account, region, date, random suffix); the function "
                 "may read any object under AWSLogs/ of the log bucket and nothing else.",
             )
         if self.asset_access_logs is not None:
-            self.audit.role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"],
-                    resources=[self.asset_access_logs.arn_for_objects(f"{ASSET_ACCESS_LOG_PREFIX}*")],
-                )
-            )
-            acknowledge(
-                self.audit.role,
-                bucket_arn_finding(self.asset_access_logs, f"/{ASSET_ACCESS_LOG_PREFIX}*"),
+            self._grant_log_reads(
+                self.asset_access_logs,
+                ASSET_ACCESS_LOG_PREFIX,
                 "S3 names each access-log object at delivery (account, region, bucket, date, unique string); the "
                 "function may read any object under access-logs/ of the access-log bucket and nothing else.",
             )
@@ -190,6 +178,13 @@ class S3AuditStack(AuditStack):
             )
         self.created_asset_bucket = created
         return [created]
+
+    def _grant_log_reads(self, bucket: s3.Bucket, prefix: str, reason: str) -> None:
+        """The function may read the log objects under ``prefix`` of ``bucket``, and nothing else of it."""
+        self.audit.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{prefix}*")])
+        )
+        acknowledge(self.audit.role, bucket_arn_finding(bucket, f"/{prefix}*"), reason)
 
     def _deliver_access_logs(self, bucket: s3.Bucket, config: AuditConfig) -> None:
         """Access-log objects notify the log-file queue; existing asset buckets may deliver into the bucket."""

@@ -113,7 +113,7 @@ def test_function_reads_only_the_prefixes_of_its_sources(apps: dict[str, Synthes
             render(resource)
             for _, statement in policy_statements(template(apps, mode))
             if "s3:GetObject" in json.dumps(statement.get("Action"))
-            for resource in as_list(statement["Resource"])  # the minimizePolicies flag merges statements
+            for resource in as_list(statement["Resource"])
         )
 
     assert "access-logs/*" in readable("access-logs")
