@@ -178,6 +178,8 @@ def expected_bytes(raw: object) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():
+            if len(text.lstrip("0")) > 19:  # above 2^63-1 whatever the digits (and int() refuses 4,300+ of them)
+                return None
             value = int(text)
         else:
             try:
