@@ -11,6 +11,7 @@ import copy
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -178,14 +179,12 @@ def expected_bytes(raw: object) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():
-            if len(text.lstrip("0")) > 19:  # above 2^63-1 whatever the digits (and int() refuses 4,300+ of them)
-                return None
-            value = int(text)
-        else:
-            try:
-                value = float(text)
-            except ValueError:
-                return None
+            number = Decimal(text)  # int() refuses 4,300+ digits; the model must still judge them
+            return int(number) if number <= 2**63 - 1 else None
+        try:
+            value = float(text)
+        except ValueError:
+            return None
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
             return None
