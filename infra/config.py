@@ -31,7 +31,11 @@ DEFAULTS: Mapping[str, Any] = {
     "batchMaxLines": DEFAULT_BATCH_MAX_LINES,
     "alarmEmail": "",
     "webhookTokenSecretArn": "",
+    "awsSource": "cloudtrail",
+    "eventBridge": False,
 }
+# Where the AWS S3 flow learns of downloads: CloudTrail data events, S3 server access logs, or both.
+AWS_SOURCES = ("cloudtrail", "access-logs", "both")
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_FORBIDDEN_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
@@ -151,6 +155,12 @@ def _valid_bucket_name(name: str) -> bool:
     )
 
 
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise _fail(key, "one of " + ", ".join(f'"{choice}"' for choice in choices), value)
+    return value
+
+
 def _email(key: str, value: object) -> str:
     if value is None:
         return ""
@@ -179,6 +189,20 @@ class AuditConfig:
     alarm_email: str
     webhook_token_secret_arn: str
     """Empty: the MinIO relay stack creates the token secret with a generated value."""
+    aws_source: str = "cloudtrail"
+    """``cloudtrail``, ``access-logs`` or ``both``: what feeds the s3_audit function."""
+    event_bridge: bool = False
+    """True: the trail's GetObject events also reach s3_audit through EventBridge within seconds (needs a trail)."""
+
+    @property
+    def uses_cloudtrail(self) -> bool:
+        """True when the stack records GetObject data events with a trail."""
+        return self.aws_source in {"cloudtrail", "both"}
+
+    @property
+    def uses_access_logs(self) -> bool:
+        """True when the asset buckets' server access logs feed the function."""
+        return self.aws_source in {"access-logs", "both"}
 
     @classmethod
     def from_context(cls, lookup: Callable[[str], Any]) -> AuditConfig:
@@ -202,7 +226,15 @@ class AuditConfig:
             batch_max_lines=_integer("batchMaxLines", get("batchMaxLines"), 1, MAX_BATCH_MAX_LINES),
             alarm_email=_email("alarmEmail", get("alarmEmail")),
             webhook_token_secret_arn=_secret_arn("webhookTokenSecretArn", get("webhookTokenSecretArn")),
+            aws_source=_choice("awsSource", get("awsSource"), AWS_SOURCES),
+            event_bridge=_boolean("eventBridge", get("eventBridge")),
         )
+        if config.event_bridge and config.enable_s3_audit and not config.uses_cloudtrail:
+            # EventBridge receives S3 data events only from a trail that records them.
+            raise ConfigError(
+                f'Context key "eventBridge" needs a trail, so "awsSource" must be "cloudtrail" or "both", '
+                f'got "{config.aws_source}"'
+            )
         if not config.enable_s3_audit and not config.enable_minio_relay:
             raise ConfigError(
                 'Context keys "enableS3Audit" and "enableMinioRelay" are both false, so there is nothing to deploy'

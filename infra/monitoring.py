@@ -21,6 +21,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.constants import (
+    ACCESS_LOG_SILENCE,
     ALARM_PERIOD,
     API_SERVER_ERROR_PERIODS,
     AUTH_FAILURE_BURST,
@@ -112,6 +113,8 @@ class FlowMonitoring(Construct):
         functions: Sequence[WatchedFunction],
         api: apigateway.RestApi | None = None,
         trail_log_files: DurableQueue | None = None,
+        access_log_files: DurableQueue | None = None,
+        event_path: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.flow = flow
@@ -127,7 +130,11 @@ class FlowMonitoring(Construct):
             self._watch_webhook(api)
         if trail_log_files is not None:
             self._watch_trail(trail_log_files)
+        elif access_log_files is not None:  # with a trail too, its hourly digest is the stronger heartbeat
+            self._watch_access_logs(access_log_files)
         self.dashboard = self._dashboard(queues, functions, api, trail_log_files)
+        if event_path:
+            self.dashboard.add_widgets(*self._path_widgets())
         self._outputs()
 
     # --- alarms ---------------------------------------------------------------------------------------------------
@@ -251,18 +258,41 @@ class FlowMonitoring(Construct):
 
     def _watch_trail(self, log_files: DurableQueue) -> None:
         hours = int(TRAIL_SILENCE.to_hours())
-        self._alarm(
+        self._watch_silence(
             "TrailSilent",
+            log_files,
+            hours,
+            f"No CloudTrail file reached the log-file queue for {hours} hours. CloudTrail writes a digest "
+            "file every hour even without downloads, so the trail stopped logging, lost access to the log bucket, "
+            "or the bucket notification is gone.",
+            "trail-silent",
+        )
+
+    def _watch_access_logs(self, log_files: DurableQueue) -> None:
+        hours = int(ACCESS_LOG_SILENCE.to_hours())
+        self._watch_silence(
+            "AccessLogsSilent",
+            log_files,
+            hours,
+            f"No S3 server access log reached the log-file queue for {hours} hours. S3 writes access "
+            "logs only when the asset buckets are used and can deliver them hours late, hence the long window: "
+            "logging was turned off on an asset bucket, the log delivery lost access, the notification is gone, "
+            "or nobody used the assets for a day.",
+            "access-logs-silent",
+        )
+
+    def _watch_silence(self, name: str, log_files: DurableQueue, hours: int, description: str, anchor: str) -> None:
+        """Alarm when no message reached the log-file queue for ``hours`` hours."""
+        self._alarm(
+            name,
             metric=log_files.queue.metric_number_of_messages_sent(period=HEARTBEAT_PERIOD, statistic="Sum"),
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=hours,
             # SQS stops publishing the metrics of an idle queue: no data is silence too.
             missing=cloudwatch.TreatMissingData.BREACHING,
-            description=f"No CloudTrail file reached the log-file queue for {hours} hours. CloudTrail writes a digest "
-            "file every hour even without downloads, so the trail stopped logging, lost access to the log bucket, "
-            "or the bucket notification is gone.",
-            anchor="trail-silent",
+            description=description,
+            anchor=anchor,
         )
 
     # --- dashboard ------------------------------------------------------------------------------------------------
@@ -446,6 +476,50 @@ class FlowMonitoring(Construct):
                 [
                     custom_metric(self.flow, names.DELIVERY_REQUESTS, label="Requests"),
                     custom_metric(self.flow, names.TOKEN_FETCHES, label="Token fetches"),
+                ],
+            ),
+        ]
+
+    def _path_widgets(self) -> list[cloudwatch.IWidget]:
+        """eventBridge on: lines an event delivered against lines only a log file brought (EventBridge missed them,
+        or they were late), and how often a log file found its request already delivered by an event."""
+
+        def by_path(metric_name: str, path: str, label: str) -> cloudwatch.Metric:
+            return custom_metric(self.flow, metric_name, label=label, extra_dimensions={names.PATH: path})
+
+        by_event = by_path(names.LINES_DELIVERED_BY_PATH, names.PATH_EVENT, "Delivered by an event")
+        by_log_file = by_path(names.LINES_DELIVERED_BY_PATH, names.PATH_LOG_FILE, "Only by a log file (event missed)")
+        missed = cloudwatch.MathExpression(
+            expression="100 * FILL(logFile, 0) / (FILL(event, 0) + FILL(logFile, 0))",
+            using_metrics={"event": by_event, "logFile": by_log_file},
+            label="Missed by EventBridge (%)",
+            period=ALARM_PERIOD,
+        )
+        return [
+            cloudwatch.GraphWidget(
+                title="Lines by path: event first, or log file only",
+                left=[
+                    by_event,
+                    by_log_file,
+                    by_path(
+                        names.REQUESTS_ALREADY_DELIVERED, names.PATH_LOG_FILE, "Log-file lines an event delivered first"
+                    ),
+                ],
+                width=2 * WIDGET_WIDTH,
+                height=WIDGET_HEIGHT,
+            ),
+            self._graph("Downloads EventBridge missed (% of lines; the log files delivered them)", [missed]),
+            self._graph(
+                "Age of a download when its event delivered the line (s): end-to-end latency",
+                [
+                    custom_metric(
+                        self.flow,
+                        names.LINE_AGE,
+                        statistic=statistic,
+                        label=f"Event path {statistic}",
+                        extra_dimensions={names.PATH: names.PATH_EVENT},
+                    )
+                    for statistic in ("p50", "p99", "Maximum")
                 ],
             ),
         ]

@@ -23,7 +23,9 @@ def test_demo_meters_both_flows_exactly_once() -> None:
     for role in ("S3AuditRole", "WebhookRole", "DeliverRole"):
         assert role in result.stdout.splitlines()[0]
     assert "AWS S3 flow: 6 lines stored, 6 expected: OK" in result.stdout
+    assert "AWS S3 flow with the access log (each request once): 7 lines stored, 7 expected: OK" in result.stdout
+    assert "AWS S3 flow with events: 11 lines stored, 11 expected: OK" in result.stdout
     assert "MinIO flow: 4 lines stored, 4 expected: OK" in result.stdout
     assert "POST with a wrong token -> 401" in result.stdout
-    assert "metering table of the reference OGC RS (10 rows)" in result.stdout
+    assert "metering table of the reference OGC RS (15 rows)" in result.stdout
     assert "demo-webhook-token" not in result.stdout + result.stderr

@@ -26,8 +26,11 @@ from ogc_audit.reference_rs import ReferenceOgcRs
 from ogc_audit.samples import (
     Download,
     Variant,
+    access_log_key,
+    access_log_line,
     cloudtrail_log_key,
     cloudtrail_record,
+    eventbridge_api_call,
     minio_entry,
     random_download,
     utc,
@@ -120,11 +123,10 @@ def test_resources_and_settings_are_the_templates(flow: FlowResources, flow_temp
     redrive = json.loads(attributes["RedrivePolicy"])
     assert int(attributes["VisibilityTimeout"]) == 6 * 300  # the template's, not a shortened local copy
     assert int(redrive["maxReceiveCount"]) == 5
-    assert flow.s3_audit.event_source is not None
-    assert (flow.s3_audit.event_source.batch_size, flow.s3_audit.event_source.max_concurrency) == (1, 2)
-    assert flow.deliver.event_source is not None
-    assert flow.deliver.event_source.batching_window_s == 5
-    assert flow.deliver.event_source.report_batch_item_failures
+    log_files = flow.s3_audit.event_source()  # cdk.json's context: the log-file queue is its only source
+    assert (log_files.queue_url, log_files.batch_size, log_files.max_concurrency) == (flow.log_file_queue_url, 1, 2)
+    assert flow.deliver.event_source().batching_window_s == 5
+    assert flow.deliver.event_source().report_batch_item_failures
     table = boto3.client("dynamodb").describe_time_to_live(
         TableName=flow.s3_audit.environment[env_names.IDEMPOTENCY_TABLE_NAME]
     )
@@ -198,6 +200,49 @@ def test_webhook_and_deliver_meter_minio_batches_under_their_roles(
     assert sorted(reference_rs.stored_lines()) == sorted(line(d, "minio") for _, downloads in bodies for d in downloads)
     assert queue_depth(flow.delivery_queue_url) == 0
     assert queue_depth(flow.delivery_dead_letter_url) == 0
+
+
+@pytest.fixture(scope="module")
+def every_source_templates() -> Templates:
+    """The S3 flow with every AWS source: the trail's log files, the asset bucket's access logs, EventBridge."""
+    from ogc_audit.stack_template import synthesized_templates
+
+    return synthesized_templates(awsSource="both", eventBridge=True, enableMinioRelay=False)
+
+
+def test_s3_audit_meters_access_logs_and_eventbridge_batches_under_its_role(
+    emulator: str, reference_rs: ReferenceOgcRs, every_source_templates: Templates
+) -> None:
+    flow = start_flow(reference_rs, every_source_templates)
+    rng = random.Random(7)
+    in_trail, _ = write_log_file(flow, "trail", rng)
+    # S3 writes the access-log object into the template's access-log bucket; its notification feeds the queue.
+    only_in_access_log = [random_download(rng, START) for _ in range(3)]
+    lines = [
+        access_log_line(in_trail[0]),  # the same S3 request CloudTrail reported: metered once
+        *(access_log_line(download) for download in only_in_access_log),
+        access_log_line(random_download(rng, START), Variant.FAILED_403),
+        access_log_line(random_download(rng, START), Variant.HEADER_SIGNED),
+    ]
+    key = access_log_key(START, "0A1B2C3D4E5F6A7B")
+    boto3.client("s3").put_object(Bucket=flow.access_log_bucket, Key=key, Body="".join(lines).encode())
+    # EventBridge: one event the log file holds too, new downloads, one event delivered twice.
+    only_in_events = [random_download(rng, START) for _ in range(4)]
+    for download in [in_trail[1], *only_in_events, only_in_events[0]]:
+        boto3.client("sqs").send_message(
+            QueueUrl=flow.event_queue_url, MessageBody=json.dumps(eventbridge_api_call(download))
+        )
+
+    events = pump_queue(flow.s3_audit, queue_url=flow.event_queue_url)
+    log_files = pump_queue(flow.s3_audit, queue_url=flow.log_file_queue_url)
+
+    assert (events.errors, events.failed, log_files.errors, log_files.failed) == ([], 0, [], 0)
+    # One a batch: S3's s3:TestEvent of each bucket's notification (skipped), the log file, the access-log object.
+    assert log_files.invocations == 4
+    expected = sorted(line(d, "aws_s3") for d in [*in_trail, *only_in_access_log, *only_in_events])
+    assert sorted(reference_rs.stored_lines()) == expected
+    for url in (flow.event_queue_url, flow.log_file_queue_url, *flow.dead_letter_urls.values()):
+        assert queue_depth(url) == 0
 
 
 # --- One action less: the run fails with AccessDenied ---------------------------------------------------------------

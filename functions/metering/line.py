@@ -111,9 +111,8 @@ def _integral(raw: object) -> int | None:
     if isinstance(raw, str):
         text = raw.strip()
         if text.isascii() and text.isdigit():
-            digits = text.lstrip("0")
-            # Past 19 digits it cannot be a byte count, and int() refuses 4,300+ digits with ValueError.
-            return int(digits or "0") if len(digits) <= 19 else None
+            # Past 19 significant digits it is out of range anyway; int() refuses 4,300+ digits with ValueError.
+            return int(text) if len(text.lstrip("0")) <= 19 else None
         try:
             raw = float(text)
         except ValueError:

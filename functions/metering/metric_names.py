@@ -19,6 +19,7 @@ FLOW: Final = "flow"
 SERVICE: Final = "service"
 REASON: Final = "reason"
 KIND: Final = "kind"
+PATH: Final = "path"
 
 Flow = Literal["aws_s3", "minio"]
 FLOW_AWS_S3: Final = "aws_s3"
@@ -44,6 +45,20 @@ OGC_RS_LATENCY: Final = "OgcRsLatency"
 DELIVERY_FAILURES: Final = "DeliveryFailures"
 """Total per flow, and per ``kind`` (one of DELIVERY_FAILURE_KINDS)."""
 TOKEN_FETCHES: Final = "TokenFetches"  # noqa: S105 (a metric name, not a credential)
+
+# AWS S3 flow, per ``path`` (how the download reached s3_audit): with eventBridge on, an event delivers a line within
+# seconds and the log file later finds its request delivered; a log-file line delivered fresh is one EventBridge
+# missed (best effort) or had not delivered yet.
+LINES_DELIVERED_BY_PATH: Final = "LinesDeliveredByPath"
+"""Lines delivered to OGC RS, per ``path`` (PATH_EVENT, PATH_LOG_FILE)."""
+REQUESTS_ALREADY_DELIVERED: Final = "RequestsAlreadyDelivered"
+"""Lines not sent because an earlier input (event, log file, access log) delivered the same S3 request, per path."""
+LINE_AGE: Final = "LineAge"
+"""Seconds from a download (its record's time) to the delivery of its line, per ``path``: the end-to-end latency."""
+DeliveryPath = Literal["event", "log_file"]
+PATH_EVENT: Final = "event"
+PATH_LOG_FILE: Final = "log_file"
+DELIVERY_PATHS: Final = (PATH_EVENT, PATH_LOG_FILE)
 
 # MinIO webhook.
 WEBHOOK_AUTH_FAILURES: Final = "WebhookAuthFailures"

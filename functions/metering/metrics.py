@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -28,6 +29,7 @@ from metering.metric_names import (
     DEFAULT_NAMESPACE,
     DELIVERY_FAILURE_KINDS,
     DELIVERY_FAILURES,
+    DELIVERY_PATHS,
     DELIVERY_REQUESTS,
     ENTRIES_SEEN,
     FILTERED,
@@ -36,18 +38,23 @@ from metering.metric_names import (
     KIND_CONFIGURATION,
     KIND_IN_FLIGHT,
     KIND_UNAVAILABLE,
+    LINE_AGE,
     LINES_ALREADY_DELIVERED,
     LINES_DELIVERED,
+    LINES_DELIVERED_BY_PATH,
     LINES_REJECTED,
     LOG_FILES_READ,
     METERED,
     OGC_RS_LATENCY,
+    PATH,
     QUARANTINED,
     REASON,
+    REQUESTS_ALREADY_DELIVERED,
     SERVICE_OF_FLOW,
     TOKEN_FETCHES,
     WEBHOOK_AUTH_FAILURES,
     DeliveryFailureKind,
+    DeliveryPath,
     Flow,
 )
 from metering.ogc_rs import DeliveryReport
@@ -62,6 +69,8 @@ __all__ = [
     "record_auth_failure",
     "record_delivery",
     "record_delivery_failure",
+    "record_line_ages",
+    "record_lines_by_path",
     "record_log_files",
     "record_outcomes",
     "record_rejected_lines",
@@ -148,6 +157,39 @@ def record_delivery(metrics: Metrics, report: DeliveryReport | OnceReport) -> No
     if isinstance(report, OnceReport):
         _count(metrics, LINES_ALREADY_DELIVERED, report.already_delivered)
     record_token_fetches(metrics, delivery.token_fetches)
+
+
+def record_lines_by_path(metrics: Metrics, path: DeliveryPath, delivered: int, known_requests: int) -> None:
+    """LinesDeliveredByPath and RequestsAlreadyDelivered with ``path`` = event or log_file (zero counts are not
+    published): how many downloads each path brought first, and how many it found delivered by another input."""
+    if path not in DELIVERY_PATHS:
+        raise ValueError(f"unknown delivery path {path!r}; expected one of {DELIVERY_PATHS}")
+    _publish_breakdown(metrics, LINES_DELIVERED_BY_PATH, PATH, {path: delivered})
+    _publish_breakdown(metrics, REQUESTS_ALREADY_DELIVERED, PATH, {path: known_requests})
+
+
+# EMF takes at most 100 values per metric in one document; an even sample keeps the percentiles' shape.
+MAX_AGE_VALUES = 100
+
+
+def record_line_ages(metrics: Metrics, path: DeliveryPath, timestamps: Sequence[str], now: datetime) -> None:
+    """LineAge (seconds, with ``path``): how old each delivered line's download was at delivery (``now``), from
+    its RFC 3339 timestamp; at most MAX_AGE_VALUES evenly spaced values of the sorted ages."""
+    if path not in DELIVERY_PATHS:
+        raise ValueError(f"unknown delivery path {path!r}; expected one of {DELIVERY_PATHS}")
+    ages = sorted(max(0.0, (now - datetime.fromisoformat(stamp)).total_seconds()) for stamp in timestamps)
+    if not ages:
+        return
+    step = max(1, -(-len(ages) // MAX_AGE_VALUES))
+    provider = metrics.provider
+    document = AmazonCloudWatchEMFProvider(
+        namespace=provider.namespace,
+        service=provider.service,
+        default_dimensions={FLOW: provider.default_dimensions[FLOW], PATH: path},
+    )
+    for age in ages[::step]:
+        document.add_metric(name=LINE_AGE, unit=MetricUnit.Seconds, value=round(age, 3))
+    document.flush_metrics()
 
 
 def delivery_failure_kind(error: BaseException) -> DeliveryFailureKind:

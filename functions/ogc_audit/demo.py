@@ -30,12 +30,16 @@ from ogc_audit.samples import (
     ACCOUNT,
     Download,
     Variant,
+    access_log_key,
+    access_log_line,
     cloudtrail_log_key,
     cloudtrail_record,
+    eventbridge_api_call,
     minio_entry,
     random_download,
     utc,
 )
+from ogc_audit.stack_template import synthesized_templates
 
 WEBHOOK_TOKEN = "demo-webhook-token-7f3a9c"  # noqa: S105 - a throwaway token of the local demo
 _START = utc("2025-10-27T10:10:00")
@@ -76,6 +80,51 @@ def _write_log_files(s3: Any, log_bucket: str, rng: random.Random) -> list[Downl
     digest_key = f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/ap-south-1/2025/10/27/{ACCOUNT}_CloudTrail-Digest_demo.json.gz"
     s3.put_object(Bucket=log_bucket, Key=digest_key, Body=gzip.compress(b'{"digestStartTime":"2025-10-27T10:00:00Z"}'))
     return metered
+
+
+def _access_log_step(
+    aws: Any, resources: FlowResources, rng: random.Random, also_in_trail: Download, out: TextIO
+) -> list[Download]:
+    """The access-log source: one object holding a download CloudTrail reported too (metered once), a new one,
+    a failed and a header-signed request, delivered into the access-log bucket (whose notification feeds the
+    log-file queue). Returns the downloads it adds."""
+    out.write("AWS S3 flow, access-log source: access-log object -> SQS -> s3_audit handler -> OGC RS\n")
+    only_here = random_download(rng, _START)
+    lines = [
+        access_log_line(also_in_trail),  # the same S3 request ID as its CloudTrail record
+        access_log_line(only_here),
+        access_log_line(random_download(rng, _START), Variant.FAILED_403),
+        access_log_line(random_download(rng, _START), Variant.HEADER_SIGNED),
+    ]
+    key = access_log_key(_START + timedelta(hours=2), "7F48A46E2E37A2F9")
+    aws.client("s3").put_object(Bucket=resources.access_log_bucket, Key=key, Body="".join(lines).encode())
+    pumped = pump_queue(resources.s3_audit, queue_url=resources.log_file_queue_url)
+    out.write(
+        f"  s3_audit invocations: {pumped.invocations}, messages failed: {pumped.failed}; "
+        f"request {also_in_trail.item_id} was reported by CloudTrail and the access log\n"
+    )
+    return [only_here]
+
+
+def _event_path(aws: Any, resources: FlowResources, rng: random.Random, out: TextIO) -> list[Download]:
+    """eventBridge=true: events for three downloads (one delivered twice) metered in one batch, then the log file
+    CloudTrail writes minutes later with two of them and one EventBridge missed; returns the metered downloads."""
+    out.write("AWS S3 flow, eventBridge=true: EventBridge events -> event queue -> s3_audit in batches -> OGC RS\n")
+    sqs = aws.client("sqs")
+    seen = [random_download(rng, _START + timedelta(minutes=10)) for _ in range(3)]
+    missed = random_download(rng, _START + timedelta(minutes=10))
+    for download in [*seen, seen[0]]:  # EventBridge delivers at least once
+        sqs.send_message(QueueUrl=resources.event_queue_url, MessageBody=json.dumps(eventbridge_api_call(download)))
+    pumped = pump_queue(resources.s3_audit, queue_url=resources.event_queue_url)
+    out.write(f"  4 events (one repeated) -> s3_audit invocations: {pumped.invocations}, failed: {pumped.failed}\n")
+    records = [cloudtrail_record(seen[0]), cloudtrail_record(seen[1]), cloudtrail_record(missed)]
+    key = cloudtrail_log_key(_START + timedelta(minutes=15), "demoevents")
+    aws.client("s3").put_object(
+        Bucket=resources.log_bucket, Key=key, Body=gzip.compress(json.dumps({"Records": records}).encode())
+    )
+    pump_queue(resources.s3_audit, queue_url=resources.log_file_queue_url)
+    out.write("  then its log file: 2 downloads already delivered by their events, 1 EventBridge missed\n")
+    return [*seen, missed]
 
 
 def _minio_bodies(rng: random.Random) -> tuple[list[bytes], list[Download]]:
@@ -138,6 +187,8 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 prefix="ogc-demo",
                 ogc_rs=rs,
                 webhook_token=WEBHOOK_TOKEN,
+                # Every AWS source the app can deploy: the trail's log files, access logs and EventBridge events.
+                templates=synthesized_templates(awsSource="both", eventBridge=True),
                 local_settings={
                     env_names.POWERTOOLS_LOG_LEVEL: "WARNING",
                     "POWERTOOLS_METRICS_DISABLED": "true",  # the EMF documents would drown the demo's output
@@ -155,13 +206,17 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
 
     out.write("AWS S3 flow: CloudTrail log files -> log bucket -> SQS -> s3_audit handler -> OGC RS\n")
     s3_expected = _write_log_files(aws.client("s3"), resources.log_bucket, rng)
-    pumped = pump_queue(resources.s3_audit)
+    pumped = pump_queue(resources.s3_audit, queue_url=resources.log_file_queue_url)
     out.write(f"  s3_audit invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
     tally = OutcomeTally()
     for _ in extract_downloads([f"s3://{resources.log_bucket}/AWSLogs/"], tally):
         pass
     out.write(f"  outcomes of the log files (ogc-audit extract): {json.dumps(tally.as_dict())}\n")
     s3_ok = _check("  AWS S3 flow", s3_expected, rs, "aws_s3", out)
+    s3_expected += _access_log_step(aws, resources, rng, s3_expected[0], out)
+    s3_ok = _check("  AWS S3 flow with the access log (each request once)", s3_expected, rs, "aws_s3", out) and s3_ok
+    s3_expected += _event_path(aws, resources, rng, out)
+    s3_ok = _check("  AWS S3 flow with events", s3_expected, rs, "aws_s3", out) and s3_ok
 
     out.write("MinIO flow: audit webhook -> webhook handler -> SQS -> deliver handler -> OGC RS\n")
     bodies, minio_expected = _minio_bodies(rng)

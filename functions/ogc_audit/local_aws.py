@@ -221,7 +221,8 @@ class LocalFunction:
     policies: dict[str, Any]
     """The role's policy documents as created in the emulator (resolved), by policy name."""
     credentials: dict[str, str] = field(repr=False)
-    event_source: EventSource | None = None
+    event_sources: tuple[EventSource, ...] = ()
+    """Every SQS event-source mapping of the function in the template (s3_audit: log files, and events)."""
     # What this function's execution environment keeps across invocations and cold starts alike: one boto3
     # Session (loading the service models costs ~0.2 s a client), and Powertools' secrets provider.
     _session: Any = field(default=None, init=False, repr=False)
@@ -235,6 +236,15 @@ class LocalFunction:
         if self._session is None:
             self._session = boto3.Session(**_static_keys(*self._keys()), region_name=REGION)
         return self._session
+
+    def event_source(self, queue_url: str | None = None) -> EventSource:
+        """The mapping that polls ``queue_url``; without one, the function's only mapping."""
+        matching = [source for source in self.event_sources if queue_url in (None, source.queue_url)]
+        if queue_url is None and len(matching) > 1:
+            raise ValueError(f"{self.name} has {len(matching)} SQS event sources: name the queue to poll")
+        if not matching:
+            raise ValueError(f"{self.name} has no SQS event source on {queue_url or 'any queue'} in the template")
+        return matching[0]
 
     def _keys(self) -> tuple[str, str, str]:
         return self.credentials["AccessKeyId"], self.credentials["SecretAccessKey"], self.credentials["SessionToken"]
@@ -353,8 +363,13 @@ class FlowResources:
 
     @property
     def log_file_queue_url(self) -> str:
-        """The queue s3_audit consumes."""
-        return _source(self.s3_audit).queue_url
+        """The queue of log-file notifications s3_audit consumes."""
+        return self.s3_audit.event_source(self.queue_urls["LogFilesQueue"]).queue_url
+
+    @property
+    def event_queue_url(self) -> str:
+        """The queue EventBridge fills with download events (``eventBridge=true``), which s3_audit consumes."""
+        return self.s3_audit.event_source(self.queue_urls["DownloadEventsQueue"]).queue_url
 
     @property
     def log_file_dead_letter_url(self) -> str:
@@ -364,7 +379,7 @@ class FlowResources:
     @property
     def delivery_queue_url(self) -> str:
         """The queue deliver consumes (the webhook sends to it)."""
-        return _source(self.deliver).queue_url
+        return self.deliver.event_source().queue_url
 
     @property
     def delivery_dead_letter_url(self) -> str:
@@ -373,14 +388,13 @@ class FlowResources:
 
     @property
     def log_bucket(self) -> str:
-        """The bucket whose notification feeds the log-file queue."""
+        """The bucket CloudTrail writes to, whose notification feeds the log-file queue."""
         return self.buckets["LogBucket"]
 
-
-def _source(function: LocalFunction) -> EventSource:
-    if function.event_source is None:
-        raise ValueError(f"{function.name} has no SQS event source in the template")
-    return function.event_source
+    @property
+    def access_log_bucket(self) -> str:
+        """The bucket the asset buckets' server access logs go to (``awsSource`` access-logs or both)."""
+        return self.buckets["AssetAccessLogBucket"]
 
 
 def create_flow_resources(
@@ -562,7 +576,7 @@ class _FlowBuilder:
                 role_name=role_name,
                 policies=policies,
                 credentials=credentials,
-                event_source=self._event_source(template, resolver, logical_id),
+                event_sources=self._event_sources(template, resolver, logical_id),
             )
 
     def _role(
@@ -589,20 +603,19 @@ class _FlowBuilder:
         credentials = self.aws.client("sts").assume_role(RoleArn=arn, RoleSessionName=name[:64])["Credentials"]
         return name, policies, {key: str(value) for key, value in credentials.items()}
 
-    def _event_source(self, template: Template, resolver: StackResolver, function_id: str) -> EventSource | None:
-        for _, mapping in stack_template.resources_of_type(template, "AWS::Lambda::EventSourceMapping"):
-            if mapping["FunctionName"] != {"Ref": function_id}:
-                continue
-            queue_id = mapping["EventSourceArn"]["Fn::GetAtt"][0]
-            return EventSource(
-                queue_url=resolver.resolve({"Ref": queue_id}),
+    def _event_sources(self, template: Template, resolver: StackResolver, function_id: str) -> tuple[EventSource, ...]:
+        return tuple(
+            EventSource(
+                queue_url=resolver.resolve({"Ref": mapping["EventSourceArn"]["Fn::GetAtt"][0]}),
                 queue_arn=resolver.resolve(mapping["EventSourceArn"]),
                 batch_size=int(mapping.get("BatchSize", 10)),
                 batching_window_s=int(mapping.get("MaximumBatchingWindowInSeconds", 0)),
                 max_concurrency=mapping.get("ScalingConfig", {}).get("MaximumConcurrency"),
                 report_batch_item_failures="ReportBatchItemFailures" in mapping.get("FunctionResponseTypes", []),
             )
-        return None
+            for _, mapping in stack_template.resources_of_type(template, "AWS::Lambda::EventSourceMapping")
+            if mapping["FunctionName"] == {"Ref": function_id}
+        )
 
     def fill_secrets(self, values_by_variable: Mapping[str, str]) -> None:
         """Write each secret's value, found by the environment variable through which a function reads it."""
@@ -654,15 +667,16 @@ def pump_queue(
     function: LocalFunction,
     handler: LambdaHandler | None = None,
     *,
+    queue_url: str | None = None,
     max_rounds: int = 1000,
     idle_rounds: int = 1,
 ) -> PumpResult:
     """Invoke ``function`` on batches of its queue, polling with its own role, until the queue is empty.
 
     One invocation at a time (within the template's maximum concurrency). ``handler`` replaces the template's
-    entry point (a wrapper around it).
+    entry point (a wrapper around it); ``queue_url`` picks the mapping of a function with several.
     """
-    source = _source(function)
+    source = function.event_source(queue_url)
     sqs = function.sqs_poller()
     result, idle = PumpResult(), 0
     for _ in range(max_rounds):

@@ -263,6 +263,21 @@ def test_runbook_has_a_section_for_every_alarm(default_app: SynthesizedApp) -> N
     assert anchors <= headings, sorted(anchors - headings)
 
 
+PublishedMetric = tuple[str, str, frozenset[tuple[str, str]]]
+
+
+def published_metrics(printed: str) -> set[PublishedMetric]:
+    """(namespace, metric name, dimensions) of every metric in the EMF documents printed, one JSON per line."""
+    published: set[PublishedMetric] = set()
+    for line in printed.splitlines():
+        document = json.loads(line)
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        for keys in directive["Dimensions"]:
+            dimensions = frozenset((key, document[key]) for key in keys)
+            published |= {(directive["Namespace"], metric["Name"], dimensions) for metric in directive["Metrics"]}
+    return published
+
+
 def test_custom_metric_alarms_read_what_the_functions_publish(
     default_app: SynthesizedApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -273,13 +288,7 @@ def test_custom_metric_alarms_read_what_the_functions_publish(
         record_delivery_failure(metrics, "configuration")
         metrics.add_metric(name=names.WEBHOOK_AUTH_FAILURES, unit="Count", value=1)
         metrics.flush_metrics()
-    published: set[tuple[str, str, frozenset[tuple[str, str]]]] = set()
-    for line in capsys.readouterr().out.splitlines():
-        document = json.loads(line)
-        (directive,) = document["_aws"]["CloudWatchMetrics"]
-        for keys in directive["Dimensions"]:
-            dimensions = frozenset((key, document[key]) for key in keys)
-            published |= {(directive["Namespace"], metric["Name"], dimensions) for metric in directive["Metrics"]}
+    published = published_metrics(capsys.readouterr().out)
     watched = {
         (p["Namespace"], p["MetricName"], frozenset((d["Name"], d["Value"]) for d in p["Dimensions"]))
         for template in default_app.templates.values()
