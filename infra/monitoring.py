@@ -218,6 +218,19 @@ class FlowMonitoring(Construct):
             "retrying cannot help; fix the client credentials secret or the context values.",
             anchor="delivery-configuration",
         )
+        self._alarm(
+            "DeliveryRedirect",
+            metric=custom_metric(
+                self.flow,
+                names.DELIVERY_FAILURES,
+                extra_dimensions={names.KIND: names.KIND_REDIRECT},
+            ),
+            threshold=1,
+            description=f"The auth server or OGC RS answered a redirect ({self.flow} flow), which is never followed "
+            "(it would carry the client secret or the lines elsewhere): set processApiUrl/authUrl to the URL the "
+            "redirect points to (the log names its host).",
+            anchor="delivery-redirect",
+        )
 
     def _watch_quarantine(self) -> None:
         self._alarm(

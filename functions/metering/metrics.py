@@ -21,7 +21,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
-from metering.errors import ConfigurationError
+from metering.errors import ConfigurationError, RedirectError
 from metering.exactly_once import InFlightError, OnceReport
 from metering.metric_names import (
     DEFAULT_NAMESPACE,
@@ -34,6 +34,7 @@ from metering.metric_names import (
     KIND,
     KIND_CONFIGURATION,
     KIND_IN_FLIGHT,
+    KIND_REDIRECT,
     KIND_UNAVAILABLE,
     LINES_ALREADY_DELIVERED,
     LINES_DELIVERED,
@@ -151,9 +152,11 @@ def record_delivery(metrics: Metrics, report: DeliveryReport | OnceReport) -> No
 
 
 def delivery_failure_kind(error: BaseException) -> DeliveryFailureKind:
-    """The kind of a delivery failure: in_flight, configuration, or unavailable (any other error)."""
+    """The kind of a delivery failure: in_flight, redirect, configuration, or unavailable (any other error)."""
     if isinstance(error, InFlightError):
         return KIND_IN_FLIGHT
+    if isinstance(error, RedirectError):
+        return KIND_REDIRECT
     if isinstance(error, ConfigurationError):
         return KIND_CONFIGURATION
     return KIND_UNAVAILABLE
