@@ -16,7 +16,7 @@ import requests
 from ogc_audit.reference_rs import Fault, ReferenceOgcRs
 from ogc_audit.serve import run_serve
 from tests.events import event_bytes
-from tests.helpers import cli_env, compact_entry
+from tests.helpers import cli_env, compact_entry, ogc_rs_env
 
 TOKEN = "Bearer serve-test-token"
 MINIO_HEADERS = {
@@ -121,3 +121,18 @@ def test_missing_configuration_stops_before_serving(
         monkeypatch.delenv(name, raising=False)
     assert run_serve("127.0.0.1", free_port(), 1) == 2
     assert "WEBHOOK_TOKEN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weak", ["Bearer ", "Bearer short-token"])
+def test_weak_token_stops_serve_with_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], reference_rs: ReferenceOgcRs, weak: str
+) -> None:
+    for name, value in ogc_rs_env(reference_rs).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("WEBHOOK_TOKEN_SECRET_ARN", raising=False)
+    monkeypatch.setenv("WEBHOOK_TOKEN", weak)
+
+    assert run_serve("127.0.0.1", free_port(), 1) == 2
+
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ogc-audit serve: environment variable WEBHOOK_TOKEN must hold at least 16 characters")

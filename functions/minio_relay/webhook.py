@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 WEBHOOK_PATH = "/auditlogs/processor"
 HEALTH_PATHS = frozenset({"/", ""})
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+# A shorter token can be guessed; the stacks generate 48 characters.
+MIN_TOKEN_CHARS = 16
 _BEARER = "bearer "
 # Excerpts of a quarantined entry leave out the request and response headers it carries.
 _HEADER_FIELDS = ("requestHeader", "responseHeader")
@@ -65,12 +67,15 @@ class WebhookSettings:
             raise SettingsError(
                 "environment variable WEBHOOK_TOKEN_SECRET_ARN is required (or WEBHOOK_TOKEN for local runs)"
             )
-        return cls(
+        settings = cls(
             token_secret_arn=arn,
             local_token=None if arn else local,
             max_body_bytes=positive_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 2**31),
             batch_max_lines=positive_int(env, "BATCH_MAX_LINES", DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
         )
+        if settings.local_token is not None and token_problem(settings.local_token):
+            raise SettingsError(f"environment variable WEBHOOK_TOKEN {token_problem(settings.local_token)}")
+        return settings
 
     def token_source(self) -> TokenSource:
         """The token, from Secrets Manager cached for five minutes (a rotation takes effect), or as given."""
@@ -108,6 +113,8 @@ class WebhookResponse:
     document: Mapping[str, object]
     tally: OutcomeTally | None = None
     """The outcomes of an accepted body (for metrics); not part of the answer."""
+    configuration_error: bool = False
+    """Refused because the webhook itself is misconfigured (a weak token): alarmed, not MinIO's fault."""
 
     def body(self) -> bytes:
         """The document as JSON bytes."""
@@ -120,7 +127,20 @@ def _error(status: int, message: str) -> WebhookResponse:
 
 def _without_bearer(value: str) -> str:
     value = value.strip()
+    if value.lower() == _BEARER.strip():  # "Bearer " stripped: a prefix with nothing after it
+        return ""
     return value[len(_BEARER) :].strip() if value[: len(_BEARER)].lower() == _BEARER else value
+
+
+def token_problem(token: str) -> str | None:
+    """Why a configured webhook token must not be used, as the end of a sentence; None when it is strong enough.
+
+    Empty after ``Bearer `` would let ``Authorization: Bearer`` in; a short token can be guessed.
+    """
+    length = len(_without_bearer(token))
+    if length >= MIN_TOKEN_CHARS:
+        return None
+    return f"must hold at least {MIN_TOKEN_CHARS} characters after any 'Bearer ' prefix, got {length}"
 
 
 def authenticate(presented: str | None, token: str) -> bool:
@@ -237,6 +257,11 @@ class Webhook:
         except Exception as error:  # the secret store is down or misconfigured: MinIO must re-send later
             logger.error("webhook token unavailable, answering 503: %s", type(error).__name__)
             return _error(503, "webhook token unavailable; retry later")
+        problem = token_problem(token)
+        if problem is not None:
+            # Every request is refused (MinIO keeps the bodies and re-sends them) until the secret is fixed.
+            logger.error("configuration error: the webhook token secret %s; every request is refused", problem)
+            return WebhookResponse(503, {"error": "webhook token misconfigured; retry later"}, configuration_error=True)
         if authenticate(presented, token):
             return None
         # The presented value is never logged: it may be a real token configured on the wrong target.

@@ -1042,6 +1042,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# reference OGC RS on {server.base_url} ({server.mode}, db {args.db})")
         print(f"PROCESS_API_URL={server.process_url}")
         print(f"AUTH_URL={server.token_url}")
+        print("OGC_AUDIT_ALLOW_HTTP=1")  # it speaks plain http: the functions refuse http URLs without this
         print(f"AUTH_ITEM_ID={server.rs_host}")
         print("AUTH_ITEM_TYPE=resource_server")
         print("AUTH_ROLE=admin")
