@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from metering.errors import DeliveryError
 from metering.exactly_once import LineSender
 from metering.ledger import DeliveryLedger
+from metering.metric_names import KIND_CONFIGURATION
 from metering.metrics import (
     delivery_failure_kind,
     flow_metrics,
@@ -31,7 +32,6 @@ from metering.metrics import (
     record_outcomes,
     record_rejected_lines,
 )
-from metering.metric_names import KIND_CONFIGURATION
 from metering.settings import SettingsError
 from minio_relay.deliver import BatchDelivery
 from minio_relay.delivery_queue import enqueue
