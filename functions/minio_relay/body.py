@@ -22,7 +22,7 @@ EXCERPT_CHARS = 200
 _decoder = msgspec.json.Decoder()
 
 
-def _decode(data: bytes) -> object:
+def decode_json(data: bytes) -> object:
     """msgspec's decode, with its UnicodeDecodeError (invalid UTF-8) and RecursionError (nesting past ~1000
     levels) turned into the DecodeError every caller handles.
 
@@ -105,7 +105,7 @@ def parse_lines(lines: Iterable[bytes], first_number: int = 1) -> ParsedBody:
         if not line:
             continue
         try:
-            parsed.entries.append(_decode(line))
+            parsed.entries.append(decode_json(line))
         except msgspec.DecodeError as error:
             parsed.bad_lines.append(BadLine(number, excerpt(line), str(error)))
     return parsed
@@ -121,7 +121,7 @@ def parse_body(body: bytes) -> ParsedBody:
         raise BodyError("empty body: expected a JSON audit entry")
     if b"\n" not in text:
         try:
-            return _checked(_from_document(_decode(text)))
+            return _checked(_from_document(decode_json(text)))
         except msgspec.DecodeError as error:
             raise BodyError(f"body is not valid JSON: {error}") from None
     lines = text.split(b"\n")
@@ -129,7 +129,7 @@ def parse_body(body: bytes) -> ParsedBody:
     if parsed.bad_lines and parsed.bad_lines[0].number == 1:
         # The first line alone is not JSON: perhaps one pretty-printed document rather than NDJSON.
         try:
-            return _checked(_from_document(_decode(text)))
+            return _checked(_from_document(decode_json(text)))
         except msgspec.DecodeError:
             pass
     return _checked(parsed)

@@ -178,6 +178,8 @@ def expected_bytes(raw: object) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():
+            if len(text.lstrip("0")) > 19:  # past 2^63-1, however many digits (int() refuses 4,300+)
+                return None
             value = int(text)
         else:
             try:
@@ -378,6 +380,11 @@ RULE_BREAKERS: list[tuple[st.SearchStrategy[list[Mutation]], str, Reason]] = [
     (_one((_PARAMS, "userId"), _NOT_UUID), "filtered", Reason.INVALID_USER_ID),
     (_one((_PARAMS, "collectionId"), _NOT_UUID), "filtered", Reason.INVALID_COLLECTION_ID),
     (_one((_PARAMS, "itemId"), st.sampled_from(["a|b", "|", "item|"])), "filtered", Reason.INVALID_ITEM_ID),
+    (
+        _one((_PARAMS, "itemId"), st.sampled_from(["a\x00b", "item\x1f", "\x7fitem", "a\nb"])),
+        "filtered",
+        Reason.INVALID_ITEM_ID,
+    ),
     (_one((_PARAMS, "userId"), _BLANK), "filtered", Reason.MISSING_USER_ID),
     (st.just([_drop((_PARAMS, "collectionId"))]), "filtered", Reason.MISSING_COLLECTION_ID),
     (_one((_PARAMS, "itemId"), _BLANK), "filtered", Reason.MISSING_ITEM_ID),
@@ -389,7 +396,7 @@ RULE_BREAKERS: list[tuple[st.SearchStrategy[list[Mutation]], str, Reason]] = [
         Reason.INVALID_TIMESTAMP,
     ),
     (
-        _one((_EXTRA, "bytesTransferredOut"), st.sampled_from([-1, 1.5, "many", 2**63, "-3"])),
+        _one((_EXTRA, "bytesTransferredOut"), st.sampled_from([-1, 1.5, "many", 2**63, "-3", "9" * 20, "9" * 5_000])),
         "quarantined",
         Reason.INVALID_BYTES,
     ),
