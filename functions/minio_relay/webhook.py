@@ -228,7 +228,7 @@ class Webhook:
 
     def receive(self, request: WebhookRequest) -> WebhookResponse:
         """Authenticate and process one audit body."""
-        refused = self._refuse_unauthenticated(request.headers.get("authorization"))
+        refused = self.refuse_unauthenticated(request.headers.get("authorization"))
         if refused is not None:
             return refused
         length = len(request.body) if request.declared_length is None else request.declared_length
@@ -251,7 +251,9 @@ class Webhook:
         logger.info("audit body %s", tally.as_dict())
         return WebhookResponse(200, summary(tally), tally)
 
-    def _refuse_unauthenticated(self, presented: str | None) -> WebhookResponse | None:
+    def refuse_unauthenticated(self, presented: str | None) -> WebhookResponse | None:
+        """The answer to a request whose Authorization header does not carry the token (or when the token is
+        unusable); None when it does. A server calls it before reading the body."""
         try:
             token = self.token()
         except Exception as error:  # the secret store is down or misconfigured: MinIO must re-send later
