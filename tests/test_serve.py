@@ -43,9 +43,10 @@ def launch(
     port = free_port()
     scheme = "https" if "--certfile" in arguments else "http"
     command = [sys.executable, "-m", "ogc_audit.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    environment = cli_env(
-        rs, WEBHOOK_TOKEN=TOKEN, LOG_LEVEL="warning", LEDGER_PATH=str(tmp_path / "ledger.sqlite3"), **env
-    )
+    environment = {
+        **cli_env(rs, WEBHOOK_TOKEN=TOKEN, LOG_LEVEL="warning", LEDGER_PATH=str(tmp_path / "ledger.sqlite3")),
+        **env,
+    }
     process = subprocess.Popen(
         [*command, "--workers", str(workers), *arguments], env=environment, stderr=subprocess.PIPE
     )
