@@ -67,6 +67,8 @@ class TokenProvider:
                 raise self._config_error[1]
             try:
                 self._token = self._fetch()
+            except RedirectError:
+                raise  # retried like any failure: a redirect may be a move in progress, not a refusal
             except ConfigurationError as error:
                 self._config_error = (now, error)
                 raise
