@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from metering import env_names
 from metering.outcomes import Reason, Skip
 from metering.settings import positive_int
 from s3_audit.cloudtrail import CloudTrailRecord, decode_record
@@ -55,7 +56,7 @@ _CUT_TRIES = 16
 _SALVAGE_TRIES = 256
 MAX_RECORD_BYTES = 1 << 20
 """A record larger than this is refused (RECORD_TOO_LARGE): CloudTrail's records stay under 256 KB."""
-MAX_LOG_FILE_BYTES_ENV = "MAX_LOG_FILE_BYTES"
+MAX_LOG_FILE_BYTES_ENV = env_names.MAX_LOG_FILE_BYTES
 DEFAULT_MAX_LOG_FILE_BYTES = 1 << 30
 """Inflated bytes read from one log file before it is refused (FILE_TOO_LARGE). CloudTrail starts a new file about
 every 5 minutes per region and the busiest trails write files of ~100 MB of JSON: 1 GiB leaves 10x headroom and
