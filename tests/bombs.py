@@ -6,7 +6,7 @@ input gives the same bytes. The gzip trailer (CRC-32, length) is computed, so th
 
 Run as ``python -m tests.bombs extract cloudtrail|minio PATH`` or ``python -m tests.bombs handler PATH [ENV=V...]``:
 the last line on stdout is JSON with the outcome and ``peak_mb``, the process's own peak resident set size
-(``ru_maxrss``), so other processes of the test session cannot blur the figure.
+(``VmHWM``), so other processes of the test session cannot blur the figure.
 """
 
 from __future__ import annotations
@@ -69,7 +69,11 @@ def minio_long_line(path: Path, entry: bytes, megabytes: int = 1536) -> int:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    """Peak RSS of this process's own memory (VmHWM): ``ru_maxrss`` keeps the parent's peak across fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no procfs: kilobytes on Linux
 
 
 def _run_extract(source: str, path: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import select
 import signal
 import socket
 import subprocess
@@ -241,7 +242,9 @@ def test_listening_beyond_loopback_without_tls_warns(reference_rs: ReferenceOgcR
     process = subprocess.Popen([*command, "--workers", "1"], env=env, stderr=subprocess.PIPE)
     try:
         assert process.stderr is not None
-        first = process.stderr.readline().decode()
+        # The warning comes before gunicorn starts; without one, nothing is written at this log level.
+        readable, _, _ = select.select([process.stderr], [], [], 15)
+        first = process.stderr.readline().decode() if readable else ""
     finally:
         stop(process)
     assert first.startswith("ogc-audit serve: warning: listening on 0.0.0.0:")

@@ -143,9 +143,10 @@ def _decompressed(chunks: Iterable[bytes], out_size: int) -> Iterator[bytes]:
         if len(head) >= len(_GZIP_MAGIC):
             break
     if not head.startswith(_GZIP_MAGIC):
-        if head:
-            yield head
-        yield from stream
+        # Plain JSON in blocks of out_size too: the reader's bounds then hold however the input was chunked.
+        for chunk in _chain(head, stream):
+            for start in range(0, len(chunk), out_size):
+                yield chunk[start : start + out_size]
         return
     yield from _gunzip(head, stream, out_size)
 
@@ -273,7 +274,8 @@ class _RecordSplitter:
         if self.streaming and len(self.buffer) >= self.piece_size:
             yield from self._emit_complete(max_tries=_CUT_TRIES)
             # What is left is the record in progress (after a piece that found no cut): past the bound, refuse it.
-            if len(self.buffer) > self.max_record_bytes + self.piece_size:
+            # A record between the bound and twice it still completes, then is refused alone (as any chunking does).
+            if len(self.buffer) > max(2 * self.max_record_bytes, self.max_record_bytes + self.piece_size):
                 self._refuse(
                     Reason.RECORD_TOO_LARGE,
                     f"record {self.records} (at decompressed byte {self.offset}) is larger than "

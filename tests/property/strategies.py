@@ -515,7 +515,7 @@ GENERATED = Generated()
 
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 JAVA_BLANK = "".join(chr(code) for code in range(0x21))  # what java.lang.String.trim() removes
-CONTROL_CHARACTERS = frozenset(chr(code) for code in [*range(0x20), 0x7F])  # PostgreSQL refuses NUL; DESIGN.md all
+CONTROL_CHARACTERS = frozenset(chr(code) for code in [*range(0x20), 0x7F])  # docs/design.md: no control character
 Expected = tuple[str, str]
 _MISSING = (Reason.MISSING_USER_ID, Reason.MISSING_COLLECTION_ID, Reason.MISSING_ITEM_ID)
 
