@@ -210,6 +210,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             settings = {
                 "PROCESS_API_URL": rs.process_url,
                 "AUTH_URL": rs.token_url,
+                "OGC_AUDIT_ALLOW_HTTP": "1",  # the reference OGC RS speaks plain http on loopback
                 "AUTH_ITEM_ID": rs.rs_host,
                 "AUTH_ITEM_TYPE": "resource_server",
                 "AUTH_ROLE": "admin",
