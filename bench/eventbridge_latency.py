@@ -233,6 +233,7 @@ def main(argv: Sequence[str] | None = None, out: Any = sys.stdout) -> int:
             "AUTH_ITEM_ID": rs.rs_host,
             "CLIENT_ID": rs.client_id,
             "CLIENT_SECRET": rs.client_secret,
+            "OGC_AUDIT_ALLOW_HTTP": "1",  # the reference OGC RS speaks plain http on loopback
             "IDEMPOTENCY_TABLE_NAME": "bench-ledger",
             "POWERTOOLS_LOG_LEVEL": "WARNING",
             "POWERTOOLS_METRICS_DISABLED": "true",

@@ -213,18 +213,31 @@ class FlowMonitoring(Construct):
             "unavailable. Inputs wait in the queue and are retried.",
             anchor="delivery-failures",
         )
-        self._alarm(
-            "DeliveryConfiguration",
-            metric=custom_metric(
-                self.flow,
-                names.DELIVERY_FAILURES,
-                extra_dimensions={names.KIND: names.KIND_CONFIGURATION},
+        # One alarm per failure kind an operator must fix: retrying cannot help.
+        for name, kind, description, anchor in (
+            (
+                "DeliveryConfiguration",
+                names.KIND_CONFIGURATION,
+                f"The auth server or OGC RS refuses the configured identity or URL ({self.flow} flow): "
+                "retrying cannot help; fix the client credentials secret or the context values.",
+                "delivery-configuration",
             ),
-            threshold=1,
-            description=f"The auth server or OGC RS refuses the configured identity or URL ({self.flow} flow): "
-            "retrying cannot help; fix the client credentials secret or the context values.",
-            anchor="delivery-configuration",
-        )
+            (
+                "DeliveryRedirect",
+                names.KIND_REDIRECT,
+                f"The auth server or OGC RS answered a redirect ({self.flow} flow), which is never followed "
+                "(it would carry the client secret or the lines elsewhere): set processApiUrl/authUrl to the URL the "
+                "redirect points to (the log names its host).",
+                "delivery-redirect",
+            ),
+        ):
+            self._alarm(
+                name,
+                metric=custom_metric(self.flow, names.DELIVERY_FAILURES, extra_dimensions={names.KIND: kind}),
+                threshold=1,
+                description=description,
+                anchor=anchor,
+            )
 
     def _watch_quarantine(self) -> None:
         self._alarm(

@@ -63,14 +63,16 @@ DELIVERY_PATHS: Final = (PATH_EVENT, PATH_LOG_FILE)
 # MinIO webhook.
 WEBHOOK_AUTH_FAILURES: Final = "WebhookAuthFailures"
 
-DeliveryFailureKind = Literal["unavailable", "configuration", "in_flight"]
+DeliveryFailureKind = Literal["unavailable", "configuration", "redirect", "in_flight"]
 KIND_UNAVAILABLE: Final = "unavailable"
 """OGC RS or the auth server down, throttling or timing out: SQS retries the input."""
 KIND_CONFIGURATION: Final = "configuration"
 """The auth server or OGC RS refuses the configured identity or URL: an operator must fix the configuration."""
+KIND_REDIRECT: Final = "redirect"
+"""The auth server or OGC RS answered a redirect (3xx), never followed: the configured URL must be corrected."""
 KIND_IN_FLIGHT: Final = "in_flight"
 """Another invocation holds some of the same entries in the delivery ledger: retried later, nothing is lost."""
-DELIVERY_FAILURE_KINDS: Final = (KIND_UNAVAILABLE, KIND_CONFIGURATION, KIND_IN_FLIGHT)
+DELIVERY_FAILURE_KINDS: Final = (KIND_UNAVAILABLE, KIND_CONFIGURATION, KIND_REDIRECT, KIND_IN_FLIGHT)
 
 
 def flow_dimensions(flow: str) -> dict[str, str]:

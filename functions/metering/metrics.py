@@ -23,7 +23,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from metering import env_names
-from metering.errors import ConfigurationError
+from metering.errors import ConfigurationError, RedirectError
 from metering.exactly_once import InFlightError, OnceReport
 from metering.metric_names import (
     DEFAULT_NAMESPACE,
@@ -37,6 +37,7 @@ from metering.metric_names import (
     KIND,
     KIND_CONFIGURATION,
     KIND_IN_FLIGHT,
+    KIND_REDIRECT,
     KIND_UNAVAILABLE,
     LINE_AGE,
     LINES_ALREADY_DELIVERED,
@@ -193,9 +194,11 @@ def record_line_ages(metrics: Metrics, path: DeliveryPath, timestamps: Sequence[
 
 
 def delivery_failure_kind(error: BaseException) -> DeliveryFailureKind:
-    """The kind of a delivery failure: in_flight, configuration, or unavailable (any other error)."""
+    """The kind of a delivery failure: in_flight, redirect, configuration, or unavailable (any other error)."""
     if isinstance(error, InFlightError):
         return KIND_IN_FLIGHT
+    if isinstance(error, RedirectError):
+        return KIND_REDIRECT
     if isinstance(error, ConfigurationError):
         return KIND_CONFIGURATION
     return KIND_UNAVAILABLE

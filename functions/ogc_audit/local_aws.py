@@ -435,6 +435,9 @@ def create_flow_resources(
     for function in builder.functions.values():
         # Only where the template sets them: the webhook, for one, never talks to OGC RS.
         function.environment.update({name: value for name, value in endpoints.items() if name in function.environment})
+        if env_names.PROCESS_API_URL in function.environment and ogc_rs.process_url.startswith("http:"):
+            # The functions refuse http OGC RS URLs unless told otherwise; the reference OGC RS speaks http on loopback.
+            function.environment[env_names.OGC_AUDIT_ALLOW_HTTP] = "1"
         function.environment.update(local_settings or {})
         _ALL_FUNCTION_VARIABLES.update(function.environment)
     return FlowResources(

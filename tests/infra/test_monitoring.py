@@ -150,6 +150,12 @@ def s3_alarms(template: Template) -> dict[str, dict[str, Any]]:
             [S3_DIMENSIONS[0], {"Name": "kind", "Value": "configuration"}, S3_DIMENSIONS[1]],
             threshold=1,
         ),
+        "MonitoringDeliveryRedirect": expected(
+            "OgcAuditIngest",
+            "DeliveryFailures",
+            [S3_DIMENSIONS[0], {"Name": "kind", "Value": "redirect"}, S3_DIMENSIONS[1]],
+            threshold=1,
+        ),
         "MonitoringQuarantined": expected("OgcAuditIngest", "Quarantined", S3_DIMENSIONS, threshold=1, period=3600),
         # CloudTrail writes a digest file every hour: two hours without any message on the queue is a silent trail.
         "MonitoringTrailSilent": expected(
@@ -202,6 +208,12 @@ def relay_alarms(template: Template) -> dict[str, dict[str, Any]]:
             "OgcAuditIngest",
             "DeliveryFailures",
             [MINIO_DIMENSIONS[0], {"Name": "kind", "Value": "configuration"}, MINIO_DIMENSIONS[1]],
+            threshold=1,
+        ),
+        "MonitoringDeliveryRedirect": expected(
+            "OgcAuditIngest",
+            "DeliveryFailures",
+            [MINIO_DIMENSIONS[0], {"Name": "kind", "Value": "redirect"}, MINIO_DIMENSIONS[1]],
             threshold=1,
         ),
         "MonitoringQuarantined": expected("OgcAuditIngest", "Quarantined", MINIO_DIMENSIONS, threshold=1, period=3600),
@@ -286,6 +298,7 @@ def test_custom_metric_alarms_read_what_the_functions_publish(
         metrics = flow_metrics(flow)
         record_outcomes(metrics, OutcomeTally())
         record_delivery_failure(metrics, "configuration")
+        record_delivery_failure(metrics, "redirect")
         metrics.add_metric(name=names.WEBHOOK_AUTH_FAILURES, unit="Count", value=1)
         metrics.flush_metrics()
     published = published_metrics(capsys.readouterr().out)
