@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration
+from aws_cdk import Annotations, CfnOutput, Duration
 from aws_cdk import aws_cloudtrail as cloudtrail
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
@@ -17,14 +17,17 @@ from infra.constants import (
     ABORT_INCOMPLETE_UPLOAD_AFTER,
     CLOUDTRAIL_LOG_PREFIX,
     CLOUDTRAIL_LOG_SUFFIX,
+    DOWNLOAD_TRAIL_NAME,
     LOG_FILE_QUEUE_MAX_AGE,
     S3_AUDIT_BATCH_SIZE,
     S3_AUDIT_MAX_CONCURRENCY,
     S3_AUDIT_MEMORY_MB,
     S3_AUDIT_TIMEOUT,
 )
+from infra.encryption import KeyUse, customer_managed_key_or_skip, grant_key_use, imported_key
 from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
 from infra.ogc_rs import delivering_function
+from infra.review import skip_check
 from infra.secure_defaults import (
     AuditStack,
     DurableQueue,
@@ -39,6 +42,8 @@ from metering.metric_names import FLOW_AWS_S3
 
 # CDK's singleton handler behind Custom::S3BucketNotifications (fixed id in aws-cdk-lib).
 BUCKET_NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
+# SqsDestination's warning that it cannot add its (unconditioned) statement to an imported key's policy.
+SQS_KMS_PERMISSIONS_WARNING = "@aws-cdk/aws-s3-notifications:sqsKMSPermissionsNotAdded"
 
 
 class S3AuditStack(AuditStack):
@@ -51,10 +56,12 @@ class S3AuditStack(AuditStack):
         *,
         config: AuditConfig,
         client_credentials: SecretReference,
+        key_arn: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        topic = alarm_topic(self, "AlarmTopic", config.alarm_email)
+        self.key = imported_key(self, key_arn)
+        topic = alarm_topic(self, "AlarmTopic", config.alarm_email, self.key)
         self.access_logs = access_logs_bucket(self, "AccessLogsBucket")
         self.created_asset_bucket: s3.Bucket | None = None
         self.asset_buckets = self._asset_buckets(config)
@@ -71,9 +78,11 @@ class S3AuditStack(AuditStack):
                 )
             ],
         )
-        self.trail = self._download_trail()
+        self.trail = self._download_trail(self.key)
 
-        self.log_files = DurableQueue(self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic)
+        self.log_files = DurableQueue(
+            self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic, key=self.key
+        )
         # S3 filters cannot exclude CloudTrail-Digest/ keys (same prefix and suffix): the function skips them.
         self.log_bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
@@ -81,6 +90,11 @@ class S3AuditStack(AuditStack):
             s3.NotificationKeyFilter(prefix=CLOUDTRAIL_LOG_PREFIX, suffix=CLOUDTRAIL_LOG_SUFFIX),
         )
         self._acknowledge_notifications_handler()
+        if self.key is not None:
+            Annotations.of(self.key).acknowledge_warning(
+                SQS_KMS_PERMISSIONS_WARNING,
+                "The key policy has S3's statement (S3NotificationsToQueues), bound to this account's buckets.",
+            )
 
         self.audit, self.ledger = delivering_function(
             self,
@@ -92,6 +106,8 @@ class S3AuditStack(AuditStack):
             timeout=S3_AUDIT_TIMEOUT,
             config=config,
             client_credentials=client_credentials,
+            key=self.key,
+            max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
         )
         self.audit.role.add_to_principal_policy(
             iam.PolicyStatement(
@@ -105,14 +121,9 @@ class S3AuditStack(AuditStack):
             "CloudTrail names each log file at delivery (account, region, date, random suffix); the function "
             "may read any object under AWSLogs/ of the log bucket and nothing else.",
         )
-        self.audit.function.add_event_source(
-            event_sources.SqsEventSource(
-                self.log_files.queue,
-                batch_size=S3_AUDIT_BATCH_SIZE,
-                max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
-                report_batch_item_failures=True,
-            )
-        )
+        # CloudTrail encrypts each log file with the app's key, when there is one.
+        grant_key_use(self.audit.role, self.key, KeyUse.READ)
+        self.log_files.feed(self.audit, batch_size=S3_AUDIT_BATCH_SIZE, max_concurrency=S3_AUDIT_MAX_CONCURRENCY)
         self.monitoring = FlowMonitoring(
             self,
             "Monitoring",
@@ -135,12 +146,18 @@ class S3AuditStack(AuditStack):
         self.created_asset_bucket = created
         return [created]
 
-    def _download_trail(self) -> cloudtrail.Trail:
-        """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket."""
+    def _download_trail(self, key: kms.IKey | None) -> cloudtrail.Trail:
+        """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket.
+
+        With a key, the log files are encrypted with it and the trail has a fixed name, which the key policy's
+        CloudTrail statements name (the key's stack cannot refer to this one).
+        """
         trail = cloudtrail.Trail(
             self,
             "DownloadTrail",
             bucket=self.log_bucket,
+            trail_name=DOWNLOAD_TRAIL_NAME if key is not None else None,
+            encryption_key=key,
             # Data events are billed per event, not per region: a multi-region trail costs nothing more and
             # still meters asset buckets that live in another region than this stack.
             is_multi_region_trail=True,
@@ -173,6 +190,7 @@ class S3AuditStack(AuditStack):
         ]
         # CloudFormation refuses EventSelectors beside AdvancedEventSelectors, even empty ones.
         cfn_trail.add_property_deletion_override("EventSelectors")
+        customer_managed_key_or_skip(trail, key, "CKV_AWS_35", "Log files under the log bucket's SSE-S3")
         # No CloudWatch Logs copy: the s3_audit function reads the log files, and a copy would double the
         # cost of every recorded event.
         return trail
@@ -186,6 +204,22 @@ class S3AuditStack(AuditStack):
             handler,
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
             "CDK's deployment-time handler for bucket notifications; it only writes its own logs.",
+        )
+        deployment_only = "CDK's handler of Custom::S3BucketNotifications, run by CloudFormation at deployment only"
+        skip_check(
+            handler,
+            "CKV_AWS_116",
+            f"{deployment_only}: invoked synchronously, a failure fails the deployment; no asynchronous event to park.",
+        )
+        skip_check(
+            handler,
+            "CKV_AWS_117",
+            f"{deployment_only}: it calls only the S3 API (PutBucketNotificationConfiguration), no VPC resource.",
+        )
+        skip_check(
+            handler,
+            "CKV_AWS_115",
+            f"{deployment_only}: one invocation per deployment, nothing to bound or guarantee.",
         )
 
     def _outputs(self, client_credentials: SecretReference) -> None:

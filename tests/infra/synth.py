@@ -111,6 +111,10 @@ def render(value: Any) -> str:
 LEDGER_ACTIONS = ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
 
+# Active tracing: the only statement of a function's role allowed on "*" (X-Ray has no resource-level permissions).
+XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+
+
 def ledger_table(template: Mapping[str, Any]) -> str:
     """Logical id of the stack's delivery ledger table."""
     return logical_id(template, "AWS::DynamoDB::Table", "DeliveryLedger")

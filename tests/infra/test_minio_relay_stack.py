@@ -13,6 +13,7 @@ from infra.constants import CREDENTIALS_STACK_NAME, MINIO_RELAY_STACK_NAME, S3_A
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
+    XRAY_ACTIONS,
     SynthesizedApp,
     as_list,
     ledger_table,
@@ -279,6 +280,7 @@ def test_webhook_may_only_read_its_token_and_send_to_the_queue(relay: Template) 
     log_group = logical_id(relay, "AWS::Logs::LogGroup", "WebhookLogGroup")
     assert role_statements(relay, "WebhookFunction") == {
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        XRAY_ACTIONS: "*",
         ("secretsmanager:GetSecretValue",): {"Ref": token},
         ("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"): get_att_arn(queue),
     }
@@ -292,6 +294,7 @@ def test_deliver_may_only_consume_its_queue_and_read_the_client_credentials(rela
     assert set(secret) == {"Fn::ImportValue"}
     assert statements == {
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        XRAY_ACTIONS: "*",
         ("secretsmanager:GetSecretValue",): secret,
         (
             "sqs:ReceiveMessage",
@@ -308,7 +311,7 @@ def test_deliver_may_only_consume_its_queue_and_read_the_client_credentials(rela
 def test_no_wildcard_resources_and_no_managed_policies(template_fixture: str, request: pytest.FixtureRequest) -> None:
     template: Template = request.getfixturevalue(template_fixture)
     for owner, statement in policy_statements(template):
-        if statement["Effect"] == "Allow":
+        if statement["Effect"] == "Allow" and tuple(as_list(statement["Action"])) != XRAY_ACTIONS:
             assert "*" not in as_list(statement["Resource"]), owner
     for role in resources_of_type(template, "AWS::IAM::Role").values():
         assert "ManagedPolicyArns" not in role["Properties"]

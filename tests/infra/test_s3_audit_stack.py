@@ -13,6 +13,7 @@ from infra.constants import CREDENTIALS_STACK_NAME, S3_AUDIT_STACK_NAME
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
+    XRAY_ACTIONS,
     SynthesizedApp,
     as_list,
     ledger_table,
@@ -375,6 +376,7 @@ def test_function_may_read_only_the_secret_the_log_files_and_its_queue(s3_templa
     assert set(secret) == {"Fn::ImportValue"}
     assert statements == {
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        XRAY_ACTIONS: "*",
         ("secretsmanager:GetSecretValue",): secret,
         ("s3:GetObject",): {"Fn::Join": ["", [get_att_arn(bucket_id(s3_template, "LogBucket")), "/AWSLogs/*"]]},
         (
