@@ -271,6 +271,25 @@ def test_deliver_consumes_in_partial_batches_with_bounded_concurrency(relay: Tem
     assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 5
 
 
+def test_deliver_reserves_exactly_the_concurrency_it_may_use_against_ogc_rs(relay: Template) -> None:
+    # However it is invoked, OGC RS never sees more senders; other functions of the account cannot starve it.
+    _, deliver = function(relay, "DeliverFunction")
+    mapping = only_resource(relay, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert deliver["ReservedConcurrentExecutions"] == mapping["ScalingConfig"]["MaximumConcurrency"]
+    # The webhook calls no upstream: the stage throttle bounds it, and it keeps the account's shared pool.
+    _, webhook = function(relay, "WebhookFunction")
+    assert "ReservedConcurrentExecutions" not in webhook
+
+
+def test_requests_are_traced_from_the_stage_through_the_functions(relay: Template) -> None:
+    stage = only_resource(relay, "AWS::ApiGateway::Stage")["Properties"]
+    assert stage["TracingEnabled"] is True
+    for prefix in ("WebhookFunction", "DeliverFunction"):
+        _, properties = function(relay, prefix)
+        assert properties["TracingConfig"] == {"Mode": "Active"}, prefix
+        assert role_statements(relay, prefix)[XRAY_ACTIONS] == "*"
+
+
 # --- IAM -------------------------------------------------------------------------------------------------------------
 
 

@@ -217,6 +217,13 @@ def test_function_consumes_the_queue_in_small_bounded_partial_batches(s3_templat
     assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 5
 
 
+def test_function_reserves_exactly_the_concurrency_it_may_use_against_ogc_rs(s3_template: Template) -> None:
+    mapping = only_resource(s3_template, "AWS::Lambda::EventSourceMapping")["Properties"]
+    function = audit_function(s3_template)["Properties"]
+    assert function["ReservedConcurrentExecutions"] == mapping["ScalingConfig"]["MaximumConcurrency"]
+    assert function["TracingConfig"] == {"Mode": "Active"}
+
+
 def test_function_runs_on_arm64_with_the_newest_python(s3_template: Template) -> None:
     function = audit_function(s3_template)["Properties"]
     assert function["Architectures"] == ["arm64"]
