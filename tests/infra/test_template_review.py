@@ -136,6 +136,12 @@ def test_a_key_turns_the_customer_managed_key_skips_into_passes(scans: dict[str,
     assert of_key_checks(scans["kms-create"], "skipped_checks") == set()
 
 
+def test_the_security_review_explains_every_skipped_check(scans: dict[str, Scan]) -> None:
+    review = (REPO_ROOT / "docs" / "security.md").read_text()
+    skipped = {r["check_id"] for scan in scans.values() for r in scan.results("skipped_checks")}
+    assert sorted(check for check in skipped if f"{check} " not in review and f"{check}," not in review) == []
+
+
 def test_created_key_templates_pass_cfn_lint(scans: dict[str, Scan], tmp_path: Path) -> None:
     # make synth and test_cdk_cli_synth lint the default templates; these are the kmsKey=create ones.
     paths = []
