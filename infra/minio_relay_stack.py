@@ -111,9 +111,9 @@ class MinioRelayStack(AuditStack):
         skip_check(
             self.webhook.function,
             "CKV_AWS_115",
-            "No reserved concurrency: it calls no upstream (it only enqueues), the stage throttle (50 requests/s, "
-            "burst 100) bounds it, and a throttled request is re-sent by MinIO; reserving would take capacity "
-            "from every other function of the account.",
+            "No reserved concurrency: it calls no upstream (it only enqueues), the stage throttle "
+            f"({API_THROTTLE_RATE_LIMIT} requests/s, burst {API_THROTTLE_BURST_LIMIT}) bounds it, and a throttled "
+            "request is re-sent by MinIO; reserving would take capacity from every other function of the account.",
         )
         self.webhook_token.grant_read(self.webhook.role)
         self.delivery.grant_send(self.webhook.role)

@@ -324,8 +324,8 @@ class AuditFunction(Construct):
             timeout=timeout,
             role=self.role,
             log_group=self.log_group,
-            # One trace per sampled invocation (from API Gateway's trace for the webhook); the first 100,000
-            # traces a month are free and the default sampling keeps the rest to ~1 per second.
+            # One trace per sampled invocation (continuing API Gateway's for the webhook); the default sampling
+            # rule records 1 request a second and 5% of the rest, and the first 100,000 traces a month are free.
             tracing=lambda_.Tracing.ACTIVE,
             reserved_concurrent_executions=reserved_concurrency,
             environment={

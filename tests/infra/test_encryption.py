@@ -40,10 +40,10 @@ KEY_PROPERTY = {
     "AWS::Logs::LogGroup": ("KmsKeyId", "CKV_AWS_158"),
     "AWS::SecretsManager::Secret": ("KmsKeyId", "CKV_AWS_149"),
     "AWS::CloudTrail::Trail": ("KMSKeyId", "CKV_AWS_35"),
-    "AWS::DynamoDB::Table": ("SSESpecification.KMSMasterKeyId", None),
+    "AWS::DynamoDB::Table": ("SSESpecification.KMSMasterKeyId", "CKV_AWS_119"),
     "AWS::SNS::Topic": ("KmsMasterKeyId", None),
 }
-CUSTOMER_MANAGED_KEY_CHECKS = {"CKV_AWS_27", "CKV_AWS_158", "CKV_AWS_149", "CKV_AWS_35", "CKV_AWS_119"}
+CUSTOMER_MANAGED_KEY_CHECKS = {check for _path, check in KEY_PROPERTY.values() if check is not None}
 # How many resources of each type the default app holds (both flows, created secrets): all must be under the key.
 EXPECTED_COUNTS = {
     "AWS::SQS::Queue": 4,
@@ -358,7 +358,7 @@ def test_default_keeps_aws_managed_encryption(default_app: SynthesizedApp) -> No
 def test_default_skips_the_customer_managed_key_checks_saying_why(default_app: SynthesizedApp) -> None:
     skipped = 0
     for stack, template in default_app.templates.items():
-        for resource_type, (_path, check) in {**KEY_PROPERTY, "AWS::DynamoDB::Table": ("", "CKV_AWS_119")}.items():
+        for resource_type, (_path, check) in KEY_PROPERTY.items():
             if check is None:
                 continue
             for name, body in resources_of_type(template, resource_type).items():
