@@ -14,21 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-MAX_BATCH_MAX_LINES = 5000
+from metering.settings import DEFAULT_AUTH_ITEM_TYPE, DEFAULT_AUTH_ROLE, DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES
 
 # Defaults used when a key is absent; cdk.json carries the same values (a test keeps them in sync).
 DEFAULTS: Mapping[str, Any] = {
     "processApiUrl": "https://ogc.example.org/processes/00000000-0000-4000-8000-000000000000/execution",
     "authUrl": "https://auth.example.org/auth/v1/token",
     "authItemId": "ogc.example.org",
-    "authItemType": "resource_server",
-    "authRole": "admin",
+    "authItemType": DEFAULT_AUTH_ITEM_TYPE,
+    "authRole": DEFAULT_AUTH_ROLE,
     "clientCredentialsSecretArn": "",
     "assetBuckets": [],
     "enableS3Audit": True,
     "enableMinioRelay": True,
     "logRetentionDays": 365,
-    "batchMaxLines": 500,
+    "batchMaxLines": DEFAULT_BATCH_MAX_LINES,
     "alarmEmail": "",
     "webhookTokenSecretArn": "",
     "kmsKey": "",

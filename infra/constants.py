@@ -55,7 +55,6 @@ ABORT_INCOMPLETE_UPLOAD_AFTER = Duration.days(7)
 ACCESS_LOG_RETENTION = Duration.days(90)
 
 # MinIO relay.
-WEBHOOK_PATH = ("auditlogs", "processor")
 WEBHOOK_MEMORY_MB = 512
 # MinIO gives up after 3-5 s; the webhook only parses and enqueues.
 WEBHOOK_TIMEOUT = Duration.seconds(10)

@@ -26,7 +26,6 @@ from infra.constants import (
     MINIO_WEBHOOK_TARGET,
     WEBHOOK_MAX_BODY_BYTES,
     WEBHOOK_MEMORY_MB,
-    WEBHOOK_PATH,
     WEBHOOK_TIMEOUT,
     WEBHOOK_TOKEN_LENGTH,
 )
@@ -43,7 +42,9 @@ from infra.secure_defaults import (
     alarm_topic,
     app_secret,
 )
-from metering.metric_names import FLOW_MINIO
+from metering import env_names
+from metering.metric_names import FLOW_MINIO, SERVICE_OF_FLOW
+from minio_relay.routes import WEBHOOK_PATH
 
 # One JSON object per request in the stage's access log group.
 ACCESS_LOG_FIELDS = {
@@ -90,15 +91,15 @@ class MinioRelayStack(AuditStack):
             "Webhook",
             package="minio_relay",
             handler="handler.webhook",
-            service_name="minio_relay",
+            service_name=SERVICE_OF_FLOW[FLOW_MINIO],
             memory_size=WEBHOOK_MEMORY_MB,
             timeout=WEBHOOK_TIMEOUT,
             environment={
-                "WEBHOOK_TOKEN_SECRET_ARN": self.webhook_token.arn,
-                "DELIVERY_QUEUE_URL": self.delivery.queue.queue_url,
-                "MAX_BODY_BYTES": str(WEBHOOK_MAX_BODY_BYTES),
+                env_names.WEBHOOK_TOKEN_SECRET_ARN: self.webhook_token.arn,
+                env_names.DELIVERY_QUEUE_URL: self.delivery.queue.queue_url,
+                env_names.MAX_BODY_BYTES: str(WEBHOOK_MAX_BODY_BYTES),
                 # One queue message holds at most one OGC RS request's worth of lines.
-                "BATCH_MAX_LINES": str(config.batch_max_lines),
+                env_names.BATCH_MAX_LINES: str(config.batch_max_lines),
             },
             key=self.key,
         )
@@ -123,7 +124,7 @@ class MinioRelayStack(AuditStack):
             "Deliver",
             package="minio_relay",
             handler="handler.deliver",
-            service_name="minio_relay",
+            service_name=SERVICE_OF_FLOW[FLOW_MINIO],
             memory_size=DELIVER_MEMORY_MB,
             timeout=DELIVER_TIMEOUT,
             config=config,
@@ -232,7 +233,7 @@ class MinioRelayStack(AuditStack):
             status_code="401",
             templates={"application/json": '{"message": "missing Authorization header"}'},
         )
-        processor = api.root.resource_for_path("/".join(WEBHOOK_PATH))
+        processor = api.root.resource_for_path(WEBHOOK_PATH.lstrip("/"))
         integration = apigateway.LambdaIntegration(self.webhook.function, proxy=True, allow_test_invoke=False)
         for method in ("POST", "PUT"):  # MinIO sends POST; some of its documentation says PUT.
             webhook_method = processor.add_method(
@@ -273,7 +274,7 @@ class MinioRelayStack(AuditStack):
         skip_check(method, "CKV_AWS_59", reason)
 
     def _outputs(self, client_credentials: SecretReference) -> None:
-        webhook_url = self.api.url_for_path("/" + "/".join(WEBHOOK_PATH))
+        webhook_url = self.api.url_for_path(WEBHOOK_PATH)
         CfnOutput(self, "WebhookUrl", value=webhook_url, description="MinIO audit_webhook endpoint")
         token_hint = (
             "<token: aws secretsmanager get-secret-value --secret-id "

@@ -1,4 +1,4 @@
-"""What every function that delivers to OGC RS needs in its environment (DESIGN.md "Interfaces")."""
+"""What every function that delivers to OGC RS needs in its environment (docs/design.md "Interfaces")."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from aws_cdk import aws_kms as kms
 
 from infra.config import AuditConfig
 from infra.secure_defaults import AuditFunction, DeliveryLedgerTable, SecretReference
+from metering import env_names
 
 
 def ogc_rs_environment(config: AuditConfig, client_credentials: SecretReference) -> dict[str, str]:
     """Where metered lines go and how to get a token: the functions' environment, secrets by ARN only."""
     return {
-        "PROCESS_API_URL": config.process_api_url,
-        "AUTH_URL": config.auth_url,
-        "AUTH_ITEM_ID": config.auth_item_id,
-        "AUTH_ITEM_TYPE": config.auth_item_type,
-        "AUTH_ROLE": config.auth_role,
-        "CLIENT_CREDENTIALS_SECRET_ARN": client_credentials.arn,
-        "BATCH_MAX_LINES": str(config.batch_max_lines),
+        env_names.PROCESS_API_URL: config.process_api_url,
+        env_names.AUTH_URL: config.auth_url,
+        env_names.AUTH_ITEM_ID: config.auth_item_id,
+        env_names.AUTH_ITEM_TYPE: config.auth_item_type,
+        env_names.AUTH_ROLE: config.auth_role,
+        env_names.CLIENT_CREDENTIALS_SECRET_ARN: client_credentials.arn,
+        env_names.BATCH_MAX_LINES: str(config.batch_max_lines),
     }
 
 

@@ -38,7 +38,7 @@ from infra.secure_defaults import (
     bucket_arn_finding,
     private_bucket,
 )
-from metering.metric_names import FLOW_AWS_S3
+from metering.metric_names import FLOW_AWS_S3, SERVICE_OF_FLOW
 
 # CDK's singleton handler behind Custom::S3BucketNotifications (fixed id in aws-cdk-lib).
 BUCKET_NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
@@ -101,7 +101,7 @@ class S3AuditStack(AuditStack):
             "S3Audit",
             package="s3_audit",
             handler="handler.handler",
-            service_name="s3_audit",
+            service_name=SERVICE_OF_FLOW[FLOW_AWS_S3],
             memory_size=S3_AUDIT_MEMORY_MB,
             timeout=S3_AUDIT_TIMEOUT,
             config=config,

@@ -6,6 +6,7 @@ acknowledges the cdk-nag findings that are inherent to it right beside the resou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from infra.bundling import function_code
+from infra.config import ConfigError
 from infra.constants import (
     ABORT_INCOMPLETE_UPLOAD_AFTER,
     ACCESS_LOG_RETENTION,
@@ -42,27 +44,42 @@ from infra.constants import (
 )
 from infra.encryption import KeyUse, customer_managed_key_or_skip, grant_key_use
 from infra.review import skip_check
+from metering import env_names
 
-# Feature flags the constructs below rely on, set on each stack so that tests, `python app.py` and the CLI
-# synthesize the same templates whatever cdk.json holds.
-FEATURE_FLAGS: Mapping[str, bool | str] = {
-    # Server access logs delivered through a bucket policy, so every bucket can disable ACLs.
-    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
-    # No account-wide API Gateway CloudWatch role (and its AWS managed policy).
-    "@aws-cdk/aws-apigateway:disableCloudWatchRole": True,
-    # CloudFormation exports: the shared credentials secret cannot be deleted while a flow stack reads it.
-    "@aws-cdk/core:defaultCrossStackReferences": "strong",
+# Feature flags the constructs below rely on, with why. cdk.json is where every feature flag is set (all those
+# recommended for the pinned aws-cdk-lib, see README); each stack only checks these, so a cdk.json edited by hand
+# or a `-c` override stops synthesis instead of silently changing the templates.
+RELIED_ON_FEATURE_FLAGS: Mapping[str, tuple[bool | str, str]] = {
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": (
+        True,
+        "server access logs are delivered through a bucket policy, so every bucket can disable ACLs",
+    ),
+    "@aws-cdk/aws-apigateway:disableCloudWatchRole": (
+        True,
+        "no account-wide API Gateway CloudWatch role (and its AWS managed policy)",
+    ),
+    "@aws-cdk/core:defaultCrossStackReferences": (
+        "strong",
+        "CloudFormation exports: the shared credentials secret cannot be deleted while a flow stack reads it",
+    ),
 }
 
 
 class AuditStack(Stack):
-    """A Stack with the project's feature flags; subclasses pass ``**kwargs`` (env, ...) through."""
+    """A Stack that checks the feature flags its constructs rely on; subclasses pass ``**kwargs`` (env, ...) through.
+
+    Raises ConfigError naming the flag when the context (cdk.json, ``-c``) sets it otherwise or not at all.
+    """
 
     def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        # Context must be set before the first child construct is added.
-        for flag, value in FEATURE_FLAGS.items():
-            self.node.set_context(flag, value)
+        for flag, (expected, reason) in RELIED_ON_FEATURE_FLAGS.items():
+            value = self.node.try_get_context(flag)
+            # `-c flag=true` arrives as the string "true".
+            if str(value).lower() != str(expected).lower():
+                raise ConfigError(
+                    f'Feature flag "{flag}" must be {json.dumps(expected)} ({reason}), got {json.dumps(value)}'
+                )
 
 
 def acknowledge(construct: IConstruct, rule_id: str, reason: str) -> None:
@@ -329,9 +346,9 @@ class AuditFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             reserved_concurrent_executions=reserved_concurrency,
             environment={
-                "POWERTOOLS_SERVICE_NAME": service_name,
-                "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_METRICS_NAMESPACE,
-                "POWERTOOLS_LOG_LEVEL": POWERTOOLS_LOG_LEVEL,
+                env_names.POWERTOOLS_SERVICE_NAME: service_name,
+                env_names.POWERTOOLS_METRICS_NAMESPACE: POWERTOOLS_METRICS_NAMESPACE,
+                env_names.POWERTOOLS_LOG_LEVEL: POWERTOOLS_LOG_LEVEL,
                 **environment,
             },
         )
@@ -398,7 +415,7 @@ class DeliveryLedgerTable(Construct):
             )
         )
         grant_key_use(function.role, self.key, KeyUse.TABLE)
-        function.function.add_environment("IDEMPOTENCY_TABLE_NAME", self.table.table_name)
+        function.function.add_environment(env_names.IDEMPOTENCY_TABLE_NAME, self.table.table_name)
 
 
 class SecretReference:

@@ -1,4 +1,4 @@
-"""The metering rules for CloudTrail records (DESIGN.md, "What is metered"), one test per rule and reason."""
+"""The metering rules for CloudTrail records (docs/design.md, "What is metered"), one test per rule and reason."""
 
 from __future__ import annotations
 

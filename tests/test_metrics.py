@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Metrics
 
+from metering import env_names
 from metering import metric_names as names
 from metering.errors import ConfigurationError, DeliveryError
 from metering.exactly_once import InFlightError, OnceReport
@@ -30,7 +31,7 @@ Document = dict[str, Any]
 
 @pytest.fixture(autouse=True)
 def _metrics_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ("POWERTOOLS_DEV", "POWERTOOLS_METRICS_DISABLED", names.NAMESPACE_ENV):
+    for variable in ("POWERTOOLS_DEV", "POWERTOOLS_METRICS_DISABLED", env_names.POWERTOOLS_METRICS_NAMESPACE):
         monkeypatch.delenv(variable, raising=False)
     # The functions' own service name must not leak into the dimensions the alarms expect.
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "something_else")
@@ -238,7 +239,7 @@ def test_auth_failures_and_token_fetches(capsys: pytest.CaptureFixture[str]) -> 
 def test_namespace_comes_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(names.NAMESPACE_ENV, "OgcAuditStaging")
+    monkeypatch.setenv(env_names.POWERTOOLS_METRICS_NAMESPACE, "OgcAuditStaging")
     metrics = flow_metrics("minio")
     record_delivery_failure(metrics, "unavailable")
     metrics.flush_metrics()

@@ -1,4 +1,4 @@
-"""The MinIO metering rules (DESIGN.md table) on realistic audit entries from tests/events/minio/."""
+"""The MinIO metering rules (docs/design.md table) on realistic audit entries from tests/events/minio/."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from metering.line import Backend, MeteredDownload
 from metering.outcomes import Reason, Skip
-from minio_relay.audit_entry import classify_entry, event_key
+from minio_relay.audit_entry import classify_entry, entry_identity
 from tests.events import load_event
 
 USER = "6f1d2c8e-3b4a-4f5e-9a7b-1c2d3e4f5a6b"
@@ -73,11 +73,11 @@ def test_event_key_without_request_id_is_a_stable_hash() -> None:
     entry = current()
     del entry["requestID"]
     reordered = dict(reversed(list(copy.deepcopy(entry).items())))
-    assert event_key(entry) == event_key(reordered)
-    assert event_key(entry).startswith(f"{DEPLOYMENT}:sha256-")
+    assert entry_identity(entry) == entry_identity(reordered)
+    assert entry_identity(entry).startswith(f"{DEPLOYMENT}:sha256-")
     other = copy.deepcopy(entry)
     other["time"] = "2025-10-27T10:12:31Z"
-    assert event_key(other) != event_key(entry)
+    assert entry_identity(other) != entry_identity(entry)
 
 
 @pytest.mark.parametrize(("status", "metered"), [(200, True), (206, True), (299, True), (300, False), (304, False)])

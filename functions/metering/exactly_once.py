@@ -108,6 +108,71 @@ def _parts_delivered(ledger: DeliveryLedger, groups: Sequence[KeyedChunk]) -> se
     return {parts[key] for key in ledger.delivered(list(parts))}
 
 
+class _ChunkProgress:
+    """The lines still to send for the claimed chunks, and which of them OGC RS has answered for so far.
+
+    A chunk's key (and its event keys) is settled as soon as OGC RS has answered for all of its lines; a chunk
+    answered only in part records the answered lines behind its progress key, so a retry sends only the rest.
+    """
+
+    def __init__(self, ledger: DeliveryLedger, chunks: Sequence[KeyedChunk], done_parts: set[tuple[str, int]]) -> None:
+        self._ledger = ledger
+        self._chunks = chunks
+        self.lines: list[str] = []
+        # For each line to send: (position of its chunk in ``chunks``, position of the line in the chunk).
+        self._owner: list[tuple[int, int]] = []
+        for index, chunk in enumerate(chunks):
+            for part, line in enumerate(chunk.lines):
+                if (chunk.key, part) not in done_parts:
+                    self.lines.append(line)
+                    self._owner.append((index, part))
+        self._unanswered = [0] * len(chunks)
+        for index, _ in self._owner:
+            self._unanswered[index] += 1
+        self._settled: set[str] = set()
+
+    def settle_complete(self) -> None:
+        """Settle the chunks whose every line an earlier attempt delivered part by part."""
+        complete = [index for index, count in enumerate(self._unanswered) if count == 0]
+        if complete:
+            self._settle(complete)
+
+    def record(self, positions: Sequence[int]) -> None:
+        """The client's ``on_settled``: OGC RS answered for the lines at ``positions`` of ``lines``."""
+        answered: dict[int, list[int]] = {}
+        for position in positions:
+            index, part = self._owner[position]
+            self._unanswered[index] -= 1
+            answered.setdefault(index, []).append(part)
+        partial = [
+            key
+            for index, parts in answered.items()
+            if self._unanswered[index] > 0
+            for key in self._progress_keys(self._chunks[index].key, parts)
+        ]
+        if partial:
+            self._ledger.settle(partial)
+        complete = [index for index in answered if self._unanswered[index] == 0]
+        if complete:
+            self._settle(complete)
+
+    def release_unsettled(self) -> None:
+        """Give back the claims of the chunks not settled, so the next try can claim them."""
+        self._ledger.release([chunk.key for chunk in self._chunks if chunk.key not in self._settled])
+
+    def _settle(self, indexes: Sequence[int]) -> None:
+        """Record whole chunks as delivered, with the event keys they carry."""
+        keys = [self._chunks[index].key for index in indexes]
+        event_keys = [key for index in indexes for key in self._chunks[index].event_keys]
+        self._ledger.settle([*keys, *event_keys])
+        self._settled.update(keys)
+
+    @staticmethod
+    def _progress_keys(chunk_key: str, parts: Sequence[int]) -> list[str]:
+        """The progress marker of a chunk answered in part, and one key per answered line."""
+        return [_progress_key(chunk_key), *(_part_key(chunk_key, part) for part in parts)]
+
+
 def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence[KeyedChunk]) -> OnceReport:
     """Claim the keys, send the lines of the claimed ones, settle each key once all its lines are answered.
 
@@ -118,52 +183,14 @@ def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence
     claim = ledger.claim([group.key for group in groups])
     to_send = [group for group in groups if group.key in claim.claimed]
     done_parts = _parts_delivered(ledger, to_send)
-    lines: list[str] = []
-    owner: list[tuple[int, int]] = []  # (position of the line's group in to_send, position in the group)
-    for index, group in enumerate(to_send):
-        for position, line in enumerate(group.lines):
-            if (group.key, position) not in done_parts:
-                lines.append(line)
-                owner.append((index, position))
-    unanswered = [0] * len(to_send)
-    for index, _ in owner:
-        unanswered[index] += 1
-    settled: set[str] = set()
-
-    def settle_groups(indexes: Sequence[int]) -> None:
-        keys = [to_send[index].key for index in indexes]
-        ledger.settle([*keys, *(key for index in indexes for key in to_send[index].event_keys)])
-        settled.update(keys)
-
-    finished = [index for index in range(len(to_send)) if unanswered[index] == 0]
-    if finished:  # every line was delivered part by part before
-        settle_groups(finished)
-
-    def record(positions: Sequence[int]) -> None:
-        answered: dict[int, list[int]] = {}
-        for position in positions:
-            index, part = owner[position]
-            unanswered[index] -= 1
-            answered.setdefault(index, []).append(part)
-        done = [index for index in answered if unanswered[index] == 0]
-        partial = [
-            key
-            for index, parts in answered.items()
-            if unanswered[index] > 0
-            for key in (_progress_key(to_send[index].key), *(_part_key(to_send[index].key, p) for p in parts))
-        ]
-        if partial:
-            ledger.settle(partial)
-        if done:
-            settle_groups(done)
-
+    progress = _ChunkProgress(ledger, to_send, done_parts)
+    progress.settle_complete()
     try:
-        delivery = client.deliver(lines, on_settled=record)
+        delivery = client.deliver(progress.lines, on_settled=progress.record)
     except BaseException:
-        ledger.release([group.key for group in to_send if group.key not in settled])
+        progress.release_unsettled()
         raise
-    already = sum(len(g.lines) for g in groups if g.key in claim.delivered) + len(done_parts)
-    report = OnceReport(delivery, already_delivered=already)
+    already = sum(len(group.lines) for group in groups if group.key in claim.delivered) + len(done_parts)
     if claim.in_flight:
         raise InFlightError(f"{len(claim.in_flight)} keys are being delivered by another invocation")
-    return report
+    return OnceReport(delivery, already_delivered=already)

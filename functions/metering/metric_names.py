@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-NAMESPACE_ENV: Final = "POWERTOOLS_METRICS_NAMESPACE"
 DEFAULT_NAMESPACE: Final = "OgcAuditIngest"
 
 # Dimensions.

@@ -21,6 +21,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
+from metering import env_names
 from metering.errors import ConfigurationError
 from metering.exactly_once import InFlightError, OnceReport
 from metering.metric_names import (
@@ -40,7 +41,6 @@ from metering.metric_names import (
     LINES_REJECTED,
     LOG_FILES_READ,
     METERED,
-    NAMESPACE_ENV,
     OGC_RS_LATENCY,
     QUARANTINED,
     REASON,
@@ -79,7 +79,7 @@ def flow_metrics(flow: Flow, namespace: str | None = None) -> Metrics:
     if flow not in SERVICE_OF_FLOW:
         raise ValueError(f"unknown flow {flow!r}; expected one of {sorted(SERVICE_OF_FLOW)}")
     provider = AmazonCloudWatchEMFProvider(
-        namespace=namespace or os.environ.get(NAMESPACE_ENV, "").strip() or DEFAULT_NAMESPACE,
+        namespace=namespace or os.environ.get(env_names.POWERTOOLS_METRICS_NAMESPACE, "").strip() or DEFAULT_NAMESPACE,
         service=SERVICE_OF_FLOW[flow],
         default_dimensions={FLOW: flow},
     )

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import requests
 
+from metering import env_names
 from metering.auth import TokenProvider
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
 from metering.ogc_rs import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, OgcRsClient, http_session
@@ -73,12 +74,12 @@ def build_ogc_rs_client(
 
 def build_ledger(env: Mapping[str, str]) -> DeliveryLedger:
     """DynamoDB (IDEMPOTENCY_TABLE_NAME) in AWS; else SQLite at LEDGER_PATH, or in memory for this process."""
-    table = env.get("IDEMPOTENCY_TABLE_NAME", "").strip()
+    table = env.get(env_names.IDEMPOTENCY_TABLE_NAME, "").strip()
     if table:
         import boto3
 
         return DynamoDbLedger(table, boto3.client("dynamodb"))
-    return SqliteLedger(env.get("LEDGER_PATH", "").strip() or ":memory:")
+    return SqliteLedger(env.get(env_names.LEDGER_PATH, "").strip() or ":memory:")
 
 
 @functools.cache

@@ -7,8 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from metering import env_names
+
+# Shared with infra/config.py (the CDK context's defaults and bounds).
 DEFAULT_BATCH_MAX_LINES = 500
 MAX_BATCH_MAX_LINES = 5000
+# The token request of an OGC RS admin: the RS is the item, and OGC RS accepts only the admin role.
+DEFAULT_AUTH_ITEM_TYPE = "resource_server"
+DEFAULT_AUTH_ROLE = "admin"
 
 
 class SettingsError(ValueError):
@@ -66,22 +72,22 @@ class OgcRsSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> OgcRsSettings:
         """Parse the environment; a missing or invalid variable raises SettingsError naming it."""
         env = os.environ if env is None else env
-        secret_arn = env.get("CLIENT_CREDENTIALS_SECRET_ARN", "").strip() or None
+        secret_arn = env.get(env_names.CLIENT_CREDENTIALS_SECRET_ARN, "").strip() or None
         local: ClientCredentials | None = None
         if secret_arn is None:
-            if not env.get("CLIENT_ID") or not env.get("CLIENT_SECRET"):
+            if not env.get(env_names.CLIENT_ID) or not env.get(env_names.CLIENT_SECRET):
                 raise SettingsError(
-                    "environment variable CLIENT_CREDENTIALS_SECRET_ARN is required "
-                    "(or CLIENT_ID and CLIENT_SECRET for local runs)"
+                    f"environment variable {env_names.CLIENT_CREDENTIALS_SECRET_ARN} is required "
+                    f"(or {env_names.CLIENT_ID} and {env_names.CLIENT_SECRET} for local runs)"
                 )
-            local = ClientCredentials(env["CLIENT_ID"].strip(), env["CLIENT_SECRET"].strip())
+            local = ClientCredentials(env[env_names.CLIENT_ID].strip(), env[env_names.CLIENT_SECRET].strip())
         return cls(
-            process_api_url=_url(env, "PROCESS_API_URL"),
-            auth_url=_url(env, "AUTH_URL"),
-            auth_item_id=_required(env, "AUTH_ITEM_ID"),
-            auth_item_type=env.get("AUTH_ITEM_TYPE", "").strip() or "resource_server",
-            auth_role=env.get("AUTH_ROLE", "").strip() or "admin",
-            batch_max_lines=positive_int(env, "BATCH_MAX_LINES", DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
+            process_api_url=_url(env, env_names.PROCESS_API_URL),
+            auth_url=_url(env, env_names.AUTH_URL),
+            auth_item_id=_required(env, env_names.AUTH_ITEM_ID),
+            auth_item_type=env.get(env_names.AUTH_ITEM_TYPE, "").strip() or DEFAULT_AUTH_ITEM_TYPE,
+            auth_role=env.get(env_names.AUTH_ROLE, "").strip() or DEFAULT_AUTH_ROLE,
+            batch_max_lines=positive_int(env, env_names.BATCH_MAX_LINES, DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
             credentials_secret_arn=secret_arn,
             local_credentials=local,
         )

@@ -1,4 +1,4 @@
-"""The metering rules for one MinIO audit entry (DESIGN.md, "What is metered", MinIO column).
+"""The metering rules for one MinIO audit entry (docs/design.md, "What is metered", MinIO column).
 
 An entry is a JSON object as MinIO's ``audit_webhook`` target sends it (madmin-go ``log.Audit``). Releases
 since 2021 are accepted: ``api.rx``/``api.tx`` exist since 2021-10 and ``accessKey`` since 2023-02, so
@@ -29,8 +29,8 @@ def _malformed(detail: str) -> Skip:
     return Skip.quarantined(Reason.MALFORMED_ENTRY, detail)
 
 
-def event_key(entry: Mapping[str, object]) -> str:
-    """The deduplication key of an entry: ``deploymentid:requestID``.
+def entry_identity(entry: Mapping[str, object]) -> str:
+    """What identifies an entry however often MinIO sends it: ``deploymentid:requestID`` (its ``event_id``).
 
     MinIO re-sends a whole batch it thinks failed, with the same ``requestID`` in each entry. An entry
     without a ``requestID`` gets a hash of its canonical JSON instead, which is just as stable across re-sends.
@@ -46,6 +46,11 @@ def event_key(entry: Mapping[str, object]) -> str:
     if len(key) > _MAX_KEY_CHARS:
         return "sha256-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     return key
+
+
+def entry_ledger_key(identity: str) -> str:
+    """The delivery-ledger key of the entry with this ``entry_identity``, apart from the keys of other flows."""
+    return f"minio:{identity}"
 
 
 def _sent_bytes(api: Mapping[str, object], entry: Mapping[str, object]) -> object | Skip:
@@ -129,5 +134,5 @@ def classify_entry(entry: object) -> MeteredDownload | Skip:
         timestamp=entry.get("time"),
         bytes_sent=sent,
         backend=Backend.MINIO,
-        event_id=event_key(entry),
+        event_id=entry_identity(entry),
     )

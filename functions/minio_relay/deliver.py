@@ -13,6 +13,7 @@ from metering.errors import DeliveryError
 from metering.exactly_once import InFlightError, KeyedLine, LineSender, OnceReport, deliver_once
 from metering.ledger import DeliveryLedger
 from metering.outcomes import Reason
+from minio_relay.audit_entry import entry_ledger_key
 from minio_relay.delivery_queue import MessageFormatError, decode_message
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ def deliver_message(body: str | bytes, client: LineSender, ledger: DeliveryLedge
     and DeliveryError when OGC RS stays unavailable (SQS retries the message; delivered keys are not resent).
     """
     message = decode_message(body)
-    report = deliver_once(client, ledger, [KeyedLine(f"minio:{queued.key}", queued.line) for queued in message.lines])
+    keyed = [KeyedLine(entry_ledger_key(queued.key), queued.line) for queued in message.lines]
+    report = deliver_once(client, ledger, keyed)
     delivery = report.delivery
     for rejected in delivery.rejected:
         logger.error(

@@ -19,9 +19,11 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from metering import env_names
 from metering.errors import DeliveryError
 from metering.exactly_once import LineSender
 from metering.ledger import DeliveryLedger
+from metering.metric_names import FLOW_MINIO, SERVICE_OF_FLOW
 from metering.metrics import (
     delivery_failure_kind,
     flow_metrics,
@@ -37,8 +39,8 @@ from minio_relay.delivery_queue import enqueue
 from minio_relay.webhook import Webhook, WebhookRequest, WebhookResponse, WebhookSettings
 
 # The service logger is the parent of the minio_relay.* module loggers, so their records are JSON too.
-logger = Logger(service="minio_relay")
-metrics = flow_metrics("minio")
+logger = Logger(service=SERVICE_OF_FLOW[FLOW_MINIO])
+metrics = flow_metrics(FLOW_MINIO)
 copy_config_to_registered_loggers(source_logger=logger, include={"metering"})
 
 
@@ -60,9 +62,9 @@ def _sqs_client() -> Any:
 @functools.cache
 def _webhook() -> Webhook:
     settings = WebhookSettings.from_env()
-    queue_url = os.environ.get("DELIVERY_QUEUE_URL", "").strip()
+    queue_url = os.environ.get(env_names.DELIVERY_QUEUE_URL, "").strip()
     if not queue_url:
-        raise SettingsError("environment variable DELIVERY_QUEUE_URL is required")
+        raise SettingsError(f"environment variable {env_names.DELIVERY_QUEUE_URL} is required")
     sqs = sqs_client()
     max_lines = settings.batch_max_lines
 

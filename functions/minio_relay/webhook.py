@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from metering import env_names
 from metering.line import MeteredDownload
 from metering.outcomes import OutcomeTally, Reason, Skip
 from metering.settings import DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES, SettingsError, positive_int
 from minio_relay.audit_entry import classify_entry
 from minio_relay.body import BodyError, ParsedBody, parse_body
+from minio_relay.routes import WEBHOOK_PATH
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_PATH = "/auditlogs/processor"
 HEALTH_PATHS = frozenset({"/", ""})
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 _BEARER = "bearer "
@@ -59,17 +60,18 @@ class WebhookSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
         """``WEBHOOK_TOKEN_SECRET_ARN`` (or ``WEBHOOK_TOKEN`` locally), ``MAX_BODY_BYTES``, ``BATCH_MAX_LINES``."""
         env = os.environ if env is None else env
-        arn = env.get("WEBHOOK_TOKEN_SECRET_ARN", "").strip() or None
-        local = env.get("WEBHOOK_TOKEN", "").strip() or None
+        arn = env.get(env_names.WEBHOOK_TOKEN_SECRET_ARN, "").strip() or None
+        local = env.get(env_names.WEBHOOK_TOKEN, "").strip() or None
         if arn is None and local is None:
             raise SettingsError(
-                "environment variable WEBHOOK_TOKEN_SECRET_ARN is required (or WEBHOOK_TOKEN for local runs)"
+                f"environment variable {env_names.WEBHOOK_TOKEN_SECRET_ARN} is required "
+                f"(or {env_names.WEBHOOK_TOKEN} for local runs)"
             )
         return cls(
             token_secret_arn=arn,
             local_token=None if arn else local,
-            max_body_bytes=positive_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 2**31),
-            batch_max_lines=positive_int(env, "BATCH_MAX_LINES", DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
+            max_body_bytes=positive_int(env, env_names.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 2**31),
+            batch_max_lines=positive_int(env, env_names.BATCH_MAX_LINES, DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
         )
 
     def token_source(self) -> TokenSource:

@@ -164,7 +164,7 @@ class DrillConfig:
 
 
 def expected_line(download: Download, backend: str) -> str:
-    """The line a metered download must become, written from the generator's facts (DESIGN.md, output line)."""
+    """The line a metered download must become, written from the generator's facts (docs/design.md, output line)."""
     return (
         f"{download.user_id}|{download.collection_id}|{download.item_id}|"
         f"{download.when:%Y-%m-%dT%H:%M:%SZ}|{download.size}|{backend}"

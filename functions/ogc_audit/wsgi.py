@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
 
+from metering import env_names
 from metering.errors import DeliveryError
 from metering.exactly_once import KeyedLine, LineSender, deliver_once
 from metering.ledger import DeliveryLedger, SqliteLedger
@@ -22,6 +23,7 @@ from metering.ogc_rs import OgcRsClient, http_session
 from metering.outcomes import Reason
 from metering.runtime import build_ogc_rs_client
 from metering.settings import OgcRsSettings
+from minio_relay.audit_entry import entry_ledger_key
 from minio_relay.webhook import DownstreamUnavailable, Webhook, WebhookRequest, WebhookSettings
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def direct_sink(client: LineSender, ledger: DeliveryLedger) -> Callable[[Sequenc
     """A webhook sink that delivers to OGC RS once per entry and raises DownstreamUnavailable when it cannot."""
 
     def deliver(downloads: Sequence[MeteredDownload]) -> None:
-        lines = [KeyedLine(f"minio:{download.event_id}", download.to_line()) for download in downloads]
+        lines = [KeyedLine(entry_ledger_key(download.event_id), download.to_line()) for download in downloads]
         try:
             report = deliver_once(client, ledger, lines)
         except DeliveryError as error:
@@ -67,7 +69,7 @@ def webhook_from_env() -> Webhook:
     """
     settings = WebhookSettings.from_env()
     client = direct_client(OgcRsSettings.from_env())
-    ledger = SqliteLedger(os.environ.get("LEDGER_PATH", "").strip() or DEFAULT_LEDGER_PATH)
+    ledger = SqliteLedger(os.environ.get(env_names.LEDGER_PATH, "").strip() or DEFAULT_LEDGER_PATH)
     return Webhook(
         token=settings.token_source(), sink=direct_sink(client, ledger), max_body_bytes=settings.max_body_bytes
     )

@@ -1,4 +1,4 @@
-"""The metering rules for one CloudTrail S3 data event (DESIGN.md, "What is metered").
+"""The metering rules for one CloudTrail S3 data event (docs/design.md, "What is metered").
 
 Records are decoded with msgspec into the small structs below, which name only the fields the rules
 read: a 2 KB record decodes without building the rest of its tree. A field of the wrong type makes the
@@ -92,7 +92,7 @@ def record_from_object(value: object) -> CloudTrailRecord | Skip:
 
 
 def classify(record: CloudTrailRecord) -> MeteredDownload | Skip:
-    """Apply the metering rules in DESIGN.md order: the first rule that fails names the reason.
+    """Apply the metering rules in docs/design.md order: the first rule that fails names the reason.
 
     Duplicates (same ``eventID``) are not judged here: that needs the events seen before, see ``EventIdSet``.
     """

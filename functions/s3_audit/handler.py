@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from metering.errors import DeliveryError
 from metering.ledger import DeliveryLedger
+from metering.metric_names import FLOW_AWS_S3, SERVICE_OF_FLOW
 from metering.metrics import (
     delivery_failure_kind,
     flow_metrics,
@@ -34,10 +35,10 @@ from metering.outcomes import OutcomeTally
 from s3_audit.envelopes import LogFileRef, SkippedInput, SkipReason, Work, work_in_event, work_in_message
 from s3_audit.ingest import IngestResult, LineSink, ingest_inline_record, ingest_log_file
 
-logger = Logger(service="s3_audit")
+logger = Logger(service=SERVICE_OF_FLOW[FLOW_AWS_S3])
 # The shared package logs too (e.g. lines OGC RS refused before an outage): as JSON, like the handler.
 copy_config_to_registered_loggers(source_logger=logger, include={"metering"})
-metrics = flow_metrics("aws_s3")
+metrics = flow_metrics(FLOW_AWS_S3)
 _processor = BatchProcessor(event_type=EventType.SQS)
 
 

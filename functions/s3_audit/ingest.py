@@ -103,7 +103,7 @@ def ingest_inline_record(item: InlineRecord, *, sink: LineSink, ledger: Delivery
     return _deliver(item.uri, batch, sink, ledger, started)
 
 
-def event_key(download: MeteredDownload) -> str:
+def cloudtrail_event_key(download: MeteredDownload) -> str:
     """The ledger key of one CloudTrail event: an event repeated in another log file has the same one."""
     return f"cloudtrail-event:{download.event_id}"
 
@@ -119,7 +119,7 @@ def keyed_chunks(downloads: Sequence[MeteredDownload], size: int) -> list[KeyedC
             KeyedChunk(
                 chunk_key("cloudtrail", identities),
                 [download.to_line() for download in part],
-                [event_key(download) for download in part if download.event_id],
+                [cloudtrail_event_key(download) for download in part if download.event_id],
             )
         )
     return chunks
@@ -132,8 +132,8 @@ def deliver_downloads_once(downloads: Sequence[MeteredDownload], sink: LineSink,
     delivered (CloudTrail may repeat an event in a later file).
     """
     with_id = [download for download in downloads if download.event_id]
-    known = ledger.delivered([event_key(download) for download in with_id]) if with_id else set()
-    fresh = [download for download in downloads if not download.event_id or event_key(download) not in known]
+    known = ledger.delivered([cloudtrail_event_key(download) for download in with_id]) if with_id else set()
+    fresh = [download for download in downloads if not download.event_id or cloudtrail_event_key(download) not in known]
     if not fresh:
         return OnceReport(DeliveryReport(), already_delivered=len(downloads))
     once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines))

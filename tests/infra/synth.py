@@ -112,7 +112,8 @@ LEDGER_ACTIONS = ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem",
 
 
 # Active tracing: the only statement of a function's role allowed on "*" (X-Ray has no resource-level permissions).
-XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+# Sorted, as cdk.json's @aws-cdk/aws-iam:minimizePolicies writes actions.
+XRAY_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 
 
 def ledger_table(template: Mapping[str, Any]) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,17 @@ VENV_BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.cli
 
 
+@dataclass(frozen=True)
+class CliSynthesis:
+    """The CLI's output folder after `cdk synth --quiet -o <tmp>` with cdk.json's context, and what it printed."""
+
+    cloud_assembly: Path
+    stderr: str
+
+
 @pytest.fixture(scope="module")
-def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The CLI's output folder after `cdk synth --quiet -o <tmp>` with cdk.json's context."""
+def cli_synthesis(tmp_path_factory: pytest.TempPathFactory) -> CliSynthesis:
+    """Run `cdk synth` once for the module."""
     if not CDK_CLI.exists():
         pytest.fail(f"{CDK_CLI} is missing: run `npm ci` first")
     out = tmp_path_factory.mktemp("cli") / "cdk.out"
@@ -44,7 +53,19 @@ def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    return out
+    return CliSynthesis(out, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def cloud_assembly(cli_synthesis: CliSynthesis) -> Path:
+    """The synthesized cloud assembly folder."""
+    return cli_synthesis.cloud_assembly
+
+
+def test_every_feature_flag_of_the_pinned_cdk_is_configured(cli_synthesis: CliSynthesis) -> None:
+    # The CLI compares cdk.json with the flags recommended by the installed aws-cdk-lib and names the gap.
+    assert "feature flags are not configured" not in cli_synthesis.stderr, cli_synthesis.stderr[-2000:]
+    assert "Successfully synthesized" in cli_synthesis.stderr
 
 
 def function_assets(cloud_assembly: Path, stack_name: str) -> list[Path]:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from infra.config import DEFAULTS, AuditConfig, ConfigError
-from tests.infra.synth import REPO_ROOT, cdk_json_context
+from infra.secure_defaults import RELIED_ON_FEATURE_FLAGS
+from tests.infra.synth import REPO_ROOT, cdk_json_context, synthesize
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:ogc/client-AbCdEf"
 KEY_ARN = "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -146,3 +147,17 @@ def test_app_prints_only_the_sentence_and_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr == 'Context key "authUrl" must be an https URL, got "ftp://x"\n'
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("flag", RELIED_ON_FEATURE_FLAGS)
+def test_a_feature_flag_the_templates_rely_on_stops_synthesis_when_changed(flag: str, tmp_path: Path) -> None:
+    assert str(cdk_json_context()[flag]).lower() == str(RELIED_ON_FEATURE_FLAGS[flag][0]).lower()
+    with pytest.raises(ConfigError) as raised:
+        synthesize(tmp_path, **{flag: "off"})
+    assert str(raised.value).startswith(f'Feature flag "{flag}" must be ')
+    assert str(raised.value).endswith(', got "off"')
+
+
+def test_a_relied_on_flag_typed_on_the_command_line_is_accepted(tmp_path: Path) -> None:
+    flag = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
+    assert synthesize(tmp_path, **{flag: "true"}).templates

@@ -219,7 +219,7 @@ def test_key_policy_lets_each_service_in_only_for_this_account(created_key_app: 
         ),
         "CloudWatchLogsEncryptLogGroups": (
             "logs.${AWS::Region}.${AWS::URLSuffix}",
-            ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
+            ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"],
             {
                 "ArnLike": {
                     "kms:EncryptionContext:aws:logs:arn": account_arn.replace("{service}", "logs") + "log-group:*"
@@ -236,7 +236,7 @@ def test_key_policy_lets_each_service_in_only_for_this_account(created_key_app: 
         ),
         "S3NotificationsToQueues": (
             "s3.amazonaws.com",
-            ["kms:GenerateDataKey", "kms:Decrypt"],
+            ["kms:Decrypt", "kms:GenerateDataKey"],
             {
                 "StringEquals": {"aws:SourceAccount": "${AWS::AccountId}"},
                 "ArnLike": {"aws:SourceArn": "arn:${AWS::Partition}:s3:::*"},
@@ -246,7 +246,7 @@ def test_key_policy_lets_each_service_in_only_for_this_account(created_key_app: 
     for sid, (service, actions, condition) in expected.items():
         statement = policy[sid]
         assert rendered(statement["Principal"]) == {"Service": service}, sid
-        assert statement["Action"] == actions, sid
+        assert sorted(as_list(statement["Action"])) == sorted(as_list(actions)), sid
         assert rendered(statement["Condition"]) == condition, sid
     for statement in policy.values():
         assert statement["Effect"] == "Allow"

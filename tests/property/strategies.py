@@ -506,7 +506,7 @@ class Generated:
 GENERATED = Generated()
 
 
-# ---- the oracle's id rules (DESIGN.md), shared by the CloudTrail and MinIO models --------------------------------
+# ---- the oracle's id rules (docs/design.md), shared by the CloudTrail and MinIO models ---------------------------
 
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 JAVA_BLANK = "".join(chr(code) for code in range(0x21))  # what java.lang.String.trim() removes

@@ -2,7 +2,7 @@
 metered line (normalize_timestamp, normalize_bytes) and the log file reader (read_log_records).
 
 Over random and mutated records: no unhandled exception, every record ends in exactly one outcome (the one an
-independent model of DESIGN.md's rules predicts), and a metered line is one OGC RS accepts.
+independent model of docs/design.md's rules predicts), and a metered line is one OGC RS accepts.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _wrong_type(record: Json) -> bool:
 
 
 def expected_outcome(record: Json) -> Expected:  # noqa: PLR0911 - one return per rule
-    """What DESIGN.md says becomes of a record, computed without the code under test's rule functions."""
+    """What docs/design.md says becomes of a record, computed without the code under test's rule functions."""
     if _wrong_type(record):
         return ("quarantined", Reason.MALFORMED_ENTRY)
     if record.get("eventSource") != "s3.amazonaws.com":

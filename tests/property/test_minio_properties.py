@@ -2,7 +2,7 @@
 meter_entries counting outcomes).
 
 Over random and mutated entries: no unhandled exception, every entry ends in exactly one outcome (the one an
-independent model of DESIGN.md's MinIO rules predicts), and a metered line is one OGC RS accepts.
+independent model of docs/design.md's MinIO rules predicts), and a metered line is one OGC RS accepts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from metering.line import MeteredDownload, normalize_timestamp
 from metering.outcomes import OutcomeTally, Reason, Skip
-from minio_relay.audit_entry import MAX_ITEM_ID_CHARS, classify_entry, event_key
+from minio_relay.audit_entry import MAX_ITEM_ID_CHARS, classify_entry, entry_identity
 from minio_relay.body import BodyError, parse_body
 from minio_relay.webhook import meter_entries
 from tests.property.strategies import (
@@ -83,7 +83,7 @@ def _request(entry: dict[str, Any]) -> Expected | tuple[dict[str, Any], dict[str
 
 
 def expected_outcome(entry: Json) -> Expected:  # noqa: PLR0911 - one return per rule
-    """What DESIGN.md says becomes of an entry, computed without the code under test's rule functions."""
+    """What docs/design.md says becomes of an entry, computed without the code under test's rule functions."""
     if not isinstance(entry, dict):
         return ("quarantined", Reason.MALFORMED_ENTRY)
     request = _request(entry)
@@ -156,7 +156,7 @@ def expected_body(lines: list[bytes]) -> tuple[int, list[str], int] | None:
         if ok:
             kind, result = expected_outcome(value)
             if kind == "metered":
-                key = event_key(value)
+                key = entry_identity(value)
                 if key in keys:
                     duplicates += 1
                 else:
