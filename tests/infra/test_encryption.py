@@ -44,8 +44,8 @@ KEY_PROPERTY = {
     "AWS::SNS::Topic": ("KmsMasterKeyId", None),
 }
 CUSTOMER_MANAGED_KEY_CHECKS = {check for _path, check in KEY_PROPERTY.values() if check is not None}
-# How many resources of each type the default app holds (both flows, created secrets): all must be under the key.
-EXPECTED_COUNTS = {
+# Resources of each type the default app holds at least (both flows, created secrets), so no loop below is vacuous.
+MINIMUM_COUNTS = {
     "AWS::SQS::Queue": 4,
     "AWS::Logs::LogGroup": 4,
     "AWS::SecretsManager::Secret": 2,
@@ -141,13 +141,13 @@ def test_create_puts_every_queue_log_group_table_secret_topic_and_the_trail_unde
     created_key_app: SynthesizedApp,
 ) -> None:
     resources = encrypted_resources(created_key_app)
-    counts = dict.fromkeys(EXPECTED_COUNTS, 0)
+    counts = dict.fromkeys(MINIMUM_COUNTS, 0)
     for stack, name, resource_type, reference in resources:
         counts[resource_type] += 1
         assert isinstance(reference, Mapping), (stack, name)
         assert set(reference) == {"Fn::ImportValue"}, (stack, name)
         assert reference["Fn::ImportValue"].startswith(f"{KEY_STACK_NAME}:ExportsOutputFnGetAttKey"), (stack, name)
-    assert counts == EXPECTED_COUNTS
+    assert [t for t, minimum in MINIMUM_COUNTS.items() if counts[t] < minimum] == []
     table = only_resource(created_key_app.templates[S3_AUDIT_STACK_NAME], "AWS::DynamoDB::Table")
     assert table["Properties"]["SSESpecification"]["SSEType"] == "KMS"
 
@@ -304,7 +304,7 @@ def test_existing_key_encrypts_everything_and_no_key_is_created(imported_key_app
         assert not resources_of_type(template, "AWS::KMS::Key"), stack
     resources = encrypted_resources(imported_key_app)
     assert {(stack, name): ref for stack, name, _type, ref in resources if ref != KEY_ARN} == {}
-    assert len(resources) == sum(EXPECTED_COUNTS.values())
+    assert len(resources) >= sum(MINIMUM_COUNTS.values())
     trail = only_resource(imported_key_app.templates[S3_AUDIT_STACK_NAME], "AWS::CloudTrail::Trail")
     assert trail["Properties"]["TrailName"] == DOWNLOAD_TRAIL_NAME
 
@@ -366,7 +366,7 @@ def test_default_skips_the_customer_managed_key_checks_saying_why(default_app: S
                 assert reason.endswith(f"{AWS_MANAGED_BY_CHOICE}."), (stack, name, check)
                 assert len(reason) > len(AWS_MANAGED_BY_CHOICE) + 10, "the reason says what encrypts it instead"
                 skipped += 1
-    assert skipped == sum(count for t, count in EXPECTED_COUNTS.items() if t != "AWS::SNS::Topic")
+    assert skipped >= sum(count for t, count in MINIMUM_COUNTS.items() if t != "AWS::SNS::Topic")
 
 
 def test_access_log_bucket_stays_sse_s3_whatever_the_key(created_key_app: SynthesizedApp) -> None:

@@ -178,6 +178,8 @@ def expected_bytes(raw: object) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():
+            if len(text.lstrip("0")) > len(str(2**63 - 1)):
+                return None  # larger than any count, and past 4,300 digits int() refuses it
             value = int(text)
         else:
             try:
