@@ -69,6 +69,7 @@ deploy: setup  ## needs AWS credentials and a bootstrapped account (see docs/dep
 
 bench: setup
 	$(BIN)/python -m bench.cloudtrail_extract
+	$(BIN)/python -m bench.access_log_extract
 	$(BIN)/python -m bench.minio_webhook
 
 drill: setup  ## both flows under injected faults: lost 0, duplicates only in the answer-lost window

@@ -33,7 +33,13 @@ def build_stacks(app: App, env: Environment | None = None) -> AuditStacks:
     key_stack: AppKeyStack | None = None
     key_arn: str | None = config.imported_kms_key_arn or None
     if config.creates_kms_key:
-        key_stack = AppKeyStack(app, KEY_STACK_NAME, s3_flow=config.enable_s3_audit, env=env)
+        key_stack = AppKeyStack(
+            app,
+            KEY_STACK_NAME,
+            s3_flow=config.enable_s3_audit,
+            trail=config.enable_s3_audit and config.uses_cloudtrail,
+            env=env,
+        )
         key_arn = key_stack.key.key_arn
     credentials_stack: ClientCredentialsStack | None = None
     if config.creates_client_credentials:

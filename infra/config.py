@@ -32,7 +32,10 @@ DEFAULTS: Mapping[str, Any] = {
     "alarmEmail": "",
     "webhookTokenSecretArn": "",
     "kmsKey": "",
+    "awsSource": "cloudtrail",
 }
+# Where the AWS S3 flow learns of downloads: CloudTrail data events, S3 server access logs, or both.
+AWS_SOURCES = ("cloudtrail", "access-logs", "both")
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_FORBIDDEN_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
@@ -159,6 +162,12 @@ def _valid_bucket_name(name: str) -> bool:
     )
 
 
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise _fail(key, "one of " + ", ".join(f'"{choice}"' for choice in choices), value)
+    return value
+
+
 def _email(key: str, value: object) -> str:
     if value is None:
         return ""
@@ -201,6 +210,18 @@ class AuditConfig:
     """Empty: the MinIO relay stack creates the token secret with a generated value."""
     kms_key: str
     """Empty: AWS-managed encryption; "create": the app's own customer managed key; otherwise an existing key ARN."""
+    aws_source: str = "cloudtrail"
+    """``cloudtrail``, ``access-logs`` or ``both``: what feeds the s3_audit function."""
+
+    @property
+    def uses_cloudtrail(self) -> bool:
+        """True when the stack records GetObject data events with a trail."""
+        return self.aws_source in {"cloudtrail", "both"}
+
+    @property
+    def uses_access_logs(self) -> bool:
+        """True when the asset buckets' server access logs feed the function."""
+        return self.aws_source in {"access-logs", "both"}
 
     @classmethod
     def from_context(cls, lookup: Callable[[str], Any]) -> AuditConfig:
@@ -225,6 +246,7 @@ class AuditConfig:
             alarm_email=_email("alarmEmail", get("alarmEmail")),
             webhook_token_secret_arn=_secret_arn("webhookTokenSecretArn", get("webhookTokenSecretArn")),
             kms_key=_kms_key("kmsKey", get("kmsKey")),
+            aws_source=_choice("awsSource", get("awsSource"), AWS_SOURCES),
         )
         if not config.enable_s3_audit and not config.enable_minio_relay:
             raise ConfigError(

@@ -53,6 +53,11 @@ CLOUDTRAIL_LOG_SUFFIX = ".json.gz"
 # Incomplete multipart uploads never become log files; clean them up.
 ABORT_INCOMPLETE_UPLOAD_AFTER = Duration.days(7)
 ACCESS_LOG_RETENTION = Duration.days(90)
+# awsSource access-logs/both: the asset buckets' server access logs land under this prefix of their own bucket,
+# partitioned by date (<account>/<region>/<bucket>/YYYY/mm/DD/...), and notify the log-file queue.
+ASSET_ACCESS_LOG_PREFIX = "access-logs/"
+# Access logs arrive only with traffic and "within a few hours" (AWS): silence means trouble only after a day.
+ACCESS_LOG_SILENCE = Duration.hours(24)
 
 # MinIO relay.
 WEBHOOK_MEMORY_MB = 512

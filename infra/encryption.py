@@ -80,10 +80,11 @@ def download_trail_arn() -> str:
     return _arn("cloudtrail", f"trail/{DOWNLOAD_TRAIL_NAME}")
 
 
-def key_policy_statements(*, s3_flow: bool) -> list[iam.PolicyStatement]:
+def key_policy_statements(*, s3_flow: bool, trail: bool) -> list[iam.PolicyStatement]:
     """Every statement the app's key needs beside its administration: README lists them for an existing key.
 
-    ``s3_flow``: the S3 audit stack is deployed (CloudTrail log files, S3 notifications to its queue).
+    ``s3_flow``: the S3 audit stack is deployed (S3 notifications to its queue); ``trail``: with a trail
+    (awsSource cloudtrail or both), whose log files CloudTrail encrypts.
     """
     account = iam.AccountRootPrincipal()
     services = KEY_SERVICES + (S3_FLOW_KEY_SERVICES if s3_flow else ())
@@ -130,12 +131,26 @@ def key_policy_statements(*, s3_flow: bool) -> list[iam.PolicyStatement]:
             },
         ),
     ]
+    if trail:
+        statements += _cloudtrail_statements()
     if s3_flow:
-        statements += _s3_flow_statements()
+        statements.append(
+            # S3 sends the log buckets' event notifications to the encrypted log-file queue as the S3 service.
+            iam.PolicyStatement(
+                sid="S3NotificationsToQueues",
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {"aws:SourceArn": f"arn:{Aws.PARTITION}:s3:::*"},
+                },
+            )
+        )
     return statements
 
 
-def _s3_flow_statements() -> list[iam.PolicyStatement]:
+def _cloudtrail_statements() -> list[iam.PolicyStatement]:
     trail_arn = download_trail_arn()
     cloudtrail = iam.ServicePrincipal("cloudtrail.amazonaws.com")
     return [
@@ -155,17 +170,6 @@ def _s3_flow_statements() -> list[iam.PolicyStatement]:
             actions=["kms:DescribeKey"],
             resources=["*"],
             conditions={"StringEquals": {"aws:SourceArn": trail_arn}},
-        ),
-        # S3 sends the log bucket's event notifications to the encrypted log-file queue as the S3 service.
-        iam.PolicyStatement(
-            sid="S3NotificationsToQueues",
-            principals=[iam.ServicePrincipal("s3.amazonaws.com")],
-            actions=["kms:GenerateDataKey", "kms:Decrypt"],
-            resources=["*"],
-            conditions={
-                "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                "ArnLike": {"aws:SourceArn": f"arn:{Aws.PARTITION}:s3:::*"},
-            },
         ),
     ]
 

@@ -21,7 +21,7 @@ class AppKeyStack(AuditStack):
     only with this key.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, s3_flow: bool, **kwargs: Any) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, s3_flow: bool, trail: bool, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         policy = iam.PolicyDocument(
             statements=[
@@ -31,7 +31,7 @@ class AppKeyStack(AuditStack):
                     actions=list(KEY_ADMINISTRATION_ACTIONS),
                     resources=["*"],
                 ),
-                *key_policy_statements(s3_flow=s3_flow),
+                *key_policy_statements(s3_flow=s3_flow, trail=trail),
             ]
         )
         self.key = kms.Key(

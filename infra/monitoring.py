@@ -21,6 +21,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.constants import (
+    ACCESS_LOG_SILENCE,
     ALARM_PERIOD,
     API_SERVER_ERROR_PERIODS,
     AUTH_FAILURE_BURST,
@@ -112,6 +113,7 @@ class FlowMonitoring(Construct):
         functions: Sequence[WatchedFunction],
         api: apigateway.RestApi | None = None,
         trail_log_files: DurableQueue | None = None,
+        access_log_files: DurableQueue | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.flow = flow
@@ -127,6 +129,8 @@ class FlowMonitoring(Construct):
             self._watch_webhook(api)
         if trail_log_files is not None:
             self._watch_trail(trail_log_files)
+        elif access_log_files is not None:  # with a trail too, its hourly digest is the stronger heartbeat
+            self._watch_access_logs(access_log_files)
         self.dashboard = self._dashboard(queues, functions, api, trail_log_files)
         self._outputs()
 
@@ -251,18 +255,41 @@ class FlowMonitoring(Construct):
 
     def _watch_trail(self, log_files: DurableQueue) -> None:
         hours = int(TRAIL_SILENCE.to_hours())
-        self._alarm(
+        self._watch_silence(
             "TrailSilent",
+            log_files,
+            hours,
+            f"No CloudTrail file reached the log-file queue for {hours} hours. CloudTrail writes a digest "
+            "file every hour even without downloads, so the trail stopped logging, lost access to the log bucket, "
+            "or the bucket notification is gone.",
+            "trail-silent",
+        )
+
+    def _watch_access_logs(self, log_files: DurableQueue) -> None:
+        hours = int(ACCESS_LOG_SILENCE.to_hours())
+        self._watch_silence(
+            "AccessLogsSilent",
+            log_files,
+            hours,
+            f"No S3 server access log reached the log-file queue for {hours} hours. S3 writes access "
+            "logs only when the asset buckets are used and can deliver them hours late, hence the long window: "
+            "logging was turned off on an asset bucket, the log delivery lost access, the notification is gone, "
+            "or nobody used the assets for a day.",
+            "access-logs-silent",
+        )
+
+    def _watch_silence(self, name: str, log_files: DurableQueue, hours: int, description: str, anchor: str) -> None:
+        """Alarm when no message reached the log-file queue for ``hours`` hours."""
+        self._alarm(
+            name,
             metric=log_files.queue.metric_number_of_messages_sent(period=HEARTBEAT_PERIOD, statistic="Sum"),
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=hours,
             # SQS stops publishing the metrics of an idle queue: no data is silence too.
             missing=cloudwatch.TreatMissingData.BREACHING,
-            description=f"No CloudTrail file reached the log-file queue for {hours} hours. CloudTrail writes a digest "
-            "file every hour even without downloads, so the trail stopped logging, lost access to the log bucket, "
-            "or the bucket notification is gone.",
-            anchor="trail-silent",
+            description=description,
+            anchor=anchor,
         )
 
     # --- dashboard ------------------------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""The AWS S3 flow: CloudTrail GetObject data events -> log bucket -> SQS log-file queue -> s3_audit Lambda."""
+"""The AWS S3 flow: CloudTrail GetObject data events and/or S3 server access logs -> SQS log-file queue -> s3_audit.
+
+``awsSource`` chooses: ``cloudtrail`` (a trail writing to the log bucket), ``access-logs`` (the asset buckets'
+server access logs into a bucket of their own, no trail), or ``both`` (the function meters each S3 request once).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Annotations, CfnOutput, Duration
+from aws_cdk import Annotations, Aws, CfnOutput, Duration
 from aws_cdk import aws_cloudtrail as cloudtrail
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -15,6 +19,7 @@ from constructs import Construct
 from infra.config import AuditConfig
 from infra.constants import (
     ABORT_INCOMPLETE_UPLOAD_AFTER,
+    ASSET_ACCESS_LOG_PREFIX,
     CLOUDTRAIL_LOG_PREFIX,
     CLOUDTRAIL_LOG_SUFFIX,
     DOWNLOAD_TRAIL_NAME,
@@ -63,32 +68,43 @@ class S3AuditStack(AuditStack):
         self.key = imported_key(self, key_arn)
         topic = alarm_topic(self, "AlarmTopic", config.alarm_email, self.key)
         self.access_logs = access_logs_bucket(self, "AccessLogsBucket")
+        self.config = config
+        retention = [
+            s3.LifecycleRule(
+                expiration=Duration.days(config.log_retention_days),
+                noncurrent_version_expiration=Duration.days(config.log_retention_days),
+                abort_incomplete_multipart_upload_after=ABORT_INCOMPLETE_UPLOAD_AFTER,
+            )
+        ]
+        # SSE-S3 like every bucket here: S3 log delivery cannot write to an SSE-KMS bucket.
+        self.asset_access_logs: s3.Bucket | None = None
+        if config.uses_access_logs:
+            self.asset_access_logs = private_bucket(
+                self,
+                "AssetAccessLogBucket",
+                access_logs=self.access_logs,
+                access_logs_prefix="asset-access-log-bucket/",
+                lifecycle_rules=retention,
+            )
         self.created_asset_bucket: s3.Bucket | None = None
         self.asset_buckets = self._asset_buckets(config)
         self.log_bucket = private_bucket(
-            self,
-            "LogBucket",
-            access_logs=self.access_logs,
-            access_logs_prefix="log-bucket/",
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    expiration=Duration.days(config.log_retention_days),
-                    noncurrent_version_expiration=Duration.days(config.log_retention_days),
-                    abort_incomplete_multipart_upload_after=ABORT_INCOMPLETE_UPLOAD_AFTER,
-                )
-            ],
+            self, "LogBucket", access_logs=self.access_logs, access_logs_prefix="log-bucket/", lifecycle_rules=retention
         )
-        self.trail = self._download_trail(self.key)
+        self.trail = self._download_trail(self.key) if config.uses_cloudtrail else None
 
         self.log_files = DurableQueue(
             self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic, key=self.key
         )
-        # S3 filters cannot exclude CloudTrail-Digest/ keys (same prefix and suffix): the function skips them.
-        self.log_bucket.add_event_notification(
-            s3.EventType.OBJECT_CREATED,
-            s3_notifications.SqsDestination(self.log_files.queue),
-            s3.NotificationKeyFilter(prefix=CLOUDTRAIL_LOG_PREFIX, suffix=CLOUDTRAIL_LOG_SUFFIX),
-        )
+        if config.uses_cloudtrail:
+            # S3 filters cannot exclude CloudTrail-Digest/ keys (same prefix and suffix): the function skips them.
+            self.log_bucket.add_event_notification(
+                s3.EventType.OBJECT_CREATED,
+                s3_notifications.SqsDestination(self.log_files.queue),
+                s3.NotificationKeyFilter(prefix=CLOUDTRAIL_LOG_PREFIX, suffix=CLOUDTRAIL_LOG_SUFFIX),
+            )
+        if self.asset_access_logs is not None:
+            self._deliver_access_logs(self.asset_access_logs, config)
         self._acknowledge_notifications_handler()
         if self.key is not None:
             Annotations.of(self.key).acknowledge_warning(
@@ -109,18 +125,20 @@ class S3AuditStack(AuditStack):
             key=self.key,
             max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
         )
-        self.audit.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[self.log_bucket.arn_for_objects(f"{CLOUDTRAIL_LOG_PREFIX}*")],
+        if config.uses_cloudtrail:
+            self._grant_log_reads(
+                self.log_bucket,
+                CLOUDTRAIL_LOG_PREFIX,
+                "CloudTrail names each log file at delivery (account, region, date, random suffix); the function "
+                "may read any object under AWSLogs/ of the log bucket and nothing else.",
             )
-        )
-        acknowledge(
-            self.audit.role,
-            bucket_arn_finding(self.log_bucket, f"/{CLOUDTRAIL_LOG_PREFIX}*"),
-            "CloudTrail names each log file at delivery (account, region, date, random suffix); the function "
-            "may read any object under AWSLogs/ of the log bucket and nothing else.",
-        )
+        if self.asset_access_logs is not None:
+            self._grant_log_reads(
+                self.asset_access_logs,
+                ASSET_ACCESS_LOG_PREFIX,
+                "S3 names each access-log object at delivery (account, region, bucket, date, unique string); the "
+                "function may read any object under access-logs/ of the access-log bucket and nothing else.",
+            )
         # CloudTrail encrypts each log file with the app's key, when there is one.
         grant_key_use(self.audit.role, self.key, KeyUse.READ)
         self.log_files.feed(self.audit, batch_size=S3_AUDIT_BATCH_SIZE, max_concurrency=S3_AUDIT_MAX_CONCURRENCY)
@@ -131,7 +149,8 @@ class S3AuditStack(AuditStack):
             topic=topic,
             queues=[WatchedQueue("LogFiles", self.log_files, LOG_FILE_QUEUE_MAX_AGE)],
             functions=[WatchedFunction("S3Audit", self.audit, S3_AUDIT_TIMEOUT)],
-            trail_log_files=self.log_files,
+            trail_log_files=self.log_files if config.uses_cloudtrail else None,
+            access_log_files=self.log_files if config.uses_access_logs else None,
         )
         self._outputs(client_credentials)
 
@@ -142,9 +161,63 @@ class S3AuditStack(AuditStack):
                 s3.Bucket.from_bucket_name(self, f"AssetBucket{index}", name)
                 for index, name in enumerate(config.asset_buckets)
             ]
-        created = private_bucket(self, "AssetBucket", access_logs=self.access_logs, access_logs_prefix="asset-bucket/")
+        if self.asset_access_logs is not None:
+            # Its server access logs are what the function meters: into their own bucket, partitioned by date.
+            created = private_bucket(
+                self,
+                "AssetBucket",
+                access_logs=self.asset_access_logs,
+                access_logs_prefix=ASSET_ACCESS_LOG_PREFIX,
+                access_logs_key_format=s3.TargetObjectKeyFormat.partitioned_prefix(s3.PartitionDateSource.EVENT_TIME),
+            )
+        else:
+            created = private_bucket(
+                self, "AssetBucket", access_logs=self.access_logs, access_logs_prefix="asset-bucket/"
+            )
         self.created_asset_bucket = created
         return [created]
+
+    def _grant_log_reads(self, bucket: s3.Bucket, prefix: str, reason: str) -> None:
+        """The function may read the log objects under ``prefix`` of ``bucket``, and nothing else of it."""
+        self.audit.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{prefix}*")])
+        )
+        acknowledge(self.audit.role, bucket_arn_finding(bucket, f"/{prefix}*"), reason)
+
+    def _deliver_access_logs(self, bucket: s3.Bucket, config: AuditConfig) -> None:
+        """Access-log objects notify the log-file queue; existing asset buckets may deliver into the bucket."""
+        bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3_notifications.SqsDestination(self.log_files.queue),
+            s3.NotificationKeyFilter(prefix=ASSET_ACCESS_LOG_PREFIX),
+        )
+        if not config.asset_buckets:
+            return  # CDK writes the logging service's statement for the asset bucket it creates
+        # Existing buckets: their owner turns logging on (see the output); the bucket lets only them write.
+        bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="S3ServerAccessLogsFromAssetBuckets",
+                principals=[iam.ServicePrincipal("logging.s3.amazonaws.com")],
+                actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{ASSET_ACCESS_LOG_PREFIX}*")],
+                conditions={
+                    "ArnLike": {"aws:SourceArn": [asset.bucket_arn for asset in self.asset_buckets]},
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                },
+            )
+        )
+        for index, name in enumerate(config.asset_buckets):
+            CfnOutput(
+                self,
+                f"EnableAccessLogs{index}",
+                description=f"Run once to send {name}'s server access logs to the function (same account and region)",
+                value=(
+                    f"aws s3api put-bucket-logging --bucket {name} --bucket-logging-status "
+                    f'\'{{"LoggingEnabled":{{"TargetBucket":"{bucket.bucket_name}",'
+                    f'"TargetPrefix":"{ASSET_ACCESS_LOG_PREFIX}",'
+                    '"TargetObjectKeyFormat":{"PartitionedPrefix":{"PartitionDateSource":"EventTime"}}}}\''
+                ),
+            )
 
     def _download_trail(self, key: kms.IKey | None) -> cloudtrail.Trail:
         """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket.

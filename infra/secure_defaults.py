@@ -140,6 +140,7 @@ def private_bucket(
     access_logs: s3.IBucket,
     access_logs_prefix: str,
     lifecycle_rules: Sequence[s3.LifecycleRule] | None = None,
+    access_logs_key_format: s3.TargetObjectKeyFormat | None = None,
 ) -> s3.Bucket:
     """A versioned, SSE-S3 encrypted, private, TLS-only bucket whose server access logs go to ``access_logs``."""
     return s3.Bucket(
@@ -148,6 +149,7 @@ def private_bucket(
         **_LOCKED_DOWN,
         server_access_logs_bucket=access_logs,
         server_access_logs_prefix=access_logs_prefix,
+        target_object_key_format=access_logs_key_format,
         lifecycle_rules=list(lifecycle_rules) if lifecycle_rules else None,
     )
 

@@ -29,7 +29,7 @@ def test_presigned_get_is_metered_as_one_line() -> None:
     assert isinstance(outcome, MeteredDownload)
     assert outcome.to_line() == f"{USER}|{COLLECTION}|{ITEM}|2025-10-27T10:12:30Z|16384|aws_s3"
     assert outcome.backend is Backend.AWS_S3
-    assert outcome.event_id == "5c0e3f0a-9d1b-4e8f-a2c3-6b7d8e9f0a1b"
+    assert outcome.event_id == "s3-request:stac-assets-prod/7KQ4B1S9XW2M3N5P"
 
 
 @pytest.mark.parametrize(
@@ -114,8 +114,36 @@ def test_unicode_item_id_is_kept_as_sent() -> None:
     assert outcome.item_id == "Bänd_04 \u2013 東京 ✓"
 
 
-def test_record_without_event_id_is_still_metered_every_time() -> None:
+def test_record_without_event_id_is_known_by_its_request_id() -> None:
     record = decode_record(json.dumps(load_event("cloudtrail/missing_event_id")).encode())
+    assert not isinstance(record, Skip)
+    seen = EventIdSet()
+
+    first, second = meter(record, seen), meter(record, seen)
+
+    assert isinstance(first, MeteredDownload)
+    assert first.event_id == "s3-request:stac-assets-prod/7KQ4B1S9XW2M00FF"
+    assert second == Skip.filtered(Reason.DUPLICATE_EVENT)
+
+
+def test_record_without_request_id_is_known_by_its_event_id() -> None:
+    value = load_event("cloudtrail/presigned_get")
+    del value["requestID"]
+    record = decode_record(json.dumps(value).encode())
+    assert not isinstance(record, Skip)
+    seen = EventIdSet()
+
+    first, second = meter(record, seen), meter(record, seen)
+
+    assert isinstance(first, MeteredDownload)
+    assert first.event_id == "cloudtrail-event:5c0e3f0a-9d1b-4e8f-a2c3-6b7d8e9f0a1b"
+    assert second == Skip.filtered(Reason.DUPLICATE_EVENT)
+
+
+def test_record_without_any_id_is_still_metered_every_time() -> None:
+    value = load_event("cloudtrail/missing_event_id")
+    del value["requestID"]
+    record = decode_record(json.dumps(value).encode())
     assert not isinstance(record, Skip)
     seen = EventIdSet()
 

@@ -148,3 +148,26 @@ def test_classify_key(key: str, expected: SkipReason | None) -> None:
 
 def test_log_file_ref_uri() -> None:
     assert LogFileRef("b", "AWSLogs/x.json.gz").uri == "s3://b/AWSLogs/x.json.gz"
+
+
+ACCESS_LOG_KEY = "access-logs/111122223333/ap-south-1/stac-assets-prod/2025/10/27/2025-10-27-13-41-07-7F48A46E2E37A2F9"
+SIMPLE_ACCESS_LOG_KEY = "access-logs/2025-10-27-13-41-07-7F48A46E2E37A2F9"
+
+
+def test_access_log_notification_names_an_access_log_file() -> None:
+    assert refs(work_in_event(load_event("envelopes/s3_notification_access_log"))) == [
+        LogFileRef(BUCKET, ACCESS_LOG_KEY, "s3-access-log")
+    ]
+
+
+def test_access_log_notification_in_sqs_with_the_simple_naming_form() -> None:
+    assert refs(work_in_event(load_event("envelopes/sqs_s3_notification_access_log"))) == [
+        LogFileRef(BUCKET, SIMPLE_ACCESS_LOG_KEY, "s3-access-log")
+    ]
+
+
+def test_cloudtrail_keys_keep_the_cloudtrail_source() -> None:
+    work = classify_key(BUCKET, KEY)
+
+    assert isinstance(work, LogFileRef)
+    assert work.source == "cloudtrail"

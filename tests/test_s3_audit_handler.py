@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -32,11 +33,17 @@ CONTEXT = lambda_context("s3-audit", memory_mb=512)
 
 
 def record(item: str, event_id: str, fixture: str = "presigned_get") -> dict[str, Any]:
-    """A CloudTrail record from a fixture, with its own item and eventID."""
+    """A CloudTrail record from a fixture, with its own item, eventID and S3 request ID."""
     value = copy.deepcopy(load_event(f"cloudtrail/{fixture}"))
     value["eventID"] = event_id
+    value["requestID"] = request_id_for(event_id)
     value["requestParameters"]["itemId"] = item
     return value
+
+
+def request_id_for(event_id: str) -> str:
+    """A 16-character S3 request ID of its own for each event (one event, one request)."""
+    return hashlib.sha256(event_id.encode()).hexdigest()[:16].upper()
 
 
 def log_file(name: str) -> bytes:

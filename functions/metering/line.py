@@ -20,8 +20,6 @@ _PLAIN_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _FIELD_SEPARATOR = "|"
 # Largest respSize OGC RS accepts (Java long, bigint column).
 _MAX_BYTES = 2**63 - 1
-# Digits of the largest valid count: a longer number is invalid, and past 4,300 digits int() refuses to parse it.
-_MAX_BYTES_DIGITS = len(str(_MAX_BYTES))
 # What java.lang.String.trim() removes: OGC RS finds a field made only of these empty.
 _JAVA_BLANK = "".join(chr(code) for code in range(0x21))
 
@@ -105,7 +103,7 @@ def _parse_instant(text: str) -> datetime | None:
 
 
 def _integral(raw: object) -> int | None:
-    """An integer written as int, integral float or decimal text of at most 19 significant digits; None otherwise."""
+    """An integer written as int, integral float or decimal text; None otherwise."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int):
@@ -113,7 +111,8 @@ def _integral(raw: object) -> int | None:
     if isinstance(raw, str):
         text = raw.strip()
         if text.isascii() and text.isdigit():
-            return int(text) if len(text.lstrip("0")) <= _MAX_BYTES_DIGITS else None
+            # Past 19 significant digits it is out of range anyway; int() refuses 4,300+ digits with ValueError.
+            return int(text) if len(text.lstrip("0")) <= 19 else None
         try:
             raw = float(text)
         except ValueError:
@@ -171,4 +170,4 @@ def is_valid_line(line: object) -> bool:
         return False
     if normalize_timestamp(timestamp) != timestamp:
         return False
-    return size.isascii() and size.isdigit() and len(size.lstrip("0")) <= _MAX_BYTES_DIGITS and int(size) <= _MAX_BYTES
+    return size.isascii() and size.isdigit() and int(size) <= _MAX_BYTES

@@ -1,4 +1,4 @@
-"""The ``ogc-audit`` command: extract, replay, serve and demo."""
+"""The ``ogc-audit`` command: extract, replay, redrive, serve, verify and demo."""
 
 from __future__ import annotations
 
@@ -19,18 +19,20 @@ def _parser() -> argparse.ArgumentParser:
         help="print the metered lines of log files (a dry run: nothing is sent)",
         description="Print the metered lines, one per line, to stdout and a per-reason summary to stderr.",
     )
-    extract.add_argument("--source", choices=("cloudtrail", "minio"), required=True)
+    extract.add_argument("--source", choices=("cloudtrail", "s3-access-log", "minio"), required=True)
     extract.add_argument(
         "paths",
         nargs="+",
         metavar="PATH",
-        help="a .json.gz, .json or NDJSON file, - for stdin, or (cloudtrail) s3://bucket/prefix",
+        help="a .json.gz, .json or NDJSON file, an access-log object, - for stdin, "
+        "or (cloudtrail, s3-access-log) s3://bucket/prefix",
     )
 
     replay = commands.add_parser(
         "replay",
-        help="re-send a period of CloudTrail log files through the delivery ledger (never twice)",
-        description="Backfill after an outage: meter and deliver the log files CloudTrail delivered in a period.",
+        help="re-send a period of log files (CloudTrail or S3 access logs) through the delivery ledger (never twice)",
+        description="Backfill after an outage: meter and deliver the log files (CloudTrail log files, S3 server "
+        "access logs) whose object names fall in a period.",
     )
     replay.add_argument("location", metavar="s3://bucket/prefix")
     replay.add_argument("--since", required=True, help="start of the period (ISO 8601; UTC unless an offset is given)")
@@ -46,6 +48,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server for MinIO on other hosts
     serve.add_argument("--port", type=int, default=8092)
     serve.add_argument("--workers", type=int, default=2)
+
+    verify = commands.add_parser(
+        "verify",
+        help="after a deploy: prove that a presigned download becomes a metered line through each configured source",
+        description="Upload a marker object, download it through a presigned URL with marker ids, then wait for that "
+        "request in each source (CloudTrail log file, S3 access log) and in the delivery ledger "
+        "(IDEMPOTENCY_TABLE_NAME). Exit status 1 names the first step that failed, with advice.",
+    )
+    verify.add_argument("--asset-bucket", required=True, help="an asset bucket whose downloads are metered")
+    verify.add_argument("--log-bucket", required=True, help="the stack's LogBucketName (CloudTrail log files)")
+    verify.add_argument("--access-log-bucket", help="the stack's access-log bucket (default: --log-bucket)")
+    verify.add_argument("--source", choices=("cloudtrail", "access-logs", "both"), default="cloudtrail")
+    verify.add_argument("--timeout-cloudtrail", type=float, default=1200.0, metavar="SECONDS")
+    verify.add_argument("--timeout-access-logs", type=float, default=10800.0, metavar="SECONDS")
+    verify.add_argument("--timeout-delivery", type=float, default=600.0, metavar="SECONDS")
+    verify.add_argument("--poll", type=float, default=30.0, metavar="SECONDS", help="how often to look")
 
     commands.add_parser("demo", help="run both flows locally end to end against an emulator and a reference OGC RS")
     return parser
@@ -70,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ogc_audit.serve import run_serve
 
         return run_serve(host=args.host, port=args.port, workers=args.workers)
+    if args.command == "verify":
+        from ogc_audit.verify import run_verify
+
+        return run_verify(args)
     from ogc_audit.demo import run_demo
 
     return run_demo()

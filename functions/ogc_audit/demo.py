@@ -34,6 +34,8 @@ from ogc_audit.samples import (
     ACCOUNT,
     Download,
     Variant,
+    access_log_key,
+    access_log_line,
     cloudtrail_log_key,
     cloudtrail_record,
     minio_entry,
@@ -80,6 +82,43 @@ def _write_log_files(s3: Any, log_bucket: str, rng: random.Random) -> list[Downl
     digest_key = f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/ap-south-1/2025/10/27/{ACCOUNT}_CloudTrail-Digest_demo.json.gz"
     s3.put_object(Bucket=log_bucket, Key=digest_key, Body=gzip.compress(b'{"digestStartTime":"2025-10-27T10:00:00Z"}'))
     return metered
+
+
+def _access_log_step(
+    aws: Any, resources: FlowResources, rng: random.Random, also_in_trail: Download, out: TextIO
+) -> list[Download]:
+    """The access-log source: one object holding a download CloudTrail reported too (metered once), a new one,
+    a failed and a header-signed request; S3's notification is played into the log-file queue. Returns the
+    downloads it adds."""
+    from s3_audit import handler as s3_handler
+
+    out.write("AWS S3 flow, access-log source: access-log object -> SQS -> s3_audit handler -> OGC RS\n")
+    only_here = random_download(rng, _START)
+    lines = [
+        access_log_line(also_in_trail),  # the same S3 request ID as its CloudTrail record
+        access_log_line(only_here),
+        access_log_line(random_download(rng, _START), Variant.FAILED_403),
+        access_log_line(random_download(rng, _START), Variant.HEADER_SIGNED),
+    ]
+    key = access_log_key(_START + timedelta(hours=2), "7F48A46E2E37A2F9")
+    aws.client("s3").put_object(Bucket=resources.log_bucket, Key=key, Body="".join(lines).encode())
+    notification = {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": resources.log_bucket}, "object": {"key": key}},
+            }
+        ]
+    }
+    sqs = aws.client("sqs")
+    sqs.send_message(QueueUrl=resources.log_file_queue_url, MessageBody=json.dumps(notification))
+    pumped = pump_queue(sqs, resources.log_file_queue_url, s3_handler.handler, function_name="s3-audit", batch_size=1)
+    out.write(
+        f"  s3_audit invocations: {pumped.invocations}, messages failed: {pumped.failed}; "
+        f"request {also_in_trail.item_id} was reported by CloudTrail and the access log\n"
+    )
+    return [only_here]
 
 
 def _minio_bodies(rng: random.Random) -> tuple[list[bytes], list[Download]]:
@@ -173,6 +212,8 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
         pass
     out.write(f"  outcomes of the log files (ogc-audit extract): {json.dumps(tally.as_dict())}\n")
     s3_ok = _check("  AWS S3 flow", s3_expected, rs, "aws_s3", out)
+    s3_expected += _access_log_step(aws, resources, rng, s3_expected[0], out)
+    s3_ok = _check("  AWS S3 flow with the access log (each request once)", s3_expected, rs, "aws_s3", out) and s3_ok
 
     out.write("MinIO flow: audit webhook -> webhook handler -> SQS -> deliver handler -> OGC RS\n")
     bodies, minio_expected = _minio_bodies(rng)

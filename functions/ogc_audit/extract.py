@@ -11,20 +11,21 @@ from typing import TextIO
 from metering.line import MeteredDownload
 from metering.outcomes import OutcomeTally
 
-# Each source module exposes ``extract_downloads(paths, tally)`` yielding the metered downloads of all PATHs of
+# Each source has a function ``(paths, tally)`` yielding the metered downloads of all PATHs of
 # one run: an event repeated in several of them is metered once.
 _SOURCES = {
-    "cloudtrail": "s3_audit.extract",
-    "minio": "minio_relay.extract",
+    "cloudtrail": ("s3_audit.extract", "extract_downloads"),
+    "s3-access-log": ("s3_audit.extract", "extract_access_log_downloads"),
+    "minio": ("minio_relay.extract", "extract_downloads"),
 }
 
 Extractor = Callable[[Sequence[str], OutcomeTally], Iterator[MeteredDownload]]
 
 
 def extractor_for(source: str) -> Extractor:
-    """The ``extract_downloads`` function of a source."""
-    module = importlib.import_module(_SOURCES[source])
-    function: Extractor = module.extract_downloads
+    """The extract function of a source (``cloudtrail``, ``s3-access-log``, ``minio``)."""
+    module_name, function_name = _SOURCES[source]
+    function: Extractor = getattr(importlib.import_module(module_name), function_name)
     return function
 
 

@@ -1,4 +1,8 @@
-"""``ogc-audit replay``: re-send a period of CloudTrail log files (backfill after an outage), never twice.
+"""``ogc-audit replay``: re-send a period of log files (backfill after an outage), never twice.
+
+The location holds CloudTrail log files, S3 server access logs, or both; each object is read by the source its
+name belongs to, and the period is the time in the object names (CloudTrail's delivery minute, the access log's
+write time: access-log records can be hours older than their object, so extend ``--since`` accordingly).
 
 Each log file goes through the same ingestion as the ``s3_audit`` function, with the same chunking and the same
 delivery ledger (IDEMPOTENCY_TABLE_NAME, the S3 stack's table), so chunks OGC RS already has are skipped and
@@ -9,7 +13,6 @@ BATCH_MAX_LINES as the deployed stack: chunk keys depend on the chunk size.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,9 +21,7 @@ from typing import Any, TextIO
 
 from metering.outcomes import OutcomeTally
 from s3_audit.envelopes import LogFileRef, classify_key
-
-# CloudTrail names a file <account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<random>.json.gz
-_FILE_TIME = re.compile(r"_CloudTrail_[^_/]+_(\d{8}T\d{4}Z)_[^/]*$")
+from s3_audit.sources.registry import recognise
 
 
 class ReplayError(ValueError):
@@ -37,13 +38,13 @@ def parse_instant(text: str, name: str) -> datetime:
 
 
 def log_file_time(key: str) -> datetime | None:
-    """The delivery time CloudTrail wrote into a log file's name."""
-    match = _FILE_TIME.search(key)
-    return datetime.strptime(match.group(1), "%Y%m%dT%H%MZ").replace(tzinfo=UTC) if match else None
+    """The time its source wrote into a log file's name; None for an object that is no log file."""
+    source, _ = recognise(key)
+    return source.file_time(key) if source is not None else None
 
 
 def log_files_in_period(s3: Any, url: str, since: datetime, until: datetime) -> Iterator[LogFileRef]:
-    """CloudTrail log files under ``s3://bucket/prefix`` delivered in [since, until), in key order."""
+    """Log files (any source) under ``s3://bucket/prefix`` named with a time in [since, until), in key order."""
     if not url.startswith("s3://"):
         raise ReplayError(f"the location must be s3://bucket/prefix, got {url!r}")
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
@@ -82,8 +83,7 @@ def run_replay(url: str, since_text: str, until_text: str, *, dry_run: bool, err
 
     from metering.errors import DeliveryError
     from metering.runtime import delivery_ledger, ogc_rs_client
-    from s3_audit.ingest import ingest_log_file, meter_records, s3_object_chunks
-    from s3_audit.log_file import read_log_records
+    from s3_audit.ingest import ingest_log_file, meter_log_file, s3_object_chunks
 
     err = sys.stderr if err is None else err
     try:
@@ -97,7 +97,7 @@ def run_replay(url: str, since_text: str, until_text: str, *, dry_run: bool, err
         for ref in log_files_in_period(s3, url, since, until):
             totals.files += 1
             if client is None:
-                batch = meter_records(read_log_records(s3_object_chunks(s3, ref)))
+                batch = meter_log_file(ref, s3_object_chunks(s3, ref))
                 totals.tally.merge(batch.tally)
                 err.write(json.dumps({"input": ref.uri, "dry_run": True, **batch.tally.as_dict()}) + "\n")
                 continue

@@ -1,4 +1,4 @@
-"""Realistic CloudTrail records and MinIO audit entries for the demo, benchmarks and fault suite.
+"""Realistic CloudTrail records, S3 server access log lines and MinIO audit entries for the demo, benchmarks and tests.
 
 Shapes follow docs/contracts.md: a presigned GetObject as CloudTrail and MinIO write it, and the
 variations the metering rules must tell apart (failed, header-signed, HEAD, PUT, bad ids, ...).
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 ACCOUNT = "111122223333"
 REGION = "ap-south-1"
@@ -116,7 +117,7 @@ def cloudtrail_record(
             "x-amz-id-2": "Xq3Zl3v2k0N8yJ6b9mEw1u9p2F4Zc8Qm7Rk2o4Vt0Lp6Yx1Nh5Gs3Dd8Wa2Eb7Cf9Hj4Ik6Ll0=",
             "bytesTransferredOut": size if event_name == "GetObject" else 0,
         },
-        "requestID": download.event_id[:16].replace("-", "").upper(),
+        "requestID": s3_request_id(download),
         "eventID": download.event_id,
         "readOnly": event_name != "PutObject",
         "resources": [
@@ -140,6 +141,73 @@ def cloudtrail_record(
         )
         record["additionalEventData"]["bytesTransferredOut"] = 243
     return record
+
+
+def s3_request_id(download: Download) -> str:
+    """The S3 request ID of a download: CloudTrail's ``requestID`` and the access log's Request ID agree on it."""
+    return download.event_id[:16].replace("-", "").upper()
+
+
+_ACCESS_LOG_OPERATION = {
+    Variant.HEAD_OBJECT: ("REST.HEAD.OBJECT", "HEAD"),
+    Variant.PUT_OBJECT: ("REST.PUT.OBJECT", "PUT"),
+}
+_ACCESS_LOG_STATUS = {Variant.FAILED_403: ("403", "AccessDenied"), Variant.FAILED_404: ("404", "NoSuchKey")}
+
+
+def access_log_line(download: Download, variant: Variant = Variant.PRESIGNED_GET) -> str:
+    """The S3 server access log record (with its newline) of the same request as ``cloudtrail_record(download)``."""
+    operation, method = _ACCESS_LOG_OPERATION.get(variant, ("REST.GET.OBJECT", "GET"))
+    status, error = _ACCESS_LOG_STATUS.get(variant, ("200", "-"))
+    presigned = variant is not Variant.HEADER_SIGNED
+    query = [f"{name}={quote(value, safe='')}" for name, value in _ids_for(download, variant).items()]
+    if presigned:
+        credential = quote(f"AKIAQX2EXAMPLE7ZPR3Q/{download.when:%Y%m%d}/{REGION}/s3/aws4_request", safe="")
+        query = [
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+            f"X-Amz-Credential={credential}",
+            f"X-Amz-Date={download.when:%Y%m%dT%H%M%SZ}",
+            "X-Amz-Expires=3600",
+            "X-Amz-SignedHeaders=host",
+            *query,
+            "x-id=GetObject",
+            f"X-Amz-Signature={(download.event_id.replace('-', '') * 4)[:64]}",
+        ]
+    sent = str(download.size) if status == "200" and method == "GET" else ("243" if status == "403" else "-")
+    fields = [
+        "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be",
+        ASSET_BUCKET,
+        download.when.strftime("[%d/%b/%Y:%H:%M:%S +0000]"),
+        "203.0.113.24",
+        f"arn:aws:iam::{ACCOUNT}:user/stac-presigner",
+        s3_request_id(download),
+        operation,
+        download.key,
+        f'"{method} /{download.key}?{"&".join(query)} HTTP/1.1"',
+        status,
+        error,
+        sent,
+        str(download.size),
+        "41",
+        "40",
+        '"-"',
+        '"python-requests/2.32.3"',
+        "-",
+        "Xq3Zl3v2k0N8yJ6b9mEw1u9p2F4Zc8Qm7Rk2o4Vt0Lp6Yx1Nh5Gs3Dd8Wa2Eb7Cf9Hj4Ik6Ll0=",
+        "SigV4",
+        "TLS_AES_128_GCM_SHA256",
+        "QueryString" if presigned else "AuthHeader",
+        f"{ASSET_BUCKET}.s3.{REGION}.amazonaws.com",
+        "TLSv1.3",
+        "-",
+        "-",
+    ]
+    return " ".join(fields) + "\n"
+
+
+def access_log_key(when: datetime, suffix: str, prefix: str = "access-logs/") -> str:
+    """Where S3 writes an access-log object for ``when`` with date-based partitioning (EventTime)."""
+    return f"{prefix}{ACCOUNT}/{REGION}/{ASSET_BUCKET}/{when:%Y/%m/%d}/{when:%Y-%m-%d-%H-%M-%S}-{suffix}"
 
 
 def cloudtrail_log_key(when: datetime, suffix: str, account: str = ACCOUNT, region: str = REGION) -> str:

@@ -13,6 +13,7 @@ import msgspec
 
 from metering.line import Backend, MeteredDownload, build_download, check_ids
 from metering.outcomes import Reason, Skip
+from s3_audit.sources.identity import cloudtrail_event_key, request_key
 
 S3_EVENT_SOURCE = "s3.amazonaws.com"
 DOWNLOAD_EVENT = "GetObject"
@@ -23,6 +24,8 @@ PRESIGNED_AUTHENTICATION = "QueryString"
 class RequestParameters(msgspec.Struct, frozen=True, gc=False):
     """The fields of ``requestParameters`` the rules read: the metering ids and the presigned-URL markers."""
 
+    # Identity only, not a rule: a value of another type just leaves the request unidentified.
+    bucket_name: Any = msgspec.field(default=None, name="bucketName")
     user_id: str | None = msgspec.field(default=None, name="userId")
     collection_id: str | None = msgspec.field(default=None, name="collectionId")
     item_id: str | None = msgspec.field(default=None, name="itemId")
@@ -52,6 +55,8 @@ class CloudTrailRecord(msgspec.Struct, frozen=True, gc=False):
     event_name: str | None = msgspec.field(default=None, name="eventName")
     event_time: str | None = msgspec.field(default=None, name="eventTime")
     event_id: str | None = msgspec.field(default=None, name="eventID")
+    # The S3 request ID (x-amz-request-id): the access log and EventBridge report the same request with it.
+    request_id: Any = msgspec.field(default=None, name="requestID")
     # Present only on failure; any non-null value means the download did not happen.
     error_code: str | None = msgspec.field(default=None, name="errorCode")
     request_parameters: RequestParameters | None = msgspec.field(default=None, name="requestParameters")
@@ -94,7 +99,8 @@ def record_from_object(value: object) -> CloudTrailRecord | Skip:
 def classify(record: CloudTrailRecord) -> MeteredDownload | Skip:
     """Apply the metering rules in docs/design.md order: the first rule that fails names the reason.
 
-    Duplicates (same ``eventID``) are not judged here: that needs the events seen before, see ``EventIdSet``.
+    Duplicates (same S3 request, or same ``eventID``) are not judged here: that needs the events seen before, see
+    ``EventIdSet``. The download's ``event_id`` is its request identity (``s3_audit.sources.identity``).
     """
     if record.event_source != S3_EVENT_SOURCE:
         return _FILTERED[Reason.NOT_S3_EVENT]
@@ -118,12 +124,12 @@ def classify(record: CloudTrailRecord) -> MeteredDownload | Skip:
         timestamp=record.event_time,
         bytes_sent=0 if size is None else size,
         backend=Backend.AWS_S3,
-        event_id=record.event_id or "",
+        event_id=request_key(params.bucket_name, record.request_id) or cloudtrail_event_key(record.event_id),
     )
 
 
 class EventIdSet:
-    """The ``eventID`` of every download metered so far, so a repeated event is metered once.
+    """The request identity (``event_id``) of every download metered so far, so a repeated one is metered once.
 
     Only metered events are remembered: a repeated filtered event is simply filtered again, and memory stays
     proportional to the downloads, not to the records. An event without an id cannot be matched and is kept.

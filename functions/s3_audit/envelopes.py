@@ -1,8 +1,9 @@
-"""Every envelope that can bring a CloudTrail log file (or one record) to the s3_audit function.
+"""Every envelope that can bring a log file (CloudTrail, S3 access log) or one record to the s3_audit function.
 
 The function receives S3 event notifications (direct, inside SQS, inside SNS, SNS inside SQS), EventBridge
 "Object Created" and "AWS API Call via CloudTrail" events, and CloudTrail's own SNS delivery message.
-``work_in_event`` and ``work_in_message`` turn any of them into units of work: a ``LogFileRef`` to read, an
+``work_in_event`` and ``work_in_message`` turn any of them into units of work: a ``LogFileRef`` to read (its
+source chosen from the object name by ``s3_audit.sources.registry``), an
 ``InlineRecord`` to classify directly, or a ``SkippedInput`` saying why nothing is to be done.
 
 Key encoding: S3 notifications form-encode the key (``red flower.jpg`` -> ``red+flower.jpg``), so those keys
@@ -19,11 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote_plus
 
-LOG_FILE_SUFFIX = ".json.gz"
-_DIGEST_FOLDER = "/CloudTrail-Digest/"
-_INSIGHT_FOLDER = "/CloudTrail-Insight/"
-_LOG_FOLDER = "/CloudTrail/"
-_LOGS_ROOT = "AWSLogs/"
+from s3_audit.sources import cloudtrail as cloudtrail_source
+from s3_audit.sources.registry import recognise
 
 
 class SkipReason(StrEnum):
@@ -39,10 +37,11 @@ class SkipReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LogFileRef:
-    """A CloudTrail log file in S3, with its key decoded."""
+    """A log file in S3, with its key decoded, and the name of its source (``cloudtrail``, ``s3-access-log``)."""
 
     bucket: str
     key: str
+    source: str = cloudtrail_source.NAME
 
     @property
     def uri(self) -> str:
@@ -75,16 +74,11 @@ Work = LogFileRef | InlineRecord | SkippedInput
 
 
 def classify_key(bucket: str, key: str) -> LogFileRef | SkippedInput:
-    """A LogFileRef for a CloudTrail log file key (org trails and key prefixes included), else the skip reason."""
-    where = f"s3://{bucket}/{key}"
-    if _DIGEST_FOLDER in key:
-        return SkippedInput(SkipReason.DIGEST_FILE, where)
-    if _INSIGHT_FOLDER in key:
-        return SkippedInput(SkipReason.INSIGHT_FILE, where)
-    # AWSLogs/<account>/CloudTrail/... or AWSLogs/<o-id>/<account>/CloudTrail/..., after an optional prefix.
-    if _LOGS_ROOT not in key or _LOG_FOLDER not in key or not key.endswith(LOG_FILE_SUFFIX):
-        return SkippedInput(SkipReason.NOT_LOG_FILE, where)
-    return LogFileRef(bucket, key)
+    """A LogFileRef for a log file key of any registered source (any prefix), else the skip reason."""
+    source, reason = recognise(key)
+    if source is not None:
+        return LogFileRef(bucket, key, source.name)
+    return SkippedInput(SkipReason(reason or SkipReason.NOT_LOG_FILE), f"s3://{bucket}/{key}")
 
 
 def work_in_event(event: Mapping[str, object]) -> list[Work]:

@@ -1,4 +1,4 @@
-"""``ogc-audit extract --source cloudtrail``: the metered downloads of local files, stdin or an S3 prefix.
+"""``ogc-audit extract --source cloudtrail|s3-access-log``: the metered downloads of local files, stdin or an S3 prefix.
 
 A dry run of the s3_audit function's rules: same reader, same rules, nothing sent. boto3 is imported only
 for ``s3://`` paths, so extracting a local file starts fast.
@@ -11,39 +11,49 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from metering.line import MeteredDownload
-from metering.outcomes import OutcomeTally, Skip
-from s3_audit.cloudtrail import EventIdSet, meter
-from s3_audit.log_file import read_log_records
+from metering.outcomes import OutcomeTally, Reason, Skip
+from s3_audit.cloudtrail import EventIdSet
+from s3_audit.sources import access_log, cloudtrail
+from s3_audit.sources.registry import LogSource, source_named
 
 if TYPE_CHECKING:
     from s3_audit.envelopes import LogFileRef, SkippedInput
 
 READ_SIZE = 1 << 20
+_DUPLICATE = Skip.filtered(Reason.DUPLICATE_EVENT)
 # Under a prefix named by hand, any JSON file is extracted (hand-made samples need no AWSLogs/ layout).
 _EXTRACTABLE_SUFFIXES = (".json.gz", ".json", ".jsonl", ".ndjson")
 
 
 def extract_downloads(paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
-    """The metered downloads of each PATH (a file, ``-`` for stdin, or ``s3://bucket/prefix``), counting every
-    outcome; an eventID repeated anywhere in the run is metered once."""
+    """The metered downloads of CloudTrail log files at each PATH (a file, ``-`` for stdin, or
+    ``s3://bucket/prefix``), counting every outcome; a request repeated anywhere in the run is metered once."""
+    return _extract(source_named(cloudtrail.NAME), paths, tally)
+
+
+def extract_access_log_downloads(paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
+    """The same for S3 server access logs: local files, ``-``, or the access-log objects under an S3 prefix."""
+    return _extract(source_named(access_log.NAME), paths, tally)
+
+
+def _extract(source: LogSource, paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
     seen = EventIdSet()
     for path in paths:
-        for chunks in _sources(path):
-            for record in read_log_records(chunks):
-                outcome = record if isinstance(record, Skip) else meter(record, seen)
-                if isinstance(outcome, MeteredDownload):
+        for chunks in _sources(source, path):
+            for outcome in source.outcomes(chunks):
+                if isinstance(outcome, MeteredDownload) and seen.first_time(outcome):
                     tally.metered += 1
                     yield outcome
                 else:
-                    tally.count(outcome)
+                    tally.count(_DUPLICATE if isinstance(outcome, MeteredDownload) else outcome)
 
 
-def _sources(path: str) -> Iterator[Iterable[bytes]]:
-    """The byte streams PATH stands for: one for a file or stdin, one per log file under an S3 prefix."""
+def _sources(source: LogSource, path: str) -> Iterator[Iterable[bytes]]:
+    """The byte streams PATH stands for: one for a file or stdin, one per log object under an S3 prefix."""
     if path == "-":
         yield _file_chunks(sys.stdin.buffer)
     elif path.startswith("s3://"):
-        yield from _s3_sources(path)
+        yield from _s3_sources(source, path)
     else:
         with open(path, "rb") as file:
             yield _file_chunks(file)
@@ -54,7 +64,7 @@ def _file_chunks(file: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def _s3_sources(url: str) -> Iterator[Iterable[bytes]]:
+def _s3_sources(source: LogSource, url: str) -> Iterator[Iterable[bytes]]:
     # Imported here only: boto3 alone takes longer to import than a local file takes to extract.
     import boto3
 
@@ -62,21 +72,28 @@ def _s3_sources(url: str) -> Iterator[Iterable[bytes]]:
 
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     s3 = boto3.client("s3")
-    for ref in _log_files_under(s3, bucket, prefix):
+    for ref in _log_files_under(s3, source, bucket, prefix):
         yield s3_object_chunks(s3, ref)
 
 
-def _log_files_under(s3: Any, bucket: str, prefix: str) -> Iterator[LogFileRef]:
-    """The log files under a prefix; digest and Insights files are left out."""
-    from s3_audit.envelopes import LogFileRef, SkipReason, classify_key
+def _log_files_under(s3: Any, source: LogSource, bucket: str, prefix: str) -> Iterator[LogFileRef]:
+    """The source's log objects under a prefix; digest and Insights files, and other sources' logs, are left out."""
+    from s3_audit.envelopes import LogFileRef, SkippedInput, SkipReason, classify_key
 
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for entry in page.get("Contents", []):
             key = entry["Key"]
             work = classify_key(bucket, key)
             if isinstance(work, LogFileRef):
-                yield work
-            elif work.reason is SkipReason.NOT_LOG_FILE and key.endswith(_EXTRACTABLE_SUFFIXES):
+                if work.source == source.name:
+                    yield work
+                else:
+                    _note_skipped(SkippedInput(SkipReason.NOT_LOG_FILE, f"{work.uri} ({work.source} log)"))
+            elif (
+                source.name == cloudtrail.NAME
+                and work.reason is SkipReason.NOT_LOG_FILE
+                and key.endswith(_EXTRACTABLE_SUFFIXES)
+            ):
                 yield LogFileRef(bucket, key)
             else:
                 _note_skipped(work)

@@ -1,4 +1,4 @@
-"""Ingesting one CloudTrail log file or one inline record: read, meter, deliver to OGC RS.
+"""Ingesting one log file (of any registered source) or one inline record: read, meter, deliver to OGC RS.
 
 Plain functions over their collaborators (an S3 client, a ``LineSink`` such as ``OgcRsClient``), so the
 handler stays thin and tests pass fakes or real loopback servers.
@@ -12,18 +12,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from metering.exactly_once import KeyedChunk, OnceReport, chunk_key, deliver_chunks_once
-from metering.ledger import DeliveryLedger
+from metering.exactly_once import InFlightError, KeyedChunk, OnceReport, chunk_key, deliver_chunks_once
+from metering.ledger import Claim, DeliveryLedger
 from metering.line import MeteredDownload
 from metering.ogc_rs import DeliveryReport, RejectedLine, SettledCallback
 from metering.outcomes import OutcomeTally, Reason, Skip
-from s3_audit.cloudtrail import EventIdSet, meter, record_from_object
+from s3_audit.cloudtrail import EventIdSet, classify, record_from_object
 from s3_audit.envelopes import InlineRecord, LogFileRef
-from s3_audit.log_file import LogRecord, read_log_records
+from s3_audit.log_file import LogRecord
+from s3_audit.sources import cloudtrail as cloudtrail_source
+from s3_audit.sources.registry import source_named
 
-READ_SIZE = 256 * 1024  # compressed bytes per S3 read; CloudTrail gzip inflates ~10-20x
+READ_SIZE = 256 * 1024  # bytes per S3 read; CloudTrail gzip inflates ~10-20x, access logs are plain text
 # Quarantines kept per file for the ERROR log; a file of 50,000 malformed records must not log 50,000 lines.
 MAX_QUARANTINE_DETAILS = 20
+_DUPLICATE = Skip.filtered(Reason.DUPLICATE_EVENT)
 
 
 class LineSink(Protocol):
@@ -62,20 +65,31 @@ class IngestResult:
     seconds: float = 0.0
 
 
-def meter_records(records: Iterable[LogRecord], seen: EventIdSet | None = None) -> MeteredBatch:
-    """Classify decoded records (and quarantines) into a MeteredBatch; repeated eventIDs are metered once."""
+def meter_outcomes(outcomes: Iterable[MeteredDownload | Skip], seen: EventIdSet | None = None) -> MeteredBatch:
+    """Collect one input's outcomes into a MeteredBatch; a download whose request was metered before in ``seen``
+    (the same S3 request, or the same eventID) is filtered as DUPLICATE_EVENT."""
     seen = EventIdSet() if seen is None else seen
     batch = MeteredBatch()
-    for record in records:
-        outcome = record if isinstance(record, Skip) else meter(record, seen)
-        if isinstance(outcome, MeteredDownload):
+    for outcome in outcomes:
+        if isinstance(outcome, MeteredDownload) and seen.first_time(outcome):
             batch.downloads.append(outcome)
             batch.tally.metered += 1
             continue
-        batch.tally.count(outcome)
-        if outcome.kind == "quarantined" and len(batch.quarantined) < MAX_QUARANTINE_DETAILS:
-            batch.quarantined.append(outcome)
+        skip = _DUPLICATE if isinstance(outcome, MeteredDownload) else outcome
+        batch.tally.count(skip)
+        if skip.kind == "quarantined" and len(batch.quarantined) < MAX_QUARANTINE_DETAILS:
+            batch.quarantined.append(skip)
     return batch
+
+
+def meter_records(records: Iterable[LogRecord], seen: EventIdSet | None = None) -> MeteredBatch:
+    """Classify decoded CloudTrail records (and quarantines) into a MeteredBatch; repeats are metered once."""
+    return meter_outcomes((record if isinstance(record, Skip) else classify(record) for record in records), seen)
+
+
+def meter_log_file(ref: LogFileRef, chunks: Iterable[bytes], seen: EventIdSet | None = None) -> MeteredBatch:
+    """Meter the bytes of one log file with the rules of its source."""
+    return meter_outcomes(source_named(ref.source).outcomes(chunks), seen)
 
 
 def s3_object_chunks(s3: Any, ref: LogFileRef, read_size: int = READ_SIZE) -> Iterator[bytes]:
@@ -86,30 +100,34 @@ def s3_object_chunks(s3: Any, ref: LogFileRef, read_size: int = READ_SIZE) -> It
 
 
 def ingest_log_file(ref: LogFileRef, *, s3: Any, sink: LineSink, ledger: DeliveryLedger | None = None) -> IngestResult:
-    """Read one log file from S3, meter it and deliver its lines (once per chunk of events, given a ledger).
+    """Read one log file from S3, meter it with its source's rules and deliver its lines (each S3 request once,
+    given a ledger).
 
     A damaged file is quarantined in the result, not raised: reading it again cannot help. S3 errors and
     DeliveryError propagate, so the input is retried.
     """
     started = time.monotonic()
-    batch = meter_records(read_log_records(s3_object_chunks(s3, ref)))
-    return _deliver(ref.uri, batch, sink, ledger, started)
+    batch = meter_log_file(ref, s3_object_chunks(s3, ref))
+    return _deliver(ref.uri, batch, sink, ledger, started, source=ref.source)
 
 
 def ingest_inline_record(item: InlineRecord, *, sink: LineSink, ledger: DeliveryLedger | None = None) -> IngestResult:
     """Meter and deliver the one CloudTrail record of an EventBridge "AWS API Call via CloudTrail" event."""
     started = time.monotonic()
     batch = meter_records([record_from_object(item.record)])
-    return _deliver(item.uri, batch, sink, ledger, started)
+    return _deliver(item.uri, batch, sink, ledger, started, source=cloudtrail_source.NAME)
 
 
-def cloudtrail_event_key(download: MeteredDownload) -> str:
-    """The ledger key of one CloudTrail event: an event repeated in another log file has the same one."""
-    return f"cloudtrail-event:{download.event_id}"
+def request_ledger_key(download: MeteredDownload) -> str:
+    """The ledger key of one S3 request (``s3_audit.sources.identity``): every file, event and source reporting the
+    same request has the same one."""
+    return download.event_id
 
 
-def keyed_chunks(downloads: Sequence[MeteredDownload], size: int) -> list[KeyedChunk]:
-    """The downloads in chunks keyed by their eventIDs: a retried or replayed file gives the same keys."""
+def keyed_chunks(
+    downloads: Sequence[MeteredDownload], size: int, source: str = cloudtrail_source.NAME
+) -> list[KeyedChunk]:
+    """The downloads in chunks keyed by their request identities: a retried or replayed file gives the same keys."""
     chunks = []
     for start in range(0, len(downloads), size):
         part = downloads[start : start + size]
@@ -117,32 +135,49 @@ def keyed_chunks(downloads: Sequence[MeteredDownload], size: int) -> list[KeyedC
         identities = [download.event_id or download.to_line() for download in part]
         chunks.append(
             KeyedChunk(
-                chunk_key("cloudtrail", identities),
+                chunk_key(source, identities),
                 [download.to_line() for download in part],
-                [cloudtrail_event_key(download) for download in part if download.event_id],
+                [request_ledger_key(download) for download in part if download.event_id],
             )
         )
     return chunks
 
 
-def deliver_downloads_once(downloads: Sequence[MeteredDownload], sink: LineSink, ledger: DeliveryLedger) -> OnceReport:
-    """Send the downloads no earlier log file delivered, in chunks that are each sent once.
+def deliver_downloads_once(
+    downloads: Sequence[MeteredDownload], sink: LineSink, ledger: DeliveryLedger, source: str = cloudtrail_source.NAME
+) -> OnceReport:
+    """Send the downloads whose S3 request no other input delivered or is delivering, in chunks each sent once.
 
-    ``already_delivered`` counts both chunks an earlier try of this input sent and events an earlier log file
-    delivered (CloudTrail may repeat an event in a later file).
+    Each request key is claimed first, so two inputs reporting the same request (a CloudTrail file and an access
+    log, an EventBridge event and a log file) never both send it, even at the same moment: a key another sender
+    holds raises InFlightError after the rest is delivered, and the input is retried later. ``already_delivered``
+    counts chunks an earlier try of this input sent and requests another input delivered.
     """
-    with_id = [download for download in downloads if download.event_id]
-    known = ledger.delivered([cloudtrail_event_key(download) for download in with_id]) if with_id else set()
-    fresh = [download for download in downloads if not download.event_id or cloudtrail_event_key(download) not in known]
-    if not fresh:
-        return OnceReport(DeliveryReport(), already_delivered=len(downloads))
-    once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines))
-    once.already_delivered += len(downloads) - len(fresh)
+    keys = list(dict.fromkeys(request_ledger_key(download) for download in downloads if download.event_id))
+    claim = ledger.claim(keys) if keys else Claim()
+    fresh = [d for d in downloads if not d.event_id or request_ledger_key(d) in claim.claimed]
+    mine = list(claim.claimed)
+    try:
+        if fresh:
+            once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source))
+        else:
+            once = OnceReport(DeliveryReport())
+    except BaseException:
+        # Give back the claims of requests not delivered (release deletes, so never a settled key).
+        ledger.release(list(set(mine) - ledger.delivered(mine)))
+        raise
+    # A chunk found delivered by an earlier try settled its requests then; anything left claimed is settled now.
+    unsettled = set(mine) - ledger.delivered(mine)
+    if unsettled:
+        ledger.settle(list(unsettled))
+    once.already_delivered += sum(1 for d in downloads if d.event_id and request_ledger_key(d) in claim.delivered)
+    if claim.in_flight:
+        raise InFlightError(f"{len(claim.in_flight)} S3 requests are being delivered by another input right now")
     return once
 
 
 def _deliver(
-    uri: str, batch: MeteredBatch, sink: LineSink, ledger: DeliveryLedger | None, started: float
+    uri: str, batch: MeteredBatch, sink: LineSink, ledger: DeliveryLedger | None, started: float, *, source: str
 ) -> IngestResult:
     result = IngestResult(uri=uri, tally=batch.tally, quarantined=batch.quarantined)
     if batch.downloads:
@@ -151,7 +186,7 @@ def _deliver(
             report = sink.deliver([download.to_line() for download in batch.downloads])
             result.report = report
         else:
-            once = deliver_downloads_once(batch.downloads, sink, ledger)
+            once = deliver_downloads_once(batch.downloads, sink, ledger, source)
             report, result.report, result.already_delivered = once.delivery, once, once.already_delivered
         result.delivered = report.delivered
         result.rejected = list(report.rejected)

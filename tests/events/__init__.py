@@ -1,4 +1,4 @@
-"""Sample payloads as JSON files, one folder per source (``cloudtrail/``, ``envelopes/``, ``minio/``)."""
+"""Sample payloads, one folder per source (``cloudtrail/``, ``envelopes/``, ``minio/`` JSON; ``access_log/`` lines)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ EVENTS_DIR = Path(__file__).parent
 def event_path(name: str) -> Path:
     """The file of a sample, e.g. ``event_path("cloudtrail/presigned_get")``; ``.json`` may be left out."""
     path = EVENTS_DIR / name
-    return path if path.suffix in {".json", ".ndjson"} else path.with_name(path.name + ".json")
+    return path if path.suffix in {".json", ".ndjson", ".log"} else path.with_name(path.name + ".json")
 
 
 def event_bytes(name: str) -> bytes:
