@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python -m bench.cloudtrail_extract
 	$(BIN)/python -m bench.access_log_extract
 	$(BIN)/python -m bench.minio_webhook
+	$(BIN)/python -m bench.eventbridge_latency
 
 drill: setup  ## both flows under injected faults: lost 0, duplicates only in the answer-lost window
 	$(BIN)/python -m ogc_audit.fault_drill

@@ -29,7 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "events" / "minio" / "get_object_presigned.json"
-TOKEN = "Bearer bench-token"
+TOKEN = "Bearer bench-webhook-token-0001"
 P99_TARGET_MS = 100.0
 BATCH_TARGET_ENTRIES_S = 5000.0
 

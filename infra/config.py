@@ -33,6 +33,7 @@ DEFAULTS: Mapping[str, Any] = {
     "webhookTokenSecretArn": "",
     "kmsKey": "",
     "awsSource": "cloudtrail",
+    "eventBridge": False,
 }
 # Where the AWS S3 flow learns of downloads: CloudTrail data events, S3 server access logs, or both.
 AWS_SOURCES = ("cloudtrail", "access-logs", "both")
@@ -212,6 +213,8 @@ class AuditConfig:
     """Empty: AWS-managed encryption; "create": the app's own customer managed key; otherwise an existing key ARN."""
     aws_source: str = "cloudtrail"
     """``cloudtrail``, ``access-logs`` or ``both``: what feeds the s3_audit function."""
+    event_bridge: bool = False
+    """True: the trail's GetObject events also reach s3_audit through EventBridge within seconds (needs a trail)."""
 
     @property
     def uses_cloudtrail(self) -> bool:
@@ -247,7 +250,14 @@ class AuditConfig:
             webhook_token_secret_arn=_secret_arn("webhookTokenSecretArn", get("webhookTokenSecretArn")),
             kms_key=_kms_key("kmsKey", get("kmsKey")),
             aws_source=_choice("awsSource", get("awsSource"), AWS_SOURCES),
+            event_bridge=_boolean("eventBridge", get("eventBridge")),
         )
+        if config.event_bridge and config.enable_s3_audit and not config.uses_cloudtrail:
+            # EventBridge receives S3 data events only from a trail that records them.
+            raise ConfigError(
+                f'Context key "eventBridge" needs a trail, so "awsSource" must be "cloudtrail" or "both", '
+                f'got "{config.aws_source}"'
+            )
         if not config.enable_s3_audit and not config.enable_minio_relay:
             raise ConfigError(
                 'Context keys "enableS3Audit" and "enableMinioRelay" are both false, so there is nothing to deploy'

@@ -40,6 +40,12 @@ S3_AUDIT_BATCH_SIZE = 1
 # OGC RS must not be flooded: at most this many log files are processed at once.
 S3_AUDIT_MAX_CONCURRENCY = 2
 
+# eventBridge=true: the event queue hands s3_audit up to this many events at once, after at most this wait, so a
+# burst of downloads becomes one OGC RS request per batchMaxLines lines, not one per download.
+EVENT_BATCH_SIZE = 100
+EVENT_MAX_BATCHING_WINDOW = Duration.seconds(2)
+EVENT_MAX_CONCURRENCY = 2
+
 # Queues: SQS redelivers a failed message this many times before parking it in the DLQ.
 MAX_RECEIVE_COUNT = 5
 # AWS guidance for Lambda event sources: visibility timeout >= 6x the function timeout.
@@ -81,6 +87,9 @@ MINIO_WEBHOOK_TARGET = "ogc"
 ALARM_PERIOD = Duration.minutes(5)
 # A log file waits 30 min between tries (6 x 300 s visibility): older than 1 h means it failed at least twice.
 LOG_FILE_QUEUE_MAX_AGE = Duration.hours(1)
+# Events are consumed within seconds; one older than 10 min failed or waits behind a failing function (the log
+# file, ~5 min after the download, will have overtaken it: it delivers the line, the event finds it delivered).
+EVENT_QUEUE_MAX_AGE = Duration.minutes(10)
 # A delivery message waits 12 min between tries: older than 15 min means OGC RS refused it at least once.
 DELIVERY_QUEUE_MAX_AGE = Duration.minutes(15)
 # Delivery failures page when they last this many consecutive periods (a short OGC RS restart does not).

@@ -114,6 +114,7 @@ class FlowMonitoring(Construct):
         api: apigateway.RestApi | None = None,
         trail_log_files: DurableQueue | None = None,
         access_log_files: DurableQueue | None = None,
+        event_path: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.flow = flow
@@ -132,6 +133,8 @@ class FlowMonitoring(Construct):
         elif access_log_files is not None:  # with a trail too, its hourly digest is the stronger heartbeat
             self._watch_access_logs(access_log_files)
         self.dashboard = self._dashboard(queues, functions, api, trail_log_files)
+        if event_path:
+            self.dashboard.add_widgets(*self._path_widgets())
         self._outputs()
 
     # --- alarms ---------------------------------------------------------------------------------------------------
@@ -210,18 +213,31 @@ class FlowMonitoring(Construct):
             "unavailable. Inputs wait in the queue and are retried.",
             anchor="delivery-failures",
         )
-        self._alarm(
-            "DeliveryConfiguration",
-            metric=custom_metric(
-                self.flow,
-                names.DELIVERY_FAILURES,
-                extra_dimensions={names.KIND: names.KIND_CONFIGURATION},
+        # One alarm per failure kind an operator must fix: retrying cannot help.
+        for name, kind, description, anchor in (
+            (
+                "DeliveryConfiguration",
+                names.KIND_CONFIGURATION,
+                f"The auth server or OGC RS refuses the configured identity or URL ({self.flow} flow): "
+                "retrying cannot help; fix the client credentials secret or the context values.",
+                "delivery-configuration",
             ),
-            threshold=1,
-            description=f"The auth server or OGC RS refuses the configured identity or URL ({self.flow} flow): "
-            "retrying cannot help; fix the client credentials secret or the context values.",
-            anchor="delivery-configuration",
-        )
+            (
+                "DeliveryRedirect",
+                names.KIND_REDIRECT,
+                f"The auth server or OGC RS answered a redirect ({self.flow} flow), which is never followed "
+                "(it would carry the client secret or the lines elsewhere): set processApiUrl/authUrl to the URL the "
+                "redirect points to (the log names its host).",
+                "delivery-redirect",
+            ),
+        ):
+            self._alarm(
+                name,
+                metric=custom_metric(self.flow, names.DELIVERY_FAILURES, extra_dimensions={names.KIND: kind}),
+                threshold=1,
+                description=description,
+                anchor=anchor,
+            )
 
     def _watch_quarantine(self) -> None:
         self._alarm(
@@ -473,6 +489,50 @@ class FlowMonitoring(Construct):
                 [
                     custom_metric(self.flow, names.DELIVERY_REQUESTS, label="Requests"),
                     custom_metric(self.flow, names.TOKEN_FETCHES, label="Token fetches"),
+                ],
+            ),
+        ]
+
+    def _path_widgets(self) -> list[cloudwatch.IWidget]:
+        """eventBridge on: lines an event delivered against lines only a log file brought (EventBridge missed them,
+        or they were late), and how often a log file found its request already delivered by an event."""
+
+        def by_path(metric_name: str, path: str, label: str) -> cloudwatch.Metric:
+            return custom_metric(self.flow, metric_name, label=label, extra_dimensions={names.PATH: path})
+
+        by_event = by_path(names.LINES_DELIVERED_BY_PATH, names.PATH_EVENT, "Delivered by an event")
+        by_log_file = by_path(names.LINES_DELIVERED_BY_PATH, names.PATH_LOG_FILE, "Only by a log file (event missed)")
+        missed = cloudwatch.MathExpression(
+            expression="100 * FILL(logFile, 0) / (FILL(event, 0) + FILL(logFile, 0))",
+            using_metrics={"event": by_event, "logFile": by_log_file},
+            label="Missed by EventBridge (%)",
+            period=ALARM_PERIOD,
+        )
+        return [
+            cloudwatch.GraphWidget(
+                title="Lines by path: event first, or log file only",
+                left=[
+                    by_event,
+                    by_log_file,
+                    by_path(
+                        names.REQUESTS_ALREADY_DELIVERED, names.PATH_LOG_FILE, "Log-file lines an event delivered first"
+                    ),
+                ],
+                width=2 * WIDGET_WIDTH,
+                height=WIDGET_HEIGHT,
+            ),
+            self._graph("Downloads EventBridge missed (% of lines; the log files delivered them)", [missed]),
+            self._graph(
+                "Age of a download when its event delivered the line (s): end-to-end latency",
+                [
+                    custom_metric(
+                        self.flow,
+                        names.LINE_AGE,
+                        statistic=statistic,
+                        label=f"Event path {statistic}",
+                        extra_dimensions={names.PATH: names.PATH_EVENT},
+                    )
+                    for statistic in ("p50", "p99", "Maximum")
                 ],
             ),
         ]

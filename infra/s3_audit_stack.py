@@ -2,6 +2,7 @@
 
 ``awsSource`` chooses: ``cloudtrail`` (a trail writing to the log bucket), ``access-logs`` (the asset buckets'
 server access logs into a bucket of their own, no trail), or ``both`` (the function meters each S3 request once).
+``eventBridge`` adds the trail's events through EventBridge beside the log files (``infra/download_events.py``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from infra.constants import (
     CLOUDTRAIL_LOG_PREFIX,
     CLOUDTRAIL_LOG_SUFFIX,
     DOWNLOAD_TRAIL_NAME,
+    EVENT_QUEUE_MAX_AGE,
     LOG_FILE_QUEUE_MAX_AGE,
     S3_AUDIT_BATCH_SIZE,
     S3_AUDIT_MAX_CONCURRENCY,
     S3_AUDIT_MEMORY_MB,
     S3_AUDIT_TIMEOUT,
 )
+from infra.download_events import DownloadEvents
 from infra.encryption import KeyUse, customer_managed_key_or_skip, grant_key_use, imported_key
 from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
 from infra.ogc_rs import delivering_function
@@ -142,15 +145,25 @@ class S3AuditStack(AuditStack):
         # CloudTrail encrypts each log file with the app's key, when there is one.
         grant_key_use(self.audit.role, self.key, KeyUse.READ)
         self.log_files.feed(self.audit, batch_size=S3_AUDIT_BATCH_SIZE, max_concurrency=S3_AUDIT_MAX_CONCURRENCY)
+        self.download_events: DownloadEvents | None = None
+        watched_queues = [WatchedQueue("LogFiles", self.log_files, LOG_FILE_QUEUE_MAX_AGE)]
+        if config.event_bridge:
+            if self.trail is None:  # AuditConfig refuses this combination; a trail is what feeds EventBridge
+                raise ValueError("eventBridge needs a trail (awsSource cloudtrail or both)")
+            self.download_events = DownloadEvents(
+                self, "DownloadEvents", asset_buckets=self.asset_buckets, consumer=self.audit, alarm_topic=topic
+            )
+            watched_queues.append(WatchedQueue("Events", self.download_events.queue, EVENT_QUEUE_MAX_AGE))
         self.monitoring = FlowMonitoring(
             self,
             "Monitoring",
             flow=FLOW_AWS_S3,
             topic=topic,
-            queues=[WatchedQueue("LogFiles", self.log_files, LOG_FILE_QUEUE_MAX_AGE)],
+            queues=watched_queues,
             functions=[WatchedFunction("S3Audit", self.audit, S3_AUDIT_TIMEOUT)],
             trail_log_files=self.log_files if config.uses_cloudtrail else None,
             access_log_files=self.log_files if config.uses_access_logs else None,
+            event_path=config.event_bridge,
         )
         self._outputs(client_credentials)
 
@@ -310,6 +323,19 @@ class S3AuditStack(AuditStack):
             value=client_credentials.arn,
             description='Secret JSON {"clientId", "clientSecret"} for the OGC RS token',
         )
+        if self.download_events is not None:
+            CfnOutput(
+                self,
+                "EventQueueUrl",
+                value=self.download_events.queue.queue.queue_url,
+                description="Download events from EventBridge, metered within seconds (the log files follow)",
+            )
+            CfnOutput(
+                self,
+                "EventDeadLetterQueueUrl",
+                value=self.download_events.queue.dead_letter_queue.queue_url,
+                description="Events that failed 5 times or could not be enqueued; their log files still meter them",
+            )
         if self.created_asset_bucket is not None:
             CfnOutput(
                 self,

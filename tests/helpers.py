@@ -21,6 +21,7 @@ def ogc_rs_env(rs: ReferenceOgcRs) -> dict[str, str]:
     return {
         "PROCESS_API_URL": rs.process_url,
         "AUTH_URL": rs.token_url,
+        "OGC_AUDIT_ALLOW_HTTP": "1",  # the reference OGC RS speaks plain http on loopback
         "AUTH_ITEM_ID": rs.rs_host,
         "CLIENT_ID": rs.client_id,
         "CLIENT_SECRET": rs.client_secret,

@@ -20,7 +20,8 @@ def test_demo_meters_both_flows_exactly_once() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "AWS S3 flow: 6 lines stored, 6 expected: OK" in result.stdout
     assert "AWS S3 flow with the access log (each request once): 7 lines stored, 7 expected: OK" in result.stdout
+    assert "AWS S3 flow with events: 11 lines stored, 11 expected: OK" in result.stdout
     assert "MinIO flow: 4 lines stored, 4 expected: OK" in result.stdout
     assert "POST with a wrong token -> 401" in result.stdout
-    assert "metering table of the reference OGC RS (11 rows)" in result.stdout
+    assert "metering table of the reference OGC RS (15 rows)" in result.stdout
     assert "demo-webhook-token" not in result.stdout + result.stderr

@@ -21,7 +21,14 @@ from tests.helpers import cli_env
 
 # Small runs: a few seconds each, yet every fault kind fires many times.
 SMALL: dict[str, Any] = {"log_files": 6, "records_per_file": 30, "bodies": 10, "max_entries": 12, "rounds": 4}
-QUIET: dict[str, Any] = {"token_503": 0.0, "revocations": 0, "outage_s": 0.0, "sqs_faults": 0.0, "lost_answers": 0.0}
+QUIET: dict[str, Any] = {
+    "token_503": 0.0,
+    "token_redirect": 0.0,
+    "revocations": 0,
+    "outage_s": 0.0,
+    "sqs_faults": 0.0,
+    "lost_answers": 0.0,
+}
 
 
 def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
@@ -48,6 +55,9 @@ def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
     assert figures["duplicated"] == figures["duplicates_inside_window"] <= figures["window_lines"]
     assert sum(figures["flows"]["redriven"].values()) > 0  # the outage sent messages to the DLQs
     assert len(figures["faults_applied"]) >= 5  # of 503, 500, 429, delay, drop, store_then_drop, unauthorized
+    assert "redirects followed" in result.stdout
+    assert figures["redirects_followed"] == 0
+    assert figures["inputs"]["poisoned_values"] > 0
     assert WEBHOOK_TOKEN not in result.stdout  # the functions' logs are kept out of the figures
 
 
@@ -109,3 +119,19 @@ def test_a_chunk_split_around_a_refused_line_is_not_sent_twice_after_a_failure(
     assert sorted(reference_rs.stored_lines()) == lines[:3]
     assert [rejected.line for rejected in report.delivery.rejected] == [lines[3]]
     assert deliver_chunks_once(client, ledger, [chunk]).delivery.requests == 0
+
+
+def test_redirects_and_poisoned_values_lose_nothing_and_spoil_nothing() -> None:
+    """Redirects from both endpoints are never followed and retried; poisoned values (5,000-digit and 20-digit byte
+    counts, text, an itemId with NUL) are left out one by one while the entries beside them are delivered."""
+    config = DrillConfig(
+        **SMALL, **{**QUIET, "token_redirect": 0.2}, poison_lines=0, poisoned_values=12, faults="redirect=0.2", seed=13
+    )
+    report = run_drill(config)
+    assert report.ok, report.problems
+    assert report.faults_applied.get("redirect", 0) > 0
+    assert report.token_faults_applied > 0
+    assert report.redirects_followed == 0
+    assert report.inputs["poisoned_values"] == 12
+    assert report.lost == report.unexpected == 0
+    assert report.delivered_distinct == report.expected_distinct > 0

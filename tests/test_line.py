@@ -142,3 +142,46 @@ def test_tally_counts_each_outcome_once() -> None:
         "filtered": {"not_presigned": 2},
         "quarantined": {"bad_json": 2},
     }
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["9" * 20, "9" * 5_000, "0." + "1" * 40, 10**20, 10**5_000, "1" * 4_301, "16384.5", "12 KB", "0x10"],
+    ids=[
+        "20-digits",
+        "5000-digits",
+        "fraction-text",
+        "int-20-digits",
+        "int-5000-digits",
+        "4301-digits",
+        "half",
+        "text",
+        "hex",
+    ],
+)
+def test_poisoned_byte_counts_are_refused_without_raising(raw: object) -> None:
+    # A 4,300+-digit string used to raise ValueError (Python's int-from-str digit limit) and spoil its whole file.
+    assert normalize_bytes(raw) is None
+    outcome = build_download(
+        user_id=USER,
+        collection_id=COLLECTION,
+        item_id="item-1",
+        timestamp="2025-10-27T10:12:30Z",
+        bytes_sent=raw,
+        backend=Backend.AWS_S3,
+        event_id="e1",
+    )
+    assert isinstance(outcome, Skip)
+    assert (outcome.kind, outcome.reason) == ("quarantined", Reason.INVALID_BYTES)
+
+
+def test_largest_java_long_is_still_a_byte_count() -> None:
+    assert normalize_bytes(str(2**63 - 1)) == 2**63 - 1
+    assert normalize_bytes("0000000000000000000016384") == 16384
+
+
+@pytest.mark.parametrize("control", [*(chr(code) for code in range(0x20)), "\x7f"])
+def test_item_ids_with_a_control_character_are_invalid(control: str) -> None:
+    # PostgreSQL refuses NUL, so OGC RS would reject the whole batch around such a line.
+    assert check_ids(USER, COLLECTION, f"S2A{control}B04.tif") == Skip.filtered(Reason.INVALID_ITEM_ID)
+    assert not is_valid_line(f"{USER}|{COLLECTION}|S2A{control}B04.tif|2025-10-27T10:12:30Z|1|aws_s3")

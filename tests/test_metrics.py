@@ -10,7 +10,7 @@ from aws_lambda_powertools import Metrics
 
 from metering import env_names
 from metering import metric_names as names
-from metering.errors import ConfigurationError, DeliveryError
+from metering.errors import ConfigurationError, DeliveryError, RedirectError
 from metering.exactly_once import InFlightError, OnceReport
 from metering.metrics import (
     delivery_failure_kind,
@@ -177,7 +177,7 @@ def test_a_delivery_without_requests_publishes_no_latency(capsys: pytest.Capture
     assert metric_definitions(document)["LinesAlreadyDelivered"] == "Count"
 
 
-@pytest.mark.parametrize("kind", ["unavailable", "configuration", "in_flight"])
+@pytest.mark.parametrize("kind", ["unavailable", "configuration", "redirect", "in_flight"])
 def test_delivery_failure_counts_the_total_and_the_kind(kind: str, capsys: pytest.CaptureFixture[str]) -> None:
     metrics = flow_metrics("aws_s3")
     record_delivery_failure(metrics, kind)  # type: ignore[arg-type]
@@ -200,6 +200,7 @@ def test_an_unknown_failure_kind_is_refused() -> None:
     [
         (InFlightError("2 entries"), "in_flight"),
         (ConfigurationError("auth server answered 401"), "configuration"),
+        (RedirectError("auth server answered 307"), "redirect"),
         (DeliveryError("OGC RS answered 503"), "unavailable"),
         (TimeoutError(), "unavailable"),
     ],

@@ -54,3 +54,24 @@ def test_client_credentials_secret_shape() -> None:
     assert (credentials.client_id, credentials.client_secret) == ("id", "abc")
     with pytest.raises(SettingsError, match="clientId"):
         parse_client_credentials('{"client": 1}')
+
+
+@pytest.mark.parametrize("name", ["PROCESS_API_URL", "AUTH_URL"])
+def test_plain_http_is_refused_at_run_time_in_one_sentence(name: str) -> None:
+    url = BASE[name].replace("https://", "http://")
+    with pytest.raises(SettingsError) as raised:
+        OgcRsSettings.from_env({**BASE, name: url})
+    message = str(raised.value)
+    assert message.startswith(f"environment variable {name} must be an https URL")
+    assert "OGC_AUDIT_ALLOW_HTTP=1" in message
+    assert message.count(". ") == 0  # one sentence
+    assert "/processes/" not in message  # only the scheme and host, never a path or query
+
+
+@pytest.mark.parametrize("opt_in", ["", "0", "yes", "true"])
+def test_only_the_explicit_opt_in_allows_http(opt_in: str) -> None:
+    env = {**BASE, "PROCESS_API_URL": "http://127.0.0.1:9000/processes/4f1c/execution", "OGC_AUDIT_ALLOW_HTTP": opt_in}
+    with pytest.raises(SettingsError, match="PROCESS_API_URL"):
+        OgcRsSettings.from_env(env)
+    allowed = OgcRsSettings.from_env({**env, "OGC_AUDIT_ALLOW_HTTP": "1"})
+    assert allowed.process_api_url.startswith("http://127.0.0.1")

@@ -336,11 +336,13 @@ def test_handler_queue_deleted_is_503(queue_url: str) -> None:
 
 
 def test_handler_reads_token_from_secrets_manager(queue_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    arn = boto3.client("secretsmanager").create_secret(Name="minio-webhook-token", SecretString="rotating-1")["ARN"]
+    arn = boto3.client("secretsmanager").create_secret(Name="minio-webhook-token", SecretString="rotating-token-0001")[
+        "ARN"
+    ]
     monkeypatch.setenv("WEBHOOK_TOKEN_SECRET_ARN", arn)
     monkeypatch.delenv("WEBHOOK_TOKEN")
     handler._webhook.cache_clear()
-    ok = api_event(compact_entry("get_object_presigned"), headers={"Authorization": "rotating-1"})
+    ok = api_event(compact_entry("get_object_presigned"), headers={"Authorization": "rotating-token-0001"})
     assert handler.webhook(ok, CONTEXT)["statusCode"] == 200
     assert handler.webhook(api_event(b"{}"), CONTEXT)["statusCode"] == 401
 
@@ -435,3 +437,63 @@ def test_handler_publishes_outcomes_and_auth_failures(queue_url: str, capsys: py
     totals = [d for d in documents if "reason" not in d]
     assert [(d.get("Metered"), d.get("WebhookAuthFailures")) for d in totals] == [([3.0], None), (None, [1.0])]
     assert all((d["flow"], d["service"]) == ("minio", "minio_relay") for d in documents)
+
+
+# ---- weak token configuration -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weak", ["Bearer ", "bearer", "Bearer  short-token", "fifteen-chars-x"])
+def test_weak_local_token_is_refused_at_start_up(weak: str) -> None:
+    with pytest.raises(SettingsError, match="WEBHOOK_TOKEN must hold at least 16 characters") as raised:
+        WebhookSettings.from_env({"WEBHOOK_TOKEN": weak})
+    assert "short-token" not in str(raised.value)  # the token itself is never echoed
+
+
+def test_sixteen_characters_are_enough() -> None:
+    assert WebhookSettings.from_env({"WEBHOOK_TOKEN": "Bearer sixteen-chars-xy"}).local_token is not None
+
+
+@pytest.mark.parametrize("weak", ["Bearer ", "Bearer short"])
+def test_weak_secret_refuses_every_request_and_is_alarmed(
+    queue_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    weak: str,
+) -> None:
+    arn = boto3.client("secretsmanager").create_secret(Name="weak-webhook-token", SecretString=weak)["ARN"]
+    monkeypatch.setenv("WEBHOOK_TOKEN_SECRET_ARN", arn)
+    monkeypatch.delenv("WEBHOOK_TOKEN")
+    handler._webhook.cache_clear()
+    capsys.readouterr()
+
+    # "Authorization: Bearer" used to match a token that is empty after "Bearer ".
+    for presented in (weak, weak.strip(), "Bearer"):
+        event = api_event(compact_entry("get_object_presigned"), headers={"Authorization": presented})
+        assert handler.webhook(event, CONTEXT)["statusCode"] == 503
+
+    out = capsys.readouterr().out
+    assert "configuration error: the webhook token secret must hold at least 16 characters" in caplog.text
+    failures = [json.loads(line) for line in out.splitlines() if '"kind"' in line and "DeliveryFailures" in line]
+    assert [document["kind"] for document in failures] == ["configuration"] * 3
+    assert boto3.client("sqs").receive_message(QueueUrl=queue_url).get("Messages") is None
+
+
+def test_weak_local_token_in_the_lambda_refuses_every_request_and_is_alarmed(
+    queue_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("WEBHOOK_TOKEN", "Bearer ")
+    handler._webhook.cache_clear()
+    capsys.readouterr()
+
+    response = handler.webhook(
+        api_event(compact_entry("get_object_presigned"), headers={"Authorization": "Bearer"}), CONTEXT
+    )
+
+    assert response["statusCode"] == 503
+    out = capsys.readouterr().out
+    assert "WEBHOOK_TOKEN must hold at least 16 characters" in caplog.text
+    assert any('"kind": "configuration"' in line or '"kind":"configuration"' in line for line in out.splitlines())

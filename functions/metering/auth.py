@@ -6,10 +6,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
-from metering.errors import ConfigurationError, DeliveryError
+from metering.errors import ConfigurationError, DeliveryError, RedirectError
 from metering.settings import ClientCredentials
 
 # Renew this long before `expiry`, so a token never lapses between fetch and use.
@@ -66,6 +67,8 @@ class TokenProvider:
                 raise self._config_error[1]
             try:
                 self._token = self._fetch()
+            except RedirectError:
+                raise  # retried like any failure: a redirect may be a move in progress, not a refusal
             except ConfigurationError as error:
                 self._config_error = (now, error)
                 raise
@@ -83,6 +86,8 @@ class TokenProvider:
         if response.status_code == 401:
             # The secret may have been rotated since it was cached: read it again, once.
             response = self._request(self._credentials(True))
+        if is_redirect(response):
+            raise redirect_error(f"auth server {self._auth_url}", response)
         if response.status_code in _CONFIG_FAULTS:
             raise ConfigurationError(
                 f"auth server {self._auth_url} answered {response.status_code} "
@@ -107,9 +112,29 @@ class TokenProvider:
                 json=self._body,
                 headers={"clientId": credentials.client_id, "clientSecret": credentials.client_secret},
                 timeout=self._timeout,
+                allow_redirects=False,  # a redirect would hand the client secret to another host
             )
         except requests.RequestException as error:
             raise DeliveryError(f"auth server {self._auth_url} unreachable: {type(error).__name__}") from error
+
+
+def is_redirect(response: requests.Response) -> bool:
+    """Whether the answer is a 3xx (with or without a Location)."""
+    return 300 <= response.status_code <= 399
+
+
+def redirect_error(server: str, response: requests.Response) -> RedirectError:
+    """The configuration error for a 3xx from ``server``, naming the Location host only (its query may hold secrets)."""
+    location = response.headers.get("Location", "")
+    try:
+        host = urlsplit(location).hostname
+    except ValueError:  # a Location that is not a URL at all
+        host = None
+    target = f"host {host}" if host else "the same host" if location else "no Location"
+    return RedirectError(
+        f"{server} answered {response.status_code} redirecting to {target}: redirects are never followed; "
+        "set the URL the redirect points to"
+    )
 
 
 def server_problem(response: requests.Response) -> str:

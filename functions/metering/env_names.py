@@ -24,6 +24,12 @@ CLIENT_ID: Final = "CLIENT_ID"
 CLIENT_SECRET: Final = "CLIENT_SECRET"
 BATCH_MAX_LINES: Final = "BATCH_MAX_LINES"
 """Lines per OGC RS request, and per delivery-queue message."""
+OGC_AUDIT_ALLOW_HTTP: Final = "OGC_AUDIT_ALLOW_HTTP"
+"""``1`` allows plain-http PROCESS_API_URL and AUTH_URL: loopback tests, the demo and the drill only."""
+
+# Reading CloudTrail log files (s3_audit.log_file.ReadLimits).
+MAX_LOG_FILE_BYTES: Final = "MAX_LOG_FILE_BYTES"
+"""Inflated bytes read from one log file before it is quarantined as file_too_large."""
 
 # The delivery ledger (metering.runtime.build_ledger).
 IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"

@@ -13,3 +13,11 @@ class ConfigurationError(DeliveryError):
 
     Still a DeliveryError, so the input is kept (and ends in a dead-letter queue) until an operator fixes it.
     """
+
+
+class RedirectError(ConfigurationError):
+    """The auth server or OGC RS answered a redirect (3xx): the configured URL is wrong.
+
+    Never followed: a redirect would carry the client secret or the lines to another host, and its 200 there
+    would look like a delivery. The message names the Location host only, never its path or query.
+    """

@@ -45,6 +45,8 @@ class OnceReport:
     delivery: DeliveryReport
     already_delivered: int = 0
     repeated_in_input: int = 0
+    known_requests: int = 0
+    """Of ``already_delivered``: lines whose request an earlier input delivered (another file, source or path)."""
 
 
 class LineSender(Protocol):

@@ -20,6 +20,11 @@ _PLAIN_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _FIELD_SEPARATOR = "|"
 # Largest respSize OGC RS accepts (Java long, bigint column).
 _MAX_BYTES = 2**63 - 1
+# Digits of _MAX_BYTES: a longer digit string is out of range without converting it (int() of 4,300+ digits raises).
+_MAX_BYTES_DIGITS = len(str(_MAX_BYTES))
+# PostgreSQL refuses NUL in text, so OGC RS rejects the whole batch around such a line; the other C0 controls and
+# DEL have no place in a STAC item id either.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # What java.lang.String.trim() removes: OGC RS finds a field made only of these empty.
 _JAVA_BLANK = "".join(chr(code) for code in range(0x21))
 
@@ -53,7 +58,8 @@ class MeteredDownload(msgspec.Struct, frozen=True, gc=False):
 
 
 def check_ids(user_id: object, collection_id: object, item_id: object) -> Skip | None:
-    """The id rules shared by both flows: present, UUIDs for user and collection, no ``|`` in the item."""
+    """The id rules shared by every source: present, UUIDs for user and collection, no ``|`` and no control
+    character (U+0000-U+001F, U+007F) in the item."""
     for value, missing in (
         (user_id, Reason.MISSING_USER_ID),
         (collection_id, Reason.MISSING_COLLECTION_ID),
@@ -66,7 +72,7 @@ def check_ids(user_id: object, collection_id: object, item_id: object) -> Skip |
         return Skip.filtered(Reason.INVALID_USER_ID)
     if not _UUID.fullmatch(collection_id.strip()):
         return Skip.filtered(Reason.INVALID_COLLECTION_ID)
-    if _FIELD_SEPARATOR in item_id:
+    if _FIELD_SEPARATOR in item_id or _CONTROL_CHARACTER.search(item_id):
         return Skip.filtered(Reason.INVALID_ITEM_ID)
     return None
 
@@ -103,31 +109,55 @@ def _parse_instant(text: str) -> datetime | None:
 
 
 def _integral(raw: object) -> int | None:
-    """An integer written as int, integral float or decimal text; None otherwise."""
+    """An integer written as int, integral float or decimal text; None otherwise (never raises)."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int):
         return raw
     if isinstance(raw, str):
-        text = raw.strip()
-        if text.isascii() and text.isdigit():
-            # Past 19 significant digits it is out of range anyway; int() refuses 4,300+ digits with ValueError.
-            return int(text) if len(text.lstrip("0")) <= 19 else None
-        try:
-            raw = float(text)
-        except ValueError:
-            return None
+        raw = _number_in_text(raw.strip())
     if isinstance(raw, float) and raw.is_integer():
         return int(raw)
-    return None
+    return raw if isinstance(raw, int) else None
+
+
+def _number_in_text(text: str) -> int | float | None:
+    """Decimal digits as an int, other numeric text as a float; None for anything else or too long to be a count."""
+    if text.isascii() and text.isdigit():
+        significant = text.lstrip("0")
+        # Out of range anyway, and int() refuses more than 4,300 digits with ValueError.
+        return int(significant or "0") if len(significant) <= _MAX_BYTES_DIGITS else None
+    if len(text) > 64:  # no byte count is written this long; float() would take 5,000 digits as inf
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def normalize_bytes(raw: object) -> int | None:
-    """A byte count as a non-negative integer; ``16384.0`` and ``"16384"`` are accepted. None when invalid."""
+    """A byte count as an integer from 0 to 2^63-1; ``16384.0`` and ``"16384"`` are accepted. None when invalid
+    (a fraction, a number out of range however many digits it has, text): the entry is then quarantined."""
     value = _integral(raw)
     if value is not None and 0 <= value <= _MAX_BYTES:
         return value
     return None
+
+
+def bounded_json_int(text: str) -> int | str:
+    """``parse_int`` for ``json.loads``: an integer of up to 19 digits, else its digits as text.
+
+    The standard library raises ValueError past 4,300 digits, which would spoil a whole message; kept as text, the
+    number reaches the rules, and the byte rule quarantines only the entry that holds it.
+    """
+    return int(text) if len(text.lstrip("-")) <= _MAX_BYTES_DIGITS else text
+
+
+def _excerpt(value: object) -> str:
+    """The start of a value for a quarantine detail; str() of a 4,300+-digit int would raise."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return str(value)[:64]
 
 
 def build_download(
@@ -146,7 +176,7 @@ def build_download(
         return Skip.quarantined(Reason.INVALID_TIMESTAMP, f"timestamp {str(timestamp)[:64]!r}")
     size = normalize_bytes(bytes_sent)
     if size is None:
-        return Skip.quarantined(Reason.INVALID_BYTES, f"byte count {str(bytes_sent)[:64]!r}")
+        return Skip.quarantined(Reason.INVALID_BYTES, f"byte count {_excerpt(bytes_sent)!r}")
     return MeteredDownload(
         user_id=user_id.strip(),
         collection_id=collection_id.strip(),
@@ -170,4 +200,4 @@ def is_valid_line(line: object) -> bool:
         return False
     if normalize_timestamp(timestamp) != timestamp:
         return False
-    return size.isascii() and size.isdigit() and int(size) <= _MAX_BYTES
+    return size.isascii() and size.isdigit() and normalize_bytes(size) is not None

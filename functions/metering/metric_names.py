@@ -19,6 +19,7 @@ FLOW: Final = "flow"
 SERVICE: Final = "service"
 REASON: Final = "reason"
 KIND: Final = "kind"
+PATH: Final = "path"
 
 Flow = Literal["aws_s3", "minio"]
 FLOW_AWS_S3: Final = "aws_s3"
@@ -45,17 +46,33 @@ DELIVERY_FAILURES: Final = "DeliveryFailures"
 """Total per flow, and per ``kind`` (one of DELIVERY_FAILURE_KINDS)."""
 TOKEN_FETCHES: Final = "TokenFetches"  # noqa: S105 (a metric name, not a credential)
 
+# AWS S3 flow, per ``path`` (how the download reached s3_audit): with eventBridge on, an event delivers a line within
+# seconds and the log file later finds its request delivered; a log-file line delivered fresh is one EventBridge
+# missed (best effort) or had not delivered yet.
+LINES_DELIVERED_BY_PATH: Final = "LinesDeliveredByPath"
+"""Lines delivered to OGC RS, per ``path`` (PATH_EVENT, PATH_LOG_FILE)."""
+REQUESTS_ALREADY_DELIVERED: Final = "RequestsAlreadyDelivered"
+"""Lines not sent because an earlier input (event, log file, access log) delivered the same S3 request, per path."""
+LINE_AGE: Final = "LineAge"
+"""Seconds from a download (its record's time) to the delivery of its line, per ``path``: the end-to-end latency."""
+DeliveryPath = Literal["event", "log_file"]
+PATH_EVENT: Final = "event"
+PATH_LOG_FILE: Final = "log_file"
+DELIVERY_PATHS: Final = (PATH_EVENT, PATH_LOG_FILE)
+
 # MinIO webhook.
 WEBHOOK_AUTH_FAILURES: Final = "WebhookAuthFailures"
 
-DeliveryFailureKind = Literal["unavailable", "configuration", "in_flight"]
+DeliveryFailureKind = Literal["unavailable", "configuration", "redirect", "in_flight"]
 KIND_UNAVAILABLE: Final = "unavailable"
 """OGC RS or the auth server down, throttling or timing out: SQS retries the input."""
 KIND_CONFIGURATION: Final = "configuration"
 """The auth server or OGC RS refuses the configured identity or URL: an operator must fix the configuration."""
+KIND_REDIRECT: Final = "redirect"
+"""The auth server or OGC RS answered a redirect (3xx), never followed: the configured URL must be corrected."""
 KIND_IN_FLIGHT: Final = "in_flight"
 """Another invocation holds some of the same entries in the delivery ledger: retried later, nothing is lost."""
-DELIVERY_FAILURE_KINDS: Final = (KIND_UNAVAILABLE, KIND_CONFIGURATION, KIND_IN_FLIGHT)
+DELIVERY_FAILURE_KINDS: Final = (KIND_UNAVAILABLE, KIND_CONFIGURATION, KIND_REDIRECT, KIND_IN_FLIGHT)
 
 
 def flow_dimensions(flow: str) -> dict[str, str]:

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from metering import env_names
-from metering.errors import ConfigurationError
+from metering.errors import ConfigurationError, RedirectError
 from metering.exactly_once import InFlightError, OnceReport
 from metering.metric_names import (
     DEFAULT_NAMESPACE,
     DELIVERY_FAILURE_KINDS,
     DELIVERY_FAILURES,
+    DELIVERY_PATHS,
     DELIVERY_REQUESTS,
     ENTRIES_SEEN,
     FILTERED,
@@ -35,19 +37,25 @@ from metering.metric_names import (
     KIND,
     KIND_CONFIGURATION,
     KIND_IN_FLIGHT,
+    KIND_REDIRECT,
     KIND_UNAVAILABLE,
+    LINE_AGE,
     LINES_ALREADY_DELIVERED,
     LINES_DELIVERED,
+    LINES_DELIVERED_BY_PATH,
     LINES_REJECTED,
     LOG_FILES_READ,
     METERED,
     OGC_RS_LATENCY,
+    PATH,
     QUARANTINED,
     REASON,
+    REQUESTS_ALREADY_DELIVERED,
     SERVICE_OF_FLOW,
     TOKEN_FETCHES,
     WEBHOOK_AUTH_FAILURES,
     DeliveryFailureKind,
+    DeliveryPath,
     Flow,
 )
 from metering.ogc_rs import DeliveryReport
@@ -62,6 +70,8 @@ __all__ = [
     "record_auth_failure",
     "record_delivery",
     "record_delivery_failure",
+    "record_line_ages",
+    "record_lines_by_path",
     "record_log_files",
     "record_outcomes",
     "record_rejected_lines",
@@ -150,10 +160,45 @@ def record_delivery(metrics: Metrics, report: DeliveryReport | OnceReport) -> No
     record_token_fetches(metrics, delivery.token_fetches)
 
 
+def record_lines_by_path(metrics: Metrics, path: DeliveryPath, delivered: int, known_requests: int) -> None:
+    """LinesDeliveredByPath and RequestsAlreadyDelivered with ``path`` = event or log_file (zero counts are not
+    published): how many downloads each path brought first, and how many it found delivered by another input."""
+    if path not in DELIVERY_PATHS:
+        raise ValueError(f"unknown delivery path {path!r}; expected one of {DELIVERY_PATHS}")
+    _publish_breakdown(metrics, LINES_DELIVERED_BY_PATH, PATH, {path: delivered})
+    _publish_breakdown(metrics, REQUESTS_ALREADY_DELIVERED, PATH, {path: known_requests})
+
+
+# EMF takes at most 100 values per metric in one document; an even sample keeps the percentiles' shape.
+MAX_AGE_VALUES = 100
+
+
+def record_line_ages(metrics: Metrics, path: DeliveryPath, timestamps: Sequence[str], now: datetime) -> None:
+    """LineAge (seconds, with ``path``): how old each delivered line's download was at delivery (``now``), from
+    its RFC 3339 timestamp; at most MAX_AGE_VALUES evenly spaced values of the sorted ages."""
+    if path not in DELIVERY_PATHS:
+        raise ValueError(f"unknown delivery path {path!r}; expected one of {DELIVERY_PATHS}")
+    ages = sorted(max(0.0, (now - datetime.fromisoformat(stamp)).total_seconds()) for stamp in timestamps)
+    if not ages:
+        return
+    step = max(1, -(-len(ages) // MAX_AGE_VALUES))
+    provider = metrics.provider
+    document = AmazonCloudWatchEMFProvider(
+        namespace=provider.namespace,
+        service=provider.service,
+        default_dimensions={FLOW: provider.default_dimensions[FLOW], PATH: path},
+    )
+    for age in ages[::step]:
+        document.add_metric(name=LINE_AGE, unit=MetricUnit.Seconds, value=round(age, 3))
+    document.flush_metrics()
+
+
 def delivery_failure_kind(error: BaseException) -> DeliveryFailureKind:
-    """The kind of a delivery failure: in_flight, configuration, or unavailable (any other error)."""
+    """The kind of a delivery failure: in_flight, redirect, configuration, or unavailable (any other error)."""
     if isinstance(error, InFlightError):
         return KIND_IN_FLIGHT
+    if isinstance(error, RedirectError):
+        return KIND_REDIRECT
     if isinstance(error, ConfigurationError):
         return KIND_CONFIGURATION
     return KIND_UNAVAILABLE

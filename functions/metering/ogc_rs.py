@@ -11,7 +11,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from metering.auth import TokenProvider, server_problem
+from metering.auth import TokenProvider, is_redirect, redirect_error, server_problem
 from metering.errors import ConfigurationError, DeliveryError
 from metering.line import is_valid_line
 from metering.settings import DEFAULT_BATCH_MAX_LINES
@@ -31,14 +31,25 @@ SettledCallback = Callable[[Sequence[int]], None]
 """Receives positions of lines that OGC RS stored or refused for good."""
 
 
+class _NoRedirectSession(requests.Session):
+    """Belt and braces beside ``allow_redirects=False`` on every call: a call that forgot it follows nothing."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        """No response is ever a redirect to follow."""
+        return None
+
+
 def http_session(retries: int = 4, backoff_factor: float = 0.5, pool_size: int = 10) -> requests.Session:
-    """A session that retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter."""
+    """A session that retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter, and
+    never follows a redirect (a 3xx comes back as the answer: it is a configuration error, see RedirectError)."""
     retry = Retry(
         total=retries,
         connect=retries,
         read=retries,
         status=retries,
         other=0,
+        redirect=0,
+        raise_on_redirect=False,
         backoff_factor=backoff_factor,
         backoff_jitter=backoff_factor,
         backoff_max=20.0,
@@ -48,7 +59,7 @@ def http_session(retries: int = 4, backoff_factor: float = 0.5, pool_size: int =
         raise_on_status=False,
     )
     adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
-    session = requests.Session()
+    session = _NoRedirectSession()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -146,6 +157,8 @@ class OgcRsClient:
             self._deliver_positions(lines, positions[:middle], report, on_settled)
             self._deliver_positions(lines, positions[middle:], report, on_settled)
             return
+        if is_redirect(response):
+            raise redirect_error(f"OGC RS {self._process_url}", response)
         if status in _SUCCESS:
             report.delivered += len(chunk)
         elif status == 400:
@@ -179,6 +192,7 @@ class OgcRsClient:
                 json=body,
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=self._timeout,
+                allow_redirects=False,  # a redirect's 200 elsewhere would look like a delivery
             )
         except requests.RequestException as error:
             raise DeliveryError(f"OGC RS unreachable after retries: {type(error).__name__}") from error

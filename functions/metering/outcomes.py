@@ -31,6 +31,8 @@ class Reason(StrEnum):
     INVALID_BYTES = "invalid_bytes"
     BAD_GZIP = "bad_gzip"
     BAD_JSON = "bad_json"
+    RECORD_TOO_LARGE = "record_too_large"
+    FILE_TOO_LARGE = "file_too_large"
     REJECTED_BY_OGC_RS = "rejected_by_ogc_rs"
 
 

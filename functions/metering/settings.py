@@ -15,6 +15,8 @@ MAX_BATCH_MAX_LINES = 5000
 # The token request of an OGC RS admin: the RS is the item, and OGC RS accepts only the admin role.
 DEFAULT_AUTH_ITEM_TYPE = "resource_server"
 DEFAULT_AUTH_ROLE = "admin"
+ALLOW_HTTP_ENV = env_names.OGC_AUDIT_ALLOW_HTTP
+"""Set to 1 to allow plain-http OGC RS and auth URLs: for loopback tests, the demo and the drill only."""
 
 
 class SettingsError(ValueError):
@@ -29,11 +31,18 @@ def _required(env: Mapping[str, str], name: str) -> str:
 
 
 def _url(env: Mapping[str, str], name: str) -> str:
+    """An https URL; http only with the local opt-in, since the token and the client secret travel in it."""
     value = _required(env, name)
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"environment variable {name} must be an http(s) URL, got {value!r}")
-    return value
+    http_allowed = env.get(ALLOW_HTTP_ENV, "").strip() == "1"
+    if parts.scheme == "https" and parts.netloc:
+        return value
+    if parts.scheme == "http" and parts.netloc and http_allowed:
+        return value
+    raise SettingsError(
+        f"environment variable {name} must be an https URL ({ALLOW_HTTP_ENV}=1 allows http for local tests), "
+        f"got {parts.scheme or 'no'} scheme and host {parts.hostname or 'none'!r}"
+    )
 
 
 def positive_int(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:

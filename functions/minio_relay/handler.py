@@ -23,7 +23,7 @@ from metering import env_names
 from metering.errors import DeliveryError
 from metering.exactly_once import LineSender
 from metering.ledger import DeliveryLedger
-from metering.metric_names import FLOW_MINIO, SERVICE_OF_FLOW
+from metering.metric_names import FLOW_MINIO, KIND_CONFIGURATION, SERVICE_OF_FLOW
 from metering.metrics import (
     delivery_failure_kind,
     flow_metrics,
@@ -37,6 +37,9 @@ from metering.settings import SettingsError
 from minio_relay.deliver import BatchDelivery
 from minio_relay.delivery_queue import enqueue
 from minio_relay.webhook import Webhook, WebhookRequest, WebhookResponse, WebhookSettings
+
+# The answer while the function's own configuration is unusable: MinIO keeps the bodies and re-sends them.
+_MISCONFIGURED = WebhookResponse(503, {"error": "webhook misconfigured; retry later"}, configuration_error=True)
 
 # The service logger is the parent of the minio_relay.* module loggers, so their records are JSON too.
 logger = Logger(service=SERVICE_OF_FLOW[FLOW_MINIO])
@@ -104,7 +107,15 @@ def response_to_proxy(response: WebhookResponse) -> dict[str, Any]:
 @logger.inject_lambda_context(clear_state=True)
 def webhook(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """API Gateway: POST/PUT /auditlogs/processor (MinIO audit bodies) and GET / (health)."""
-    response = _webhook().handle(request_from_event(event))
+    try:
+        hook = _webhook()
+    except SettingsError as error:  # e.g. a weak WEBHOOK_TOKEN: refuse every request, log and alarm it
+        logger.error("configuration error: %s; every request is refused", error)
+        response = _MISCONFIGURED
+    else:
+        response = hook.handle(request_from_event(event))
+    if response.configuration_error:
+        record_delivery_failure(metrics, KIND_CONFIGURATION)
     if response.status == 401:
         record_auth_failure(metrics)
     if response.tally is not None:

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 HEALTH_PATHS = frozenset({"/", ""})
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+# A shorter token can be guessed; the stacks generate 48 characters.
+MIN_TOKEN_CHARS = 16
 _BEARER = "bearer "
 # Excerpts of a quarantined entry leave out the request and response headers it carries.
 _HEADER_FIELDS = ("requestHeader", "responseHeader")
@@ -67,12 +69,15 @@ class WebhookSettings:
                 f"environment variable {env_names.WEBHOOK_TOKEN_SECRET_ARN} is required "
                 f"(or {env_names.WEBHOOK_TOKEN} for local runs)"
             )
-        return cls(
+        settings = cls(
             token_secret_arn=arn,
             local_token=None if arn else local,
             max_body_bytes=positive_int(env, env_names.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 2**31),
             batch_max_lines=positive_int(env, env_names.BATCH_MAX_LINES, DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES),
         )
+        if settings.local_token is not None and token_problem(settings.local_token):
+            raise SettingsError(f"environment variable {env_names.WEBHOOK_TOKEN} {token_problem(settings.local_token)}")
+        return settings
 
     def token_source(self) -> TokenSource:
         """The token, from Secrets Manager cached for five minutes (a rotation takes effect), or as given."""
@@ -110,6 +115,8 @@ class WebhookResponse:
     document: Mapping[str, object]
     tally: OutcomeTally | None = None
     """The outcomes of an accepted body (for metrics); not part of the answer."""
+    configuration_error: bool = False
+    """Refused because the webhook itself is misconfigured (a weak token): alarmed, not MinIO's fault."""
 
     def body(self) -> bytes:
         """The document as JSON bytes."""
@@ -122,7 +129,20 @@ def _error(status: int, message: str) -> WebhookResponse:
 
 def _without_bearer(value: str) -> str:
     value = value.strip()
+    if value.lower() == _BEARER.strip():  # "Bearer " stripped: a prefix with nothing after it
+        return ""
     return value[len(_BEARER) :].strip() if value[: len(_BEARER)].lower() == _BEARER else value
+
+
+def token_problem(token: str) -> str | None:
+    """Why a configured webhook token must not be used, as the end of a sentence; None when it is strong enough.
+
+    Empty after ``Bearer `` would let ``Authorization: Bearer`` in; a short token can be guessed.
+    """
+    length = len(_without_bearer(token))
+    if length >= MIN_TOKEN_CHARS:
+        return None
+    return f"must hold at least {MIN_TOKEN_CHARS} characters after any 'Bearer ' prefix, got {length}"
 
 
 def authenticate(presented: str | None, token: str) -> bool:
@@ -210,7 +230,7 @@ class Webhook:
 
     def receive(self, request: WebhookRequest) -> WebhookResponse:
         """Authenticate and process one audit body."""
-        refused = self._refuse_unauthenticated(request.headers.get("authorization"))
+        refused = self.refuse_unauthenticated(request.headers.get("authorization"))
         if refused is not None:
             return refused
         length = len(request.body) if request.declared_length is None else request.declared_length
@@ -233,12 +253,19 @@ class Webhook:
         logger.info("audit body %s", tally.as_dict())
         return WebhookResponse(200, summary(tally), tally)
 
-    def _refuse_unauthenticated(self, presented: str | None) -> WebhookResponse | None:
+    def refuse_unauthenticated(self, presented: str | None) -> WebhookResponse | None:
+        """The answer to a request whose Authorization header does not carry the token (or when the token is
+        unusable); None when it does. A server calls it before reading the body."""
         try:
             token = self.token()
         except Exception as error:  # the secret store is down or misconfigured: MinIO must re-send later
             logger.error("webhook token unavailable, answering 503: %s", type(error).__name__)
             return _error(503, "webhook token unavailable; retry later")
+        problem = token_problem(token)
+        if problem is not None:
+            # Every request is refused (MinIO keeps the bodies and re-sends them) until the secret is fixed.
+            logger.error("configuration error: the webhook token secret %s; every request is refused", problem)
+            return WebhookResponse(503, {"error": "webhook token misconfigured; retry later"}, configuration_error=True)
         if authenticate(presented, token):
             return None
         # The presented value is never logged: it may be a real token configured on the wrong target.

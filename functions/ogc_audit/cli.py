@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server for MinIO on other hosts
     serve.add_argument("--port", type=int, default=8092)
     serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--certfile", help="PEM certificate (chain) to serve HTTPS; needs --keyfile")
+    serve.add_argument("--keyfile", help="PEM private key of --certfile")
 
     verify = commands.add_parser(
         "verify",
@@ -87,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from ogc_audit.serve import run_serve
 
-        return run_serve(host=args.host, port=args.port, workers=args.workers)
+        return run_serve(
+            host=args.host, port=args.port, workers=args.workers, certfile=args.certfile, keyfile=args.keyfile
+        )
     if args.command == "verify":
         from ogc_audit.verify import run_verify
 

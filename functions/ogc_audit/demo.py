@@ -38,6 +38,7 @@ from ogc_audit.samples import (
     access_log_line,
     cloudtrail_log_key,
     cloudtrail_record,
+    eventbridge_api_call,
     minio_entry,
     random_download,
     utc,
@@ -121,6 +122,30 @@ def _access_log_step(
     return [only_here]
 
 
+def _event_path(aws: Any, resources: FlowResources, rng: random.Random, out: TextIO) -> list[Download]:
+    """eventBridge=true: events for three downloads (one delivered twice) metered in one batch, then the log file
+    CloudTrail writes minutes later with two of them and one EventBridge missed; returns the metered downloads."""
+    from s3_audit import handler as s3_handler
+
+    out.write("AWS S3 flow, eventBridge=true: EventBridge events -> event queue -> s3_audit in batches -> OGC RS\n")
+    sqs = aws.client("sqs")
+    queue = sqs.create_queue(QueueName="ogc-demo-events")["QueueUrl"]
+    seen = [random_download(rng, _START + timedelta(minutes=10)) for _ in range(3)]
+    missed = random_download(rng, _START + timedelta(minutes=10))
+    for download in [*seen, seen[0]]:  # EventBridge delivers at least once
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(eventbridge_api_call(download)))
+    pumped = pump_queue(sqs, queue, s3_handler.handler, function_name="s3-audit", batch_size=10)
+    out.write(f"  4 events (one repeated) -> s3_audit invocations: {pumped.invocations}, failed: {pumped.failed}\n")
+    records = [cloudtrail_record(seen[0]), cloudtrail_record(seen[1]), cloudtrail_record(missed)]
+    key = cloudtrail_log_key(_START + timedelta(minutes=15), "demoevents")
+    aws.client("s3").put_object(
+        Bucket=resources.log_bucket, Key=key, Body=gzip.compress(json.dumps({"Records": records}).encode())
+    )
+    pump_queue(sqs, resources.log_file_queue_url, s3_handler.handler, function_name="s3-audit", batch_size=1)
+    out.write("  then its log file: 2 downloads already delivered by their events, 1 EventBridge missed\n")
+    return [*seen, missed]
+
+
 def _minio_bodies(rng: random.Random) -> tuple[list[bytes], list[Download]]:
     """The start-up probe, a single entry, an NDJSON batch, and the batch again (MinIO re-sending it)."""
     single = random_download(rng, _START)
@@ -185,6 +210,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             settings = {
                 "PROCESS_API_URL": rs.process_url,
                 "AUTH_URL": rs.token_url,
+                "OGC_AUDIT_ALLOW_HTTP": "1",  # the reference OGC RS speaks plain http on loopback
                 "AUTH_ITEM_ID": rs.rs_host,
                 "AUTH_ITEM_TYPE": "resource_server",
                 "AUTH_ROLE": "admin",
@@ -214,6 +240,8 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
     s3_ok = _check("  AWS S3 flow", s3_expected, rs, "aws_s3", out)
     s3_expected += _access_log_step(aws, resources, rng, s3_expected[0], out)
     s3_ok = _check("  AWS S3 flow with the access log (each request once)", s3_expected, rs, "aws_s3", out) and s3_ok
+    s3_expected += _event_path(aws, resources, rng, out)
+    s3_ok = _check("  AWS S3 flow with events", s3_expected, rs, "aws_s3", out) and s3_ok
 
     out.write("MinIO flow: audit webhook -> webhook handler -> SQS -> deliver handler -> OGC RS\n")
     bodies, minio_expected = _minio_bodies(rng)

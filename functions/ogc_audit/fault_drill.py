@@ -75,7 +75,10 @@ _START = utc("2025-10-27T10:00:00")
 _POISON_PREFIX = "POISON-"
 _EXECUTION_PATH = "/execution"
 
-DEFAULT_FAULTS = "503=0.15,500=0.05,429=0.05,delay=0.05,drop=0.05,store_then_drop=0.03,unauthorized=0.05"
+DEFAULT_FAULTS = "503=0.15,500=0.05,429=0.05,delay=0.05,drop=0.05,store_then_drop=0.03,unauthorized=0.05,redirect=0.03"
+# A poisoned value stands in its JSON text for this marker: a 5,000-digit number cannot be written by json.dumps.
+_HUGE_MARKER = "__HUGE_NUMBER__"
+_HUGE_NUMBER = "9" * 5_000  # past Python's 4,300-digit int-from-str limit
 
 # What a CloudTrail log file of asset downloads holds besides metered downloads (weights, roughly a day's mix).
 _S3_MIX = [
@@ -117,6 +120,11 @@ class DrillConfig:
     faults: str = DEFAULT_FAULTS
     """Process endpoint faults: ``kind=probability`` pairs; a number is a status, or delay, drop, ..."""
     token_503: float = 0.10
+    token_redirect: float = 0.03
+    """Share of token requests answered 307 to another path (never followed: a configuration error, retried)."""
+    poisoned_values: int = 8
+    """Entries with a poisoned value (5,000-digit or 20-digit byte count, text, an itemId with NUL), half per flow:
+    each is quarantined or filtered alone, and the entries beside it are metered."""
     revocations: int = 3
     outage_s: float = 8.0
     """OGC RS answers only 503 mid-run until a message exhausts its receives and reaches a DLQ (at most this long)."""
@@ -197,6 +205,7 @@ class DrillInputs:
     repeated_across_files: int = 0
     entries: int = 0
     repeated_entries: int = 0
+    poisoned_values: int = 0
 
 
 def _pick(rng: random.Random, mix: Sequence[tuple[Variant, int]]) -> Variant:
@@ -230,6 +239,29 @@ class _Generator:
         minio_slots = max(1, config.bodies)  # every body brings at least one new entry, almost surely
         self.s3_poison = set(rng.sample(range(s3_slots), min(poison_in_s3, s3_slots)))
         self.minio_poison = set(rng.sample(range(minio_slots), min(poison_in_minio, minio_slots)))
+        poisoned_in_s3 = config.poisoned_values // 2 if config.log_files else 0
+        self.s3_poisoned_values = set(rng.sample(range(s3_slots), min(poisoned_in_s3, s3_slots)))
+        poisoned_in_minio = config.poisoned_values - poisoned_in_s3 if config.bodies else 0
+        self.minio_poisoned_values = set(rng.sample(range(minio_slots), min(poisoned_in_minio, minio_slots)))
+
+    def _poisoned_value(self, ids: dict[str, Any], sizes: dict[str, Any], size_key: str) -> None:
+        """Spoil one value of a metered download in place; the entry must end filtered or quarantined."""
+        self.inputs.poisoned_values += 1
+        kind = self.rng.choice(["huge", "twenty_digits", "text", "nul_item"])
+        if kind == "nul_item":
+            ids["itemId"] = ids["itemId"] + "\x00"
+        else:
+            sizes[size_key] = {"huge": _HUGE_MARKER, "twenty_digits": 10**20, "text": "12 KB"}[kind]
+
+    def _poisoned_record(self, when: datetime) -> dict[str, Any]:
+        record = cloudtrail_record(random_download(self.rng, when), Variant.PRESIGNED_GET)
+        self._poisoned_value(record["requestParameters"], record["additionalEventData"], "bytesTransferredOut")
+        return record
+
+    def _poisoned_entry(self) -> dict[str, Any]:
+        entry = minio_entry(random_download(self.rng, _START), Variant.PRESIGNED_GET)
+        self._poisoned_value(entry["requestQuery"], entry["api"], "tx")
+        return entry
 
     def _download(self, when: datetime, backend: str, variant: Variant, poison: bool) -> tuple[Download, Variant]:
         """A download; a poison one is a valid presigned GET whose itemId OGC RS refuses."""
@@ -257,6 +289,8 @@ class _Generator:
                 poison = number * config.records_per_file + position in self.s3_poison
                 download, variant = self._download(when, "aws_s3", _pick(rng, _S3_MIX), poison)
                 records.append(cloudtrail_record(download, variant, float_bytes=rng.random() < 0.3))
+                if number * config.records_per_file + position in self.s3_poisoned_values:
+                    records.append(self._poisoned_record(when))
                 if rng.random() < 0.05:  # CloudTrail wrote the same event twice (same eventID) in the file
                     records.insert(rng.randrange(len(records) + 1), records[rng.randrange(len(records))])
                     inputs.repeated_events += 1
@@ -264,7 +298,8 @@ class _Generator:
             earlier.extend(records)
             key = cloudtrail_log_key(when, f"drill{number:04d}")
             copy_key = cloudtrail_log_key(when, f"drill{number:04d}copy") if rng.random() < 0.1 else None
-            body = gzip.compress(json.dumps({"Records": records}).encode())
+            text = json.dumps({"Records": records}).replace(f'"{_HUGE_MARKER}"', _HUGE_NUMBER)
+            body = gzip.compress(text.encode())
             inputs.log_files.append(LogFile(key, body, copy_key=copy_key, notify_twice=rng.random() < 0.1))
 
     def bodies(self) -> None:
@@ -286,13 +321,17 @@ class _Generator:
                     download, variant = self._download(
                         _START, "minio", _pick(rng, _MINIO_MIX), slot in self.minio_poison
                     )
-                    slot += 1
                     entries.append(minio_entry(download, variant, legacy=rng.random() < 0.1))
+                    if slot in self.minio_poisoned_values:
+                        entries.append(self._poisoned_entry())
+                    slot += 1
                     continue
                 inputs.repeated_entries += 1
             inputs.entries += len(entries)
             earlier.extend(entries)
-            body = b"".join(json.dumps(entry).encode() + b"\n" for entry in entries)
+            body = b"".join(
+                json.dumps(entry).replace(f'"{_HUGE_MARKER}"', _HUGE_NUMBER).encode() + b"\n" for entry in entries
+            )
             inputs.bodies.append(body)
             if rng.random() < 0.1:  # sent again later (MinIO restarted with a persisted queue_dir)
                 resent.append((len(inputs.bodies), body))
@@ -807,6 +846,8 @@ class DrillReport:
     poison_quarantined: int = 0
     poison_in_error_logs: int = 0
     poison_stored: int = 0
+    redirects_followed: int = 0
+    """Requests that reached the redirect target: must be 0 (a followed redirect loses lines or leaks secrets)."""
     faults_applied: dict[str, int] = field(default_factory=dict)
     token_faults_applied: int = 0
     requests_by_fault: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -886,6 +927,7 @@ def _judge(report: DrillReport) -> None:
             f"{report.poison_lines - report.poison_quarantined} poison lines not quarantined with an ERROR log",
         ),
         (not any(report.flows.get("dlq_left", {}).values()), "messages left in a DLQ"),
+        (report.redirects_followed == 0, f"{report.redirects_followed} redirects followed"),
     ]
     report.problems = [message for passed, message in checks if not passed and message]
     report.ok = not report.problems
@@ -925,6 +967,7 @@ def _run_in_emulator(
     env = {
         "PROCESS_API_URL": rs.process_url,
         "AUTH_URL": rs.token_url,
+        "OGC_AUDIT_ALLOW_HTTP": "1",  # the reference OGC RS speaks plain http on loopback
         "AUTH_ITEM_ID": rs.rs_host,
         "AUTH_ITEM_TYPE": "resource_server",
         "AUTH_ROLE": "admin",
@@ -945,8 +988,9 @@ def _run_in_emulator(
         sender = MinioSender(random.Random(rng.random()), stats, config.lost_answers)  # noqa: S311
         driver = Driver(sqs=sqs, s3=boto3.client("s3"), names=names, config=config, sender=sender, stats=stats)
         rs.faults.randomize(config.fault_table(), seed=config.seed)
-        if config.token_503 > 0:
-            rs.token_faults.randomize([(Fault.with_status(503), config.token_503)], seed=config.seed + 1)
+        token_faults = [(Fault.with_status(503), config.token_503), (Fault.redirect(307), config.token_redirect)]
+        if any(probability > 0 for _, probability in token_faults):
+            rs.token_faults.randomize(token_faults, seed=config.seed + 1)
         _fault_phase(driver, rs, inputs, config)
         _recovery_phase(driver, rs, wiring)
         if not rs.wait_idle():
@@ -964,6 +1008,7 @@ def _run_in_emulator(
         stats_flaky["sqs_failed_after_send"] = wiring.flaky_sqs.failed_after
     report.faults_applied = dict(Counter(_fault_name(fault) for fault in rs.faults.applied))
     report.token_faults_applied = len(rs.token_faults.applied)
+    report.redirects_followed = len(rs.redirected_requests)
     by_fault: dict[str, dict[str, int]] = {}
     for record in rs.requests_log:
         if record.path.endswith(_EXECUTION_PATH):
@@ -981,6 +1026,7 @@ def _run_in_emulator(
         "bodies": len(inputs.bodies),
         "entries": inputs.entries,
         "repeated_entries": inputs.repeated_entries,
+        "poisoned_values": inputs.poisoned_values,
     }
     flows = asdict(stats)
     flows["webhook_statuses"] = dict(stats.webhook_statuses)
@@ -1008,7 +1054,12 @@ def print_report(report: DrillReport, out: TextIO) -> None:
             f"{report.inputs.get('bodies', 0)} MinIO bodies ({report.inputs.get('entries', 0)} entries)",
         ),
         ("faults applied (process)", json.dumps(report.faults_applied, sort_keys=True)),
-        ("faults applied (token)", f"{report.token_faults_applied} x 503; tokens revoked {flows.get('revocations')}x"),
+        (
+            "faults applied (token)",
+            f"{report.token_faults_applied} x 503 or 307; tokens revoked {flows.get('revocations')}x",
+        ),
+        ("redirects followed", str(report.redirects_followed)),
+        ("poisoned values", f"{report.inputs.get('poisoned_values', 0)} entries, each left out alone"),
         ("process requests", str(report.process_requests)),
         ("s3_audit", f"{flows.get('s3_invocations')} invocations, {flows.get('s3_failed_messages')} messages failed"),
         (
@@ -1059,6 +1110,8 @@ def _arguments(argv: Sequence[str] | None) -> tuple[DrillConfig, str | None]:
         ("seed", int, "seed of inputs and faults"),
         ("faults", str, "process endpoint fault mix, kind=probability,..."),
         ("token-503", float, "share of token requests answered 503"),
+        ("token-redirect", float, "share of token requests answered 307 (never followed)"),
+        ("poisoned-values", int, "entries with a poisoned byte count or itemId, split between the flows"),
         ("revocations", int, "times all tokens are revoked mid-run"),
         ("outage-s", float, "seconds OGC RS answers only 503 mid-run (0: none)"),
         ("sqs-faults", float, "share of the webhook's SQS sends that fail"),

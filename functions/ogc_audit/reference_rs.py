@@ -29,6 +29,11 @@ Faults are scripted per endpoint with a :class:`FaultPlan` (``server.faults`` fo
     server.faults.push("status", 503, retry_after=2)   # next execution answers 503
     server.faults.push("store_then_drop")               # then: commit rows, close without answer
     server.faults.randomize([(Fault.drop(), 0.2)], seed=7)  # afterwards: 20 % dropped
+    server.token_faults.push("redirect", 307)          # next token request is redirected to the sink
+
+A redirect points at ``/elsewhere/...`` on the same server, a sink that answers 200 to anything (a token, a
+stored batch) and stores nothing: a client that followed it would believe it succeeded. Requests that reach the
+sink are kept in ``server.redirected_requests`` (their headers included), so a test sees what would have leaked.
 
 Run standalone: ``python -m ogc_audit.reference_rs --port 9000 --db metering.sqlite3``.
 """
@@ -80,6 +85,7 @@ __all__ = [
 
 PROCESS_TITLE = "AuditLogsIngestion"
 TOKEN_PATH = "/auth/v1/token"  # noqa: S105 - a URL path, not a secret
+REDIRECT_SINK_PATH = "/elsewhere"
 DEFAULT_TOKEN_LIFETIME_S = 12 * 3600
 DEFAULT_RS_HOST = "ogc-rs.reference.test"
 
@@ -294,6 +300,7 @@ class FaultKind(StrEnum):
     DROP = "drop"  # read the request, close the connection without answering, process nothing
     STORE_THEN_DROP = "store_then_drop"  # process (commit rows), then close without answering
     UNAUTHORIZED = "unauthorized"  # answer 401 as if the token had expired
+    REDIRECT = "redirect"  # answer a 3xx whose Location is the sink, with a query that must never be logged
 
 
 @dataclass(frozen=True)
@@ -340,6 +347,13 @@ class Fault:
         return cls(FaultKind.UNAUTHORIZED)
 
     @classmethod
+    def redirect(cls, status: int = 307) -> Fault:
+        """Answer ``status`` (301/302/303/307/308) with a Location on the sink ``/elsewhere``."""
+        if status not in (301, 302, 303, 307, 308):
+            raise ValueError(f"a redirect status is 301, 302, 303, 307 or 308, got {status}")
+        return cls(FaultKind.REDIRECT, status=status)
+
+    @classmethod
     def of(cls, kind: FaultKind | str, value: float | None = None, retry_after: float | str | None = None) -> Fault:
         """Build from a kind name and its value: ``("status", 503)``, ``("delay", 1.5)``, ``("drop",)``."""
         fault_kind = FaultKind(kind)
@@ -347,6 +361,8 @@ class Fault:
             if value is None:
                 raise ValueError("a 'status' fault needs the status code")
             return cls.with_status(int(value), retry_after)
+        if fault_kind is FaultKind.REDIRECT:
+            return cls.redirect(307 if value is None else int(value))
         if fault_kind is FaultKind.DELAY:
             if value is None:
                 raise ValueError("a 'delay' fault needs the number of seconds")
@@ -461,6 +477,8 @@ class RequestRecord:
     status: int | None
     lines: int = 0
     fault: FaultKind | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Request headers, kept only for requests that reached the redirect sink."""
 
 
 @dataclass
@@ -538,6 +556,7 @@ class ReferenceOgcRs:
         self.token_requests = 0
         self.tokens_issued = 0
         self.requests_log: list[RequestRecord] = []
+        self.redirected_requests: list[RequestRecord] = []
         self.jobs: dict[str, JobRecord] = {}
         self._host, self._port = host, port
         self._clock = clock
@@ -882,7 +901,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         path = self.path.split("?", 1)[0]
         execution = _EXECUTION_RE.fullmatch(path)
-        if path == TOKEN_PATH:
+        if path.startswith(REDIRECT_SINK_PATH + "/"):
+            self._answer_sink(body)
+        elif path == TOKEN_PATH:
             headers = {name.lower(): value for name, value in self.headers.items()}
             self._answer_with_faults(
                 self.app.token_faults, _aaa_error, lambda: self.app._token_request(headers, body), lines=0
@@ -932,12 +953,25 @@ class _Handler(BaseHTTPRequestHandler):
                 response.headers["Retry-After"] = fault.retry_after
         elif fault.kind is FaultKind.UNAUTHORIZED:
             response = error(401, "Token expired")
+        elif fault.kind is FaultKind.REDIRECT and fault.status is not None:
+            # The query stands for what a Location may carry (a signature, a token): it must never be logged.
+            location = f"{self.app.base_url}{REDIRECT_SINK_PATH}{self.path}?X-Amz-Signature=never-log-this"
+            response = _Response(fault.status, {"moved": True}, {"Location": location})
         else:
             response = compute()
         if fault.kind is FaultKind.STORE_THEN_DROP:
             self._drop(lines, fault)
             return
         self._answer(response, lines, None if fault.kind is FaultKind.OK else fault.kind)
+
+    def _answer_sink(self, body: bytes) -> None:
+        """The target of every redirect: 200 to anything, a token or a stored batch, and nothing stored."""
+        record = RequestRecord(self.command, self.path, 200, _count_lines(body), None, dict(self.headers.items()))
+        with self.app._lock:
+            self.app.redirected_requests.append(record)
+        expiry = int(self.app._clock()) + 3600
+        results = {"accessToken": "token-from-elsewhere", "expiry": expiry}
+        self._answer(_Response(200, {"status": "successful", "logsInserted": record.lines, "results": results}))
 
     def _answer(self, response: _Response, lines: int = 0, fault: FaultKind | None = None) -> None:
         payload = json.dumps(response.body).encode()
@@ -1008,6 +1042,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# reference OGC RS on {server.base_url} ({server.mode}, db {args.db})")
         print(f"PROCESS_API_URL={server.process_url}")
         print(f"AUTH_URL={server.token_url}")
+        print("OGC_AUDIT_ALLOW_HTTP=1")  # it speaks plain http: the functions refuse http URLs without this
         print(f"AUTH_ITEM_ID={server.rs_host}")
         print("AUTH_ITEM_TYPE=resource_server")
         print("AUTH_ROLE=admin")

@@ -143,6 +143,23 @@ def cloudtrail_record(
     return record
 
 
+def eventbridge_api_call(download: Download, variant: Variant = Variant.PRESIGNED_GET) -> dict[str, Any]:
+    """The EventBridge event ("AWS API Call via CloudTrail", default bus) that carries ``cloudtrail_record(download)``
+    to a rule's target; EventBridge writes byte counts as floats."""
+    record = cloudtrail_record(download, variant, float_bytes=True)
+    return {
+        "version": "0",
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"eventbridge:{download.event_id}")),
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.s3",
+        "account": ACCOUNT,
+        "time": record["eventTime"],
+        "region": REGION,
+        "resources": [],
+        "detail": record,
+    }
+
+
 def s3_request_id(download: Download) -> str:
     """The S3 request ID of a download: CloudTrail's ``requestID`` and the access log's Request ID agree on it."""
     return download.event_id[:16].replace("-", "").upper()

@@ -24,7 +24,8 @@ from metering.outcomes import Reason
 from metering.runtime import build_ogc_rs_client
 from metering.settings import OgcRsSettings
 from minio_relay.audit_entry import entry_ledger_key
-from minio_relay.webhook import DownstreamUnavailable, Webhook, WebhookRequest, WebhookSettings
+from minio_relay.routes import WEBHOOK_PATH
+from minio_relay.webhook import DownstreamUnavailable, Webhook, WebhookRequest, WebhookResponse, WebhookSettings
 
 logger = logging.getLogger(__name__)
 
@@ -104,23 +105,25 @@ def create_app(webhook_factory: Callable[[], Webhook] = webhook_from_env) -> Wsg
             built.append(webhook_factory())
         webhook = built[0]
         method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/")
+        headers = _headers(environ)
         body, declared = b"", None
-        if method in ("POST", "PUT"):
-            body, declared = _read_body(environ, webhook.max_body_bytes)
-        request = WebhookRequest(
-            method=method,
-            path=environ.get("PATH_INFO", "/"),
-            headers=_headers(environ),
-            body=body,
-            declared_length=declared,
-        )
-        response = webhook.handle(request)
+        response: WebhookResponse | None = None
+        if method in ("POST", "PUT") and path.rstrip("/") == WEBHOOK_PATH:
+            # The token first: a body from someone without it is never read.
+            response = webhook.refuse_unauthenticated(headers.get("authorization"))
+            if response is None:
+                body, declared = _read_body(environ, webhook.max_body_bytes)
+        if response is None:
+            response = webhook.handle(WebhookRequest(method, path, headers, body, declared))
         payload = response.body()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        answer = [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
         if response.status == 401:
-            headers.append(("WWW-Authenticate", "Bearer"))
+            answer.append(("WWW-Authenticate", "Bearer"))
+        if response.status in (401, 413, 503) and method in ("POST", "PUT"):
+            answer.append(("Connection", "close"))  # the unread body is not drained: the connection ends
         status = HTTPStatus(response.status)
-        start_response(f"{status.value} {status.phrase}", headers)
+        start_response(f"{status.value} {status.phrase}", answer)
         return [payload]
 
     return application

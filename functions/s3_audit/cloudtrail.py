@@ -73,6 +73,8 @@ class CloudTrailRecord(msgspec.Struct, frozen=True, gc=False):
 
 
 _record_decoder = msgspec.json.Decoder(CloudTrailRecord)
+# msgspec's message for a JSON number no int64/float holds, at the byte count: the byte rule's case, not a bad record.
+_BYTES_OUT_OF_RANGE = ("out of range", "bytesTransferredOut")
 _NO_PARAMETERS = RequestParameters()
 # Skips are immutable: one shared instance per reason spares an allocation for each of 50,000 records.
 _FILTERED = {reason: Skip.filtered(reason) for reason in Reason}
@@ -85,7 +87,10 @@ def decode_record(raw: bytes | msgspec.Raw) -> CloudTrailRecord | Skip:
     # ValidationError is a DecodeError too; msgspec raises UnicodeDecodeError for invalid UTF-8 in a string it
     # keeps and RecursionError for nesting deeper than ~1000 levels.
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
-        return Skip.quarantined(Reason.MALFORMED_ENTRY, str(error) or type(error).__name__)
+        message = str(error) or type(error).__name__
+        if all(part in message for part in _BYTES_OUT_OF_RANGE):
+            return Skip.quarantined(Reason.INVALID_BYTES, f"byte count out of range: {message}")
+        return Skip.quarantined(Reason.MALFORMED_ENTRY, message)
 
 
 def record_from_object(value: object) -> CloudTrailRecord | Skip:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote_plus
 
+from metering.line import bounded_json_int
 from s3_audit.sources import cloudtrail as cloudtrail_source
 from s3_audit.sources.registry import recognise
 
@@ -100,7 +101,8 @@ def work_in_event(event: Mapping[str, object]) -> list[Work]:
 def work_in_message(text: str) -> list[Work]:
     """The units of work in a message body: an SQS body or an SNS ``Message`` (JSON text)."""
     try:
-        message = json.loads(text)
+        # A 4,300+-digit number would raise here and lose the whole message: it reaches the rules as text.
+        message = json.loads(text, parse_int=bounded_json_int)
     except ValueError:
         return [SkippedInput(SkipReason.UNKNOWN_ENVELOPE, f"not JSON: {text[:200]!r}")]
     if not isinstance(message, dict):

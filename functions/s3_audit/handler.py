@@ -1,6 +1,7 @@
 """Lambda entry point of the AWS S3 flow: CloudTrail log files (or records) in, metering lines out to OGC RS.
 
-Thin by design: it unwraps the event into units of work (``envelopes``), hands each to ``ingest`` and logs
+Thin by design: it unwraps the event into units of work (``envelopes``), hands each log file to ``ingest`` and
+the EventBridge events of the whole invocation to ``event_batch`` (their lines go to OGC RS together), and logs
 the outcome. SQS batches use partial batch responses, so one failing message does not fail its neighbours.
 A message fails (and SQS redelivers it) only when retrying can help: OGC RS unavailable (DeliveryError) or
 S3 unreadable (boto errors). A damaged log file is quarantined: logged at ERROR and counted, not retried.
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -21,19 +23,23 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from metering.errors import DeliveryError
+from metering.exactly_once import OnceReport
 from metering.ledger import DeliveryLedger
-from metering.metric_names import FLOW_AWS_S3, SERVICE_OF_FLOW
+from metering.metric_names import FLOW_AWS_S3, PATH_EVENT, PATH_LOG_FILE, SERVICE_OF_FLOW, DeliveryPath
 from metering.metrics import (
     delivery_failure_kind,
     flow_metrics,
     record_delivery,
     record_delivery_failure,
+    record_line_ages,
+    record_lines_by_path,
     record_log_files,
     record_outcomes,
 )
 from metering.outcomes import OutcomeTally
-from s3_audit.envelopes import LogFileRef, SkippedInput, SkipReason, Work, work_in_event, work_in_message
-from s3_audit.ingest import IngestResult, LineSink, ingest_inline_record, ingest_log_file
+from s3_audit.envelopes import InlineRecord, LogFileRef, SkippedInput, SkipReason, Work, work_in_event, work_in_message
+from s3_audit.event_batch import EventBatchResult, QueuedEvent, ingest_event_batch
+from s3_audit.ingest import IngestResult, LineSink, ingest_log_file
 
 logger = Logger(service=SERVICE_OF_FLOW[FLOW_AWS_S3])
 # The shared package logs too (e.g. lines OGC RS refused before an outage): as JSON, like the handler.
@@ -71,6 +77,17 @@ class InvocationTotals:
     delivered: int = 0
     already_delivered: int = 0
     skipped_inputs: Counter[str] = field(default_factory=Counter)
+    # Per path (event, log_file): lines delivered, and lines whose request another input had delivered.
+    delivered_by_path: Counter[str] = field(default_factory=Counter)
+    known_by_path: Counter[str] = field(default_factory=Counter)
+
+    def add(self, result: IngestResult, path: DeliveryPath, known_requests: int) -> None:
+        """Fold one input's (or one event batch's) result in."""
+        self.tally.merge(result.tally)
+        self.delivered += result.delivered
+        self.already_delivered += result.already_delivered
+        self.delivered_by_path[path] += result.delivered
+        self.known_by_path[path] += known_requests
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready summary."""
@@ -85,26 +102,45 @@ class InvocationTotals:
 
 
 def process_work(items: Iterable[Work], deps: Dependencies, totals: InvocationTotals) -> None:
-    """Ingest every unit of work in order; DeliveryError and S3 errors propagate to fail the input."""
-    for item in items:
+    """Ingest every unit of work in order (events of a direct invocation together); DeliveryError and S3 errors
+    propagate to fail the input."""
+    work = list(items)
+    for item in work:
         if isinstance(item, SkippedInput):
             totals.skipped_inputs[item.reason.value] += 1
             # An envelope nobody understood is dropped: ERROR, so an operator sees its excerpt.
             log = logger.error if item.reason is SkipReason.UNKNOWN_ENVELOPE else logger.info
             log("input skipped", extra={"reason": item.reason.value, "input": item.detail})
-            continue
-        if isinstance(item, LogFileRef):
+        elif isinstance(item, LogFileRef):
             result = ingest_log_file(item, s3=deps.s3, sink=deps.sink, ledger=deps.ledger)
             totals.files += 1
-        else:
-            result = ingest_inline_record(item, sink=deps.sink, ledger=deps.ledger)
-            totals.inline_records += 1
-        _log_result(result)
-        if result.report is not None:
-            record_delivery(metrics, result.report)
-        totals.tally.merge(result.tally)
-        totals.delivered += result.delivered
-        totals.already_delivered += result.already_delivered
+            _log_result(result)
+            if result.report is not None:
+                record_delivery(metrics, result.report)
+            known = result.report.known_requests if isinstance(result.report, OnceReport) else 0
+            totals.add(result, PATH_LOG_FILE, known)
+    events = [QueuedEvent("direct", item) for item in work if isinstance(item, InlineRecord)]
+    if events:
+        batch = process_events(events, deps, totals)
+        if batch.error is not None:
+            raise batch.error
+
+
+def process_events(events: Sequence[QueuedEvent], deps: Dependencies, totals: InvocationTotals) -> EventBatchResult:
+    """Meter and deliver the EventBridge events of the invocation together (chunked posts, not one per event)."""
+    batch = ingest_event_batch(events, sink=deps.sink, ledger=deps.ledger)
+    record_line_ages(metrics, PATH_EVENT, batch.delivered_timestamps, datetime.now(UTC))
+    totals.inline_records += len(events)
+    _log_result(batch.result)
+    if batch.result.report is not None:
+        record_delivery(metrics, batch.result.report)
+    totals.add(batch.result, PATH_EVENT, batch.known_requests)
+    if batch.error is not None:
+        logger.warning(
+            "event lines not delivered, their messages are retried",
+            extra={"messages": sorted(batch.undelivered_messages), "error": str(batch.error)},
+        )
+    return batch
 
 
 def _log_result(result: IngestResult) -> None:
@@ -132,6 +168,30 @@ def _log_result(result: IngestResult) -> None:
 def _record_totals(totals: InvocationTotals) -> None:
     record_outcomes(metrics, totals.tally)
     record_log_files(metrics, totals.files)
+    for path in (PATH_EVENT, PATH_LOG_FILE):
+        record_lines_by_path(metrics, path, totals.delivered_by_path[path], totals.known_by_path[path])
+
+
+def _deliver_queued_events(
+    work: dict[str, list[Work]], deps: Dependencies, totals: InvocationTotals
+) -> dict[str, Exception]:
+    """Deliver the events of every message of the batch together; the error of each message left undelivered."""
+    events = [
+        QueuedEvent(message_id, item)
+        for message_id, items in work.items()
+        for item in items
+        if isinstance(item, InlineRecord)
+    ]
+    if not events:
+        return {}
+    try:
+        batch = process_events(events, deps, totals)
+    except Exception as error:  # the ledger unreachable, say: every message with an event is retried
+        logger.exception("event batch failed, SQS will deliver its messages again")
+        return {event.message_id: error for event in events}
+    if batch.error is None:
+        return {}
+    return dict.fromkeys(batch.undelivered_messages, batch.error)
 
 
 def _is_sqs_batch(event: dict[str, Any]) -> bool:
@@ -151,10 +211,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     totals = InvocationTotals()
     if _is_sqs_batch(event):
+        work = {
+            record.get("messageId", ""): work_in_message(str(record.get("body", ""))) for record in event["Records"]
+        }
+        failed_events = _deliver_queued_events(work, deps, totals)
 
         def handle_message(record: SQSRecord) -> None:
             try:
-                process_work(work_in_message(record.body), deps, totals)
+                process_work(
+                    [item for item in work[record.message_id] if not isinstance(item, InlineRecord)], deps, totals
+                )
+                if record.message_id in failed_events:
+                    raise failed_events[record.message_id]
             except DeliveryError as error:
                 record_delivery_failure(metrics, delivery_failure_kind(error))
                 logger.exception("message failed, SQS will deliver it again", extra={"message_id": record.message_id})

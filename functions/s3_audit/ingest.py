@@ -170,7 +170,8 @@ def deliver_downloads_once(
     unsettled = set(mine) - ledger.delivered(mine)
     if unsettled:
         ledger.settle(list(unsettled))
-    once.already_delivered += sum(1 for d in downloads if d.event_id and request_ledger_key(d) in claim.delivered)
+    once.known_requests = sum(1 for d in downloads if d.event_id and request_ledger_key(d) in claim.delivered)
+    once.already_delivered += once.known_requests
     if claim.in_flight:
         raise InFlightError(f"{len(claim.in_flight)} S3 requests are being delivered by another input right now")
     return once

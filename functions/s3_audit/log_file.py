@@ -13,22 +13,34 @@ file, reported with its byte offset, after the records before the damage have be
 
 A file that does not start with ``{"Records":[`` (a single record, NDJSON, a JSON array) is decoded as
 one document; that path holds the whole file and is meant for the command line.
+
+Memory stays bounded whatever arrives (a 1.5 MB gzip can inflate to 1.5 GB): a record larger than 1 MiB
+(CloudTrail's own records stay under 256 KB) is RECORD_TOO_LARGE, a whole document past MAX_DOCUMENT_BYTES and a
+file that inflates past ``MAX_LOG_FILE_BYTES`` are FILE_TOO_LARGE, each refused as soon as the bound is crossed,
+after the records before it have been handed out.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from metering import env_names
 from metering.outcomes import Reason, Skip
+from metering.settings import positive_int
 from s3_audit.cloudtrail import CloudTrailRecord, decode_record
 
-PIECE_SIZE = 1 << 20  # decompressed bytes decoded at once: big enough to amortize a call, small enough to bound memory
+# Decompressed bytes decoded at once: big enough to amortize a call, small enough to bound memory, and half the record
+# bound, so a piece longer than MAX_RECORD_BYTES (then checked record by record) is rare in a real file.
+PIECE_SIZE = 512 << 10
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 31  # zlib's gzip-only mode: checks the header, the CRC-32 and the length trailer
 _RECORDS_START = re.compile(rb'(?:\xef\xbb\xbf)?\s*\{\s*"Records"\s*:\s*\[')
@@ -40,6 +52,39 @@ _OPEN_BRACKET, _CLOSE_BRACKET = ord("["), ord("]")
 _ERROR_BYTE = re.compile(r"\(byte (\d+)\)")
 # Candidates tried per cut while more input can still arrive; a record larger than a piece just waits.
 _CUT_TRIES = 16
+# Candidates tried when the input broke off: each try decodes the buffer, so hostile input must not make it quadratic.
+_SALVAGE_TRIES = 256
+MAX_RECORD_BYTES = 1 << 20
+"""A record larger than this is refused (RECORD_TOO_LARGE): CloudTrail's records stay under 256 KB."""
+MAX_LOG_FILE_BYTES_ENV = env_names.MAX_LOG_FILE_BYTES
+DEFAULT_MAX_LOG_FILE_BYTES = 1 << 30
+"""Inflated bytes read from one log file before it is refused (FILE_TOO_LARGE). CloudTrail starts a new file about
+every 5 minutes per region and the busiest trails write files of ~100 MB of JSON: 1 GiB leaves 10x headroom and
+still reads in well under a minute. Memory does not depend on it (the file is streamed); time does."""
+MAX_DOCUMENT_BYTES = 8 << 20
+"""A file that is not a Records document (a hand-made sample, NDJSON for the command line) is held whole: up to this
+size. Decoded, it takes up to ~20 times that (a Raw per element), so this bounds memory as well."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """How much of a log file and of one record is read before it is refused."""
+
+    max_record_bytes: int = MAX_RECORD_BYTES
+    max_file_bytes: int = DEFAULT_MAX_LOG_FILE_BYTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReadLimits:
+        """``MAX_LOG_FILE_BYTES`` (optional, 1 MiB to 64 GiB); SettingsError naming it when invalid."""
+        env = os.environ if env is None else env
+        return cls(max_file_bytes=positive_int(env, MAX_LOG_FILE_BYTES_ENV, DEFAULT_MAX_LOG_FILE_BYTES, 1 << 36))
+
+
+@functools.cache
+def read_limits() -> ReadLimits:
+    """The limits of this process, read from the environment once (Lambda cold start, CLI start)."""
+    return ReadLimits.from_env()
+
 
 _piece_decoder = msgspec.json.Decoder(list[CloudTrailRecord])
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
@@ -69,11 +114,28 @@ class LogFileFault(Exception):
         self.detail = detail
 
 
-def decompressed(chunks: Iterable[bytes], out_size: int = PIECE_SIZE) -> Iterator[bytes]:
+def decompressed(chunks: Iterable[bytes], out_size: int = PIECE_SIZE, max_bytes: int | None = None) -> Iterator[bytes]:
     """The bytes of a log file, gunzipped when they start with the gzip magic, in blocks of at most ``out_size``.
 
-    Raises LogFileFault (BAD_GZIP) after yielding everything decoded before a corrupt or truncated stream.
+    Raises LogFileFault (BAD_GZIP) after yielding everything decoded before a corrupt or truncated stream, and
+    LogFileFault (FILE_TOO_LARGE) instead of yielding the block that would take the total past ``max_bytes``.
     """
+    blocks = _decompressed(chunks, out_size)
+    if max_bytes is None:
+        yield from blocks
+        return
+    total = 0
+    for block in blocks:
+        total += len(block)
+        if total > max_bytes:
+            raise LogFileFault(
+                Reason.FILE_TOO_LARGE,
+                f"the log file inflates past {max_bytes} bytes ({MAX_LOG_FILE_BYTES_ENV}); refused there",
+            )
+        yield block
+
+
+def _decompressed(chunks: Iterable[bytes], out_size: int) -> Iterator[bytes]:
     stream = iter(chunks)
     head = b""
     for chunk in stream:
@@ -81,9 +143,10 @@ def decompressed(chunks: Iterable[bytes], out_size: int = PIECE_SIZE) -> Iterato
         if len(head) >= len(_GZIP_MAGIC):
             break
     if not head.startswith(_GZIP_MAGIC):
-        if head:
-            yield head
-        yield from stream
+        # Plain JSON in blocks of out_size too: the reader's bounds then hold however the input was chunked.
+        for chunk in _chain(head, stream):
+            for start in range(0, len(chunk), out_size):
+                yield chunk[start : start + out_size]
         return
     yield from _gunzip(head, stream, out_size)
 
@@ -140,14 +203,18 @@ def _slices(chunks: Iterator[bytes]) -> Iterator[memoryview]:
             yield view[start : start + _INFLATE_INPUT]
 
 
-def read_log_records(chunks: Iterable[bytes], *, piece_size: int = PIECE_SIZE) -> Iterator[LogRecord]:
+def read_log_records(
+    chunks: Iterable[bytes], *, piece_size: int = PIECE_SIZE, limits: ReadLimits | None = None
+) -> Iterator[LogRecord]:
     """Every record of a log file in order, as a CloudTrailRecord or a MALFORMED_ENTRY quarantine.
 
     A damaged file yields the records decoded before the damage and then one quarantine (BAD_GZIP or
-    BAD_JSON) whose detail names the byte offset.
+    BAD_JSON) whose detail names the byte offset; so does a file past the ``limits`` (RECORD_TOO_LARGE,
+    FILE_TOO_LARGE), refused as soon as the bound is crossed. ``limits`` default to ``read_limits()``.
     """
-    splitter = _RecordSplitter(piece_size)
-    blocks = decompressed(chunks, out_size=piece_size)
+    limits = read_limits() if limits is None else limits
+    splitter = _RecordSplitter(piece_size, limits.max_record_bytes)
+    blocks = decompressed(chunks, out_size=piece_size, max_bytes=limits.max_file_bytes)
     try:
         for block in blocks:
             yield from splitter.feed(block)
@@ -161,16 +228,16 @@ def read_log_records(chunks: Iterable[bytes], *, piece_size: int = PIECE_SIZE) -
         return
     if splitter.fault is not None:
         # Damaged gzip data often inflates to invalid JSON first; the gzip fault is then the one to report.
-        yield _gzip_fault(blocks) or splitter.fault
+        yield (_gzip_fault(blocks) if splitter.fault.reason is Reason.BAD_JSON else None) or splitter.fault
 
 
 def _gzip_fault(blocks: Iterator[bytes]) -> Skip | None:
-    """Read the rest of the stream only to learn whether the gzip layer is damaged too."""
+    """Read the rest of the stream (up to the file bound) only to learn whether the gzip layer is damaged too."""
     try:
         for _ in blocks:
             pass
     except LogFileFault as fault:
-        return Skip.quarantined(fault.reason, fault.detail)
+        return Skip.quarantined(fault.reason, fault.detail) if fault.reason is Reason.BAD_GZIP else None
     return None
 
 
@@ -190,8 +257,9 @@ class _RecordSplitter:
     record, so a 1 MB piece is never copied.
     """
 
-    def __init__(self, piece_size: int) -> None:
+    def __init__(self, piece_size: int, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
         self.piece_size = piece_size
+        self.max_record_bytes = max_record_bytes
         self.buffer = bytearray()
         self.offset = 0  # decompressed offset of buffer[0], for error details
         self.records = 0  # records handed out, to number malformed ones
@@ -205,13 +273,31 @@ class _RecordSplitter:
             self._detect_start(final=False)
         if self.streaming and len(self.buffer) >= self.piece_size:
             yield from self._emit_complete(max_tries=_CUT_TRIES)
+            # What is left is the record in progress (after a piece that found no cut): past the bound, refuse it.
+            # A record between the bound and twice it still completes, then is refused alone (as any chunking does).
+            if len(self.buffer) > max(2 * self.max_record_bytes, self.max_record_bytes + self.piece_size):
+                self._refuse(
+                    Reason.RECORD_TOO_LARGE,
+                    f"record {self.records} (at decompressed byte {self.offset}) is larger than "
+                    f"{self.max_record_bytes} bytes",
+                )
+        elif self.streaming is False and len(self.buffer) > MAX_DOCUMENT_BYTES:
+            self._refuse(
+                Reason.FILE_TOO_LARGE,
+                f"a file that is not a CloudTrail Records document is read whole, up to {MAX_DOCUMENT_BYTES} bytes",
+            )
+
+    def _refuse(self, reason: Reason, detail: str) -> None:
+        """Stop reading: the rest of the buffer is dropped at once, so memory stays bounded."""
+        self.buffer = bytearray()
+        self.fault = Skip.quarantined(reason, detail)
 
     def finish(self) -> Iterator[LogRecord]:
         """The input ended normally: hand out the rest, or quarantine what cannot be decoded."""
         if self.streaming is None:
             self._detect_start(final=True)
         if not self.streaming:
-            yield from decode_document(bytes(self.buffer))
+            yield from decode_document(bytes(self.buffer), self.max_record_bytes)
             return
         closing = self._closing_bracket()
         if closing is not None:
@@ -233,7 +319,7 @@ class _RecordSplitter:
     def salvage(self) -> Iterator[LogRecord]:
         """The input broke off: hand out the whole records still in the buffer (a whole document is lost)."""
         if self.streaming:
-            yield from self._emit_complete(max_tries=None)
+            yield from self._emit_complete(max_tries=_SALVAGE_TRIES)
 
     def _detect_start(self, *, final: bool) -> None:
         if len(self.buffer) < _START_PEEK and not final:
@@ -276,7 +362,7 @@ class _RecordSplitter:
         message = _ERROR_BYTE.sub("", str(corrupt)).strip()  # its byte counts from the piece, not the file
         detail = f"invalid JSON at decompressed byte {self.offset + damage}: {message}"
         del self.buffer[damage:]
-        yield from self._emit_complete(max_tries=None)
+        yield from self._emit_complete(max_tries=_SALVAGE_TRIES)
         self.fault = Skip.quarantined(Reason.BAD_JSON, detail)
 
     def _decode_in_place(self, end: int) -> list[LogRecord]:
@@ -296,6 +382,11 @@ class _RecordSplitter:
             buffer += rest
 
     def _decode_piece(self, piece: bytearray) -> list[LogRecord]:
+        if len(piece) > self.max_record_bytes:
+            # One of its records may be too large: only the record-by-record path sees each one's size.
+            checked = self._decode_one_by_one(piece)
+            self.records += len(checked)
+            return checked
         try:
             records: list[LogRecord] = list(_piece_decoder.decode(piece))
         except (msgspec.ValidationError, UnicodeDecodeError):
@@ -315,7 +406,14 @@ class _RecordSplitter:
             raise _syntax_fault(error, len(piece)) from None
         except RecursionError:
             raise _too_deep() from None
-        return [_numbered(decode_record(raw), self.records + index) for index, raw in enumerate(raws)]
+        return [
+            Skip.quarantined(
+                Reason.RECORD_TOO_LARGE, f"record {self.records + index}: larger than {self.max_record_bytes} bytes"
+            )
+            if len(raw) > self.max_record_bytes
+            else _numbered(decode_record(raw), self.records + index)
+            for index, raw in enumerate(raws)
+        ]
 
 
 def _too_deep() -> _Corrupt:
@@ -360,12 +458,15 @@ def _numbered(outcome: LogRecord, index: int) -> LogRecord:
     return outcome
 
 
-def decode_document(document: bytes) -> Iterator[LogRecord]:
-    """The records of a whole document: ``{"Records": [...]}``, a JSON array of records, one record, or NDJSON."""
-    yield from _decode_document(document, allow_lines=True)
+def decode_document(document: bytes, max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[LogRecord]:
+    """The records of a whole document: ``{"Records": [...]}``, a JSON array of records, one record, or NDJSON.
+
+    A record larger than ``max_record_bytes`` is quarantined as RECORD_TOO_LARGE; the others are kept.
+    """
+    yield from _decode_document(document, allow_lines=True, max_record_bytes=max_record_bytes)
 
 
-def _decode_document(document: bytes, *, allow_lines: bool) -> Iterator[LogRecord]:
+def _decode_document(document: bytes, *, allow_lines: bool, max_record_bytes: int) -> Iterator[LogRecord]:
     if not document.strip(_WHITESPACE):
         yield Skip.quarantined(Reason.BAD_JSON, "empty file")
         return
@@ -379,7 +480,7 @@ def _decode_document(document: bytes, *, allow_lines: bool) -> Iterator[LogRecor
         return
     except msgspec.DecodeError as error:
         if allow_lines and "trailing characters" in str(error):
-            yield from _decode_lines(document)
+            yield from _decode_lines(document, max_record_bytes)
         else:
             yield Skip.quarantined(Reason.BAD_JSON, f"invalid JSON: {error}")
         return
@@ -392,15 +493,18 @@ def _decode_document(document: bytes, *, allow_lines: bool) -> Iterator[LogRecor
     else:
         raws = top if isinstance(top, list) else [msgspec.Raw(document)]
     for index, raw in enumerate(raws):
-        yield _numbered(decode_record(raw), index)
+        if len(raw) > max_record_bytes:
+            yield Skip.quarantined(Reason.RECORD_TOO_LARGE, f"record {index}: larger than {max_record_bytes} bytes")
+        else:
+            yield _numbered(decode_record(raw), index)
 
 
-def _decode_lines(document: bytes) -> Iterator[LogRecord]:
+def _decode_lines(document: bytes, max_record_bytes: int) -> Iterator[LogRecord]:
     """NDJSON: each line is a record (or a Records document); a bad line does not hide the others."""
     for number, line in enumerate(document.split(b"\n"), 1):
         if not line.strip(_WHITESPACE):
             continue
-        for outcome in _decode_document(line, allow_lines=False):
+        for outcome in _decode_document(line, allow_lines=False, max_record_bytes=max_record_bytes):
             if isinstance(outcome, Skip) and outcome.reason is Reason.BAD_JSON:
                 yield Skip.quarantined(Reason.BAD_JSON, f"line {number}: {outcome.detail}")
             else:

@@ -119,6 +119,8 @@ def test_asset_buckets_accept_a_json_list_string() -> None:
         ("kmsKey", KEY_ARN.replace(":kms:", ":s3:"), 'Context key "kmsKey" must be empty, "create" or a KMS key'),
         ("kmsKey", KEY_ARN[:-1], 'Context key "kmsKey" must be empty, "create" or a KMS key ARN'),
         ("kmsKey", True, 'Context key "kmsKey" must be empty, "create" or a KMS key ARN (arn:aws:kms:<region>'),
+        ("eventBridge", "on", 'Context key "eventBridge" must be true or false, got "on"'),
+        ("eventBridge", 1, 'Context key "eventBridge" must be true or false, got 1'),
     ],
 )
 def test_wrong_value_names_the_key_in_one_sentence(key: str, value: Any, message: str) -> None:
@@ -132,6 +134,26 @@ def test_wrong_value_names_the_key_in_one_sentence(key: str, value: Any, message
 def test_switching_both_flows_off_is_refused() -> None:
     with pytest.raises(ConfigError, match='"enableS3Audit" and "enableMinioRelay" are both false'):
         config_from(enableS3Audit=False, enableMinioRelay="false")
+
+
+def test_event_bridge_is_off_by_default_and_accepted_from_the_command_line() -> None:
+    assert config_from().event_bridge is False
+    assert config_from(eventBridge="true").event_bridge is True
+    assert config_from(eventBridge=True, awsSource="both").event_bridge is True
+
+
+def test_event_bridge_without_a_trail_is_refused() -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from(eventBridge="true", awsSource="access-logs")
+    assert str(raised.value) == (
+        'Context key "eventBridge" needs a trail, so "awsSource" must be "cloudtrail" or "both", got "access-logs"'
+    )
+
+
+def test_event_bridge_is_ignored_without_the_s3_flow() -> None:
+    config = config_from(eventBridge=True, awsSource="access-logs", enableS3Audit=False)
+    assert config.event_bridge is True
+    assert not config.enable_s3_audit
 
 
 def test_app_prints_only_the_sentence_and_exits_1(tmp_path: Path) -> None:

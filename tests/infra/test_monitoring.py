@@ -150,6 +150,12 @@ def s3_alarms(template: Template) -> dict[str, dict[str, Any]]:
             [S3_DIMENSIONS[0], {"Name": "kind", "Value": "configuration"}, S3_DIMENSIONS[1]],
             threshold=1,
         ),
+        "MonitoringDeliveryRedirect": expected(
+            "OgcAuditIngest",
+            "DeliveryFailures",
+            [S3_DIMENSIONS[0], {"Name": "kind", "Value": "redirect"}, S3_DIMENSIONS[1]],
+            threshold=1,
+        ),
         "MonitoringQuarantined": expected("OgcAuditIngest", "Quarantined", S3_DIMENSIONS, threshold=1, period=3600),
         # CloudTrail writes a digest file every hour: two hours without any message on the queue is a silent trail.
         "MonitoringTrailSilent": expected(
@@ -202,6 +208,12 @@ def relay_alarms(template: Template) -> dict[str, dict[str, Any]]:
             "OgcAuditIngest",
             "DeliveryFailures",
             [MINIO_DIMENSIONS[0], {"Name": "kind", "Value": "configuration"}, MINIO_DIMENSIONS[1]],
+            threshold=1,
+        ),
+        "MonitoringDeliveryRedirect": expected(
+            "OgcAuditIngest",
+            "DeliveryFailures",
+            [MINIO_DIMENSIONS[0], {"Name": "kind", "Value": "redirect"}, MINIO_DIMENSIONS[1]],
             threshold=1,
         ),
         "MonitoringQuarantined": expected("OgcAuditIngest", "Quarantined", MINIO_DIMENSIONS, threshold=1, period=3600),
@@ -263,6 +275,21 @@ def test_runbook_has_a_section_for_every_alarm(default_app: SynthesizedApp) -> N
     assert anchors <= headings, sorted(anchors - headings)
 
 
+PublishedMetric = tuple[str, str, frozenset[tuple[str, str]]]
+
+
+def published_metrics(printed: str) -> set[PublishedMetric]:
+    """(namespace, metric name, dimensions) of every metric in the EMF documents printed, one JSON per line."""
+    published: set[PublishedMetric] = set()
+    for line in printed.splitlines():
+        document = json.loads(line)
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        for keys in directive["Dimensions"]:
+            dimensions = frozenset((key, document[key]) for key in keys)
+            published |= {(directive["Namespace"], metric["Name"], dimensions) for metric in directive["Metrics"]}
+    return published
+
+
 def test_custom_metric_alarms_read_what_the_functions_publish(
     default_app: SynthesizedApp, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -271,15 +298,10 @@ def test_custom_metric_alarms_read_what_the_functions_publish(
         metrics = flow_metrics(flow)
         record_outcomes(metrics, OutcomeTally())
         record_delivery_failure(metrics, "configuration")
+        record_delivery_failure(metrics, "redirect")
         metrics.add_metric(name=names.WEBHOOK_AUTH_FAILURES, unit="Count", value=1)
         metrics.flush_metrics()
-    published: set[tuple[str, str, frozenset[tuple[str, str]]]] = set()
-    for line in capsys.readouterr().out.splitlines():
-        document = json.loads(line)
-        (directive,) = document["_aws"]["CloudWatchMetrics"]
-        for keys in directive["Dimensions"]:
-            dimensions = frozenset((key, document[key]) for key in keys)
-            published |= {(directive["Namespace"], metric["Name"], dimensions) for metric in directive["Metrics"]}
+    published = published_metrics(capsys.readouterr().out)
     watched = {
         (p["Namespace"], p["MetricName"], frozenset((d["Name"], d["Value"]) for d in p["Dimensions"]))
         for template in default_app.templates.values()

@@ -104,6 +104,7 @@ uuid_like: st.SearchStrategy[str] = st.one_of(
 )
 item_ids: st.SearchStrategy[str] = st.one_of(
     st.from_regex(r"S2[AB]_MSIL2A_20251026T050649_N0511_R019_T[0-9]{2}[P-S][F-K][P-S]", fullmatch=True),
+    st.tuples(st.sampled_from(["S2A", "item"]), st.sampled_from(sorted(map(chr, [*range(0x20), 0x7F])))).map("".join),
     st.text(min_size=1, max_size=40).filter(lambda text: "|" not in text),
     st.sampled_from(ODD_STRINGS),
     huge_strings,
@@ -136,6 +137,10 @@ sizes: st.SearchStrategy[Json] = st.one_of(
             "9223372036854775808",
             "1.5",
             "+7",
+            "9" * 20,
+            "9" * 5_000,  # past Python's 4,300-digit int-from-str limit
+            "1" * 4_301 + ".0",
+            "0" * 30 + "7",
         ]
     ),
     st.booleans(),
@@ -510,6 +515,7 @@ GENERATED = Generated()
 
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 JAVA_BLANK = "".join(chr(code) for code in range(0x21))  # what java.lang.String.trim() removes
+CONTROL_CHARACTERS = frozenset(chr(code) for code in [*range(0x20), 0x7F])  # docs/design.md: no control character
 Expected = tuple[str, str]
 _MISSING = (Reason.MISSING_USER_ID, Reason.MISSING_COLLECTION_ID, Reason.MISSING_ITEM_ID)
 
@@ -526,6 +532,6 @@ def expected_id_outcome(user: object, collection: object, item: object) -> Expec
         return ("filtered", Reason.INVALID_USER_ID)
     if not UUID.fullmatch(ids[1]):
         return ("filtered", Reason.INVALID_COLLECTION_ID)
-    if "|" in ids[2]:
+    if "|" in ids[2] or not CONTROL_CHARACTERS.isdisjoint(str(item)):
         return ("filtered", Reason.INVALID_ITEM_ID)
     return None

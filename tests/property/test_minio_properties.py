@@ -335,6 +335,11 @@ RULE_BREAKERS: list[tuple[st.SearchStrategy[list[Mutation]], str, Reason]] = [
     (_one((_Q, "userId"), _NOT_UUID), "filtered", Reason.INVALID_USER_ID),
     (_one((_Q, "collectionId"), _NOT_UUID), "filtered", Reason.INVALID_COLLECTION_ID),
     (_one((_Q, "itemId"), st.sampled_from(["a|b", "|"])), "filtered", Reason.INVALID_ITEM_ID),
+    (
+        _one((_Q, "itemId"), st.sampled_from(["a\x00b", "item\x1f", "\x7fitem", "a\nb"])),
+        "filtered",
+        Reason.INVALID_ITEM_ID,
+    ),
     (_one((_Q, "userId"), _BLANK), "filtered", Reason.MISSING_USER_ID),
     (st.just([_drop((_Q, "collectionId"))]), "filtered", Reason.MISSING_COLLECTION_ID),
     (_one((_Q, "itemId"), _BLANK), "filtered", Reason.MISSING_ITEM_ID),
@@ -346,7 +351,11 @@ RULE_BREAKERS: list[tuple[st.SearchStrategy[list[Mutation]], str, Reason]] = [
         "quarantined",
         Reason.INVALID_TIMESTAMP,
     ),
-    (_one(("api", "tx"), st.sampled_from([-1, 1.5, "many", 2**63])), "quarantined", Reason.INVALID_BYTES),
+    (
+        _one(("api", "tx"), st.sampled_from([-1, 1.5, "many", 2**63, 10**20, "9" * 20, "9" * 5_000])),
+        "quarantined",
+        Reason.INVALID_BYTES,
+    ),
 ]
 
 

@@ -1,0 +1,186 @@
+"""Bounded reading: a record over 1 MiB and a file inflating past the bound are refused with a quarantine reason as
+soon as the bound is crossed, and the peak memory of ``ogc-audit extract`` and of the s3_audit handler stays under
+300 MB for generated inflation bombs (measured as the peak RSS of a subprocess, reported by the process itself)."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metering.outcomes import Reason, Skip
+from s3_audit.cloudtrail import CloudTrailRecord
+from s3_audit.log_file import MAX_RECORD_BYTES, ReadLimits, read_log_records
+from tests import bombs
+from tests.events import load_event
+from tests.helpers import cli_env
+
+PEAK_MB = 300
+
+
+def presigned(index: int) -> dict[str, Any]:
+    record = copy.deepcopy(load_event("cloudtrail/presigned_get"))
+    record["eventID"] = f"00000000-0000-4000-8000-{index:012d}"
+    record["requestParameters"]["itemId"] = f"item-{index}"
+    return record
+
+
+def reasons(outcomes: list[Any]) -> list[str]:
+    return [outcome.reason.value for outcome in outcomes if isinstance(outcome, Skip)]
+
+
+def test_a_record_over_one_mib_is_refused_and_the_records_beside_it_are_kept() -> None:
+    big = presigned(1)
+    big["requestParameters"]["padding"] = "a" * (MAX_RECORD_BYTES + 1)
+    data = gzip.compress(json.dumps({"Records": [presigned(0), big, presigned(2)]}).encode(), compresslevel=1)
+
+    outcomes = list(read_log_records([data]))
+
+    kept = [record.event_id for record in outcomes if isinstance(record, CloudTrailRecord)]
+    assert kept == [presigned(0)["eventID"], presigned(2)["eventID"]]
+    assert reasons(outcomes) == [Reason.RECORD_TOO_LARGE.value]
+
+
+def test_a_record_just_under_one_mib_is_read() -> None:
+    big = presigned(1)
+    big["requestParameters"]["padding"] = "a" * (MAX_RECORD_BYTES - 4096)
+    data = json.dumps({"Records": [presigned(0), big, presigned(2)]}).encode()
+
+    outcomes = list(read_log_records([data]))
+
+    assert reasons(outcomes) == []
+    assert len(outcomes) == 3
+
+
+def test_a_file_inflating_past_the_bound_is_refused_there(tmp_path: Path) -> None:
+    path = tmp_path / "many.json.gz"
+    bombs.many_records(path, presigned(0), megabytes=8)
+
+    outcomes = list(read_log_records([path.read_bytes()], limits=ReadLimits(max_file_bytes=4 * bombs.MIB)))
+
+    assert reasons(outcomes) == [Reason.FILE_TOO_LARGE.value]
+    read = [record for record in outcomes if isinstance(record, CloudTrailRecord)]
+    # Everything before the bound was handed out, nothing after it was read.
+    assert 0 < len(read) * len(json.dumps(presigned(0), separators=(",", ":"))) <= 4 * bombs.MIB
+
+
+def test_the_file_bound_comes_from_the_environment() -> None:
+    assert ReadLimits.from_env({}).max_file_bytes == 1 << 30
+    assert ReadLimits.from_env({"MAX_LOG_FILE_BYTES": "1048576"}).max_file_bytes == 1 << 20
+    with pytest.raises(ValueError, match="MAX_LOG_FILE_BYTES"):
+        ReadLimits.from_env({"MAX_LOG_FILE_BYTES": "lots"})
+
+
+def test_a_whole_document_that_is_too_large_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "array.json.gz"
+    bombs.huge_document(path, megabytes=16)
+
+    outcomes = list(read_log_records([path.read_bytes()]))
+
+    assert reasons(outcomes) == [Reason.FILE_TOO_LARGE.value]
+
+
+def run_measured(*arguments: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``python -m tests.bombs ARGUMENTS`` in a subprocess: its result and its own peak RSS."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.bombs", *arguments],
+        env={**cli_env(), **(env or {})},
+        capture_output=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    lines = completed.stdout.decode().strip().splitlines()
+    result: dict[str, Any] = json.loads(lines[-1])
+    # The handler logs JSON lines before the result: keep its invocation totals.
+    for line in lines[:-1]:
+        if '"invocation totals"' in line:
+            result["totals"] = json.loads(line)["totals"]
+    return result
+
+
+BOMBS = {
+    "one_huge_record": (bombs.one_huge_record, Reason.RECORD_TOO_LARGE),
+    "huge_document": (bombs.huge_document, Reason.FILE_TOO_LARGE),
+    "tiny_objects_document": (bombs.tiny_objects_document, Reason.FILE_TOO_LARGE),
+}
+
+
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_extract_of_a_cloudtrail_bomb_stays_under_300_mb(tmp_path: Path, bomb: str) -> None:
+    write, reason = BOMBS[bomb]
+    path = tmp_path / f"{bomb}.json.gz"
+    started = time.monotonic()
+    inflated = write(path)
+    assert inflated >= 1500 * bombs.MIB
+    assert path.stat().st_size < 4 * bombs.MIB
+    assert time.monotonic() - started < 10  # generating a bomb stays quick
+
+    result = run_measured("extract", "cloudtrail", str(path))
+
+    print(f"extract cloudtrail {bomb}: inflates to {inflated >> 20} MiB, peak {result['peak_mb']} MB")
+    assert result["status"] == 1
+    assert result["summary"]["quarantined"] == {reason.value: 1}
+    assert result["peak_mb"] < PEAK_MB, result
+
+
+def test_extract_of_a_file_past_the_bound_stays_under_300_mb(tmp_path: Path) -> None:
+    path = tmp_path / "many.json.gz"
+    bombs.many_records(path, load_event("cloudtrail/header_signed"), megabytes=96)
+
+    result = run_measured("extract", "cloudtrail", str(path), env={"MAX_LOG_FILE_BYTES": str(64 * bombs.MIB)})
+
+    assert result["summary"]["quarantined"] == {Reason.FILE_TOO_LARGE.value: 1}
+    assert result["summary"]["filtered"]["not_presigned"] > 10_000
+    assert result["peak_mb"] < PEAK_MB, result
+
+
+@pytest.mark.parametrize("form", ["long_line", "array"])
+def test_extract_of_a_minio_bomb_stays_under_300_mb(tmp_path: Path, form: str) -> None:
+    path = tmp_path / f"{form}.ndjson.gz"
+    entry = json.dumps(load_event("minio/get_object_presigned"), separators=(",", ":")).encode()
+    if form == "long_line":
+        bombs.minio_long_line(path, entry)
+    else:
+        bombs.tiny_objects_document(path)
+
+    result = run_measured("extract", "minio", str(path))
+
+    expected = Reason.RECORD_TOO_LARGE if form == "long_line" else Reason.FILE_TOO_LARGE
+    assert result["summary"]["quarantined"] == {expected.value: 1}
+    assert result["lines"] == (1 if form == "long_line" else 0)  # the same entry twice is metered once
+    assert result["peak_mb"] < PEAK_MB, result
+
+
+@pytest.mark.parametrize("bomb", ["one_huge_record", "tiny_objects_document"])
+def test_the_handler_finishes_a_bomb_as_a_quarantine_under_300_mb(tmp_path: Path, bomb: str) -> None:
+    write, reason = BOMBS[bomb]
+    path = tmp_path / f"{bomb}.json.gz"
+    write(path)
+
+    result = run_measured("handler", str(path))
+
+    # The message succeeded (no batch item failure: SQS does not retry it five times) and the file is quarantined.
+    assert result["response"] == {"batchItemFailures": []}
+    assert result["totals"]["quarantined"] == {reason.value: 1}
+    assert result["peak_mb"] < PEAK_MB, result
+
+
+@pytest.mark.parametrize("source", ["cloudtrail", "minio"])
+def test_the_largest_whole_document_still_read_stays_under_300_mb(tmp_path: Path, source: str) -> None:
+    # Just under the 8 MiB bound, ``[{},{},...]`` decodes to the most objects a document can hold.
+    path = tmp_path / "tiny.json.gz"
+    bombs.tiny_objects_document(path, megabytes=7)
+
+    result = run_measured("extract", source, str(path))
+
+    assert result["summary"]["quarantined"] == {}
+    assert result["summary"]["entries"] > 2_000_000
+    assert result["peak_mb"] < PEAK_MB, result
