@@ -28,6 +28,7 @@ def cloudtrail_record(index: int, size: str = "16384") -> str:
     """A presigned GetObject record as JSON text with ``size`` written verbatim as its byte count."""
     record: dict[str, Any] = load_event("cloudtrail/presigned_get")
     record["eventID"] = f"00000000-0000-4000-8000-{index:012d}"
+    record["requestID"] = f"POISONTEST{index:06d}"  # one S3 request per record: the same ID is metered once
     record["requestParameters"]["itemId"] = f"item-{index}"
     record["additionalEventData"]["bytesTransferredOut"] = MARKER
     return json.dumps(record).replace(f'"{MARKER}"', size)
