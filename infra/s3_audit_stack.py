@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, Duration
+from aws_cdk import Annotations, Aws, CfnOutput, Duration
 from aws_cdk import aws_cloudtrail as cloudtrail
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3_notifications
 from constructs import Construct
@@ -23,6 +23,7 @@ from infra.constants import (
     ASSET_ACCESS_LOG_PREFIX,
     CLOUDTRAIL_LOG_PREFIX,
     CLOUDTRAIL_LOG_SUFFIX,
+    DOWNLOAD_TRAIL_NAME,
     EVENT_QUEUE_MAX_AGE,
     LOG_FILE_QUEUE_MAX_AGE,
     S3_AUDIT_BATCH_SIZE,
@@ -31,8 +32,10 @@ from infra.constants import (
     S3_AUDIT_TIMEOUT,
 )
 from infra.download_events import DownloadEvents
+from infra.encryption import KeyUse, customer_managed_key_or_skip, grant_key_use, imported_key
 from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
 from infra.ogc_rs import delivering_function
+from infra.review import skip_check
 from infra.secure_defaults import (
     AuditStack,
     DurableQueue,
@@ -47,6 +50,8 @@ from metering.metric_names import FLOW_AWS_S3, SERVICE_OF_FLOW
 
 # CDK's singleton handler behind Custom::S3BucketNotifications (fixed id in aws-cdk-lib).
 BUCKET_NOTIFICATIONS_HANDLER_ID = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
+# SqsDestination's warning that it cannot add its (unconditioned) statement to an imported key's policy.
+SQS_KMS_PERMISSIONS_WARNING = "@aws-cdk/aws-s3-notifications:sqsKMSPermissionsNotAdded"
 
 
 class S3AuditStack(AuditStack):
@@ -59,10 +64,12 @@ class S3AuditStack(AuditStack):
         *,
         config: AuditConfig,
         client_credentials: SecretReference,
+        key_arn: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        topic = alarm_topic(self, "AlarmTopic", config.alarm_email)
+        self.key = imported_key(self, key_arn)
+        topic = alarm_topic(self, "AlarmTopic", config.alarm_email, self.key)
         self.access_logs = access_logs_bucket(self, "AccessLogsBucket")
         self.config = config
         retention = [
@@ -87,9 +94,11 @@ class S3AuditStack(AuditStack):
         self.log_bucket = private_bucket(
             self, "LogBucket", access_logs=self.access_logs, access_logs_prefix="log-bucket/", lifecycle_rules=retention
         )
-        self.trail = self._download_trail() if config.uses_cloudtrail else None
+        self.trail = self._download_trail(self.key) if config.uses_cloudtrail else None
 
-        self.log_files = DurableQueue(self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic)
+        self.log_files = DurableQueue(
+            self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic, key=self.key
+        )
         if config.uses_cloudtrail:
             # S3 filters cannot exclude CloudTrail-Digest/ keys (same prefix and suffix): the function skips them.
             self.log_bucket.add_event_notification(
@@ -100,6 +109,11 @@ class S3AuditStack(AuditStack):
         if self.asset_access_logs is not None:
             self._deliver_access_logs(self.asset_access_logs, config)
         self._acknowledge_notifications_handler()
+        if self.key is not None:
+            Annotations.of(self.key).acknowledge_warning(
+                SQS_KMS_PERMISSIONS_WARNING,
+                "The key policy has S3's statement (S3NotificationsToQueues), bound to this account's buckets.",
+            )
 
         self.audit, self.ledger = delivering_function(
             self,
@@ -111,6 +125,8 @@ class S3AuditStack(AuditStack):
             timeout=S3_AUDIT_TIMEOUT,
             config=config,
             client_credentials=client_credentials,
+            key=self.key,
+            max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
         )
         if config.uses_cloudtrail:
             self._grant_log_reads(
@@ -126,14 +142,9 @@ class S3AuditStack(AuditStack):
                 "S3 names each access-log object at delivery (account, region, bucket, date, unique string); the "
                 "function may read any object under access-logs/ of the access-log bucket and nothing else.",
             )
-        self.audit.function.add_event_source(
-            event_sources.SqsEventSource(
-                self.log_files.queue,
-                batch_size=S3_AUDIT_BATCH_SIZE,
-                max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
-                report_batch_item_failures=True,
-            )
-        )
+        # CloudTrail encrypts each log file with the app's key, when there is one.
+        grant_key_use(self.audit.role, self.key, KeyUse.READ)
+        self.log_files.feed(self.audit, batch_size=S3_AUDIT_BATCH_SIZE, max_concurrency=S3_AUDIT_MAX_CONCURRENCY)
         self.download_events: DownloadEvents | None = None
         watched_queues = [WatchedQueue("LogFiles", self.log_files, LOG_FILE_QUEUE_MAX_AGE)]
         if config.event_bridge:
@@ -221,12 +232,18 @@ class S3AuditStack(AuditStack):
                 ),
             )
 
-    def _download_trail(self) -> cloudtrail.Trail:
-        """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket."""
+    def _download_trail(self, key: kms.IKey | None) -> cloudtrail.Trail:
+        """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket.
+
+        With a key, the log files are encrypted with it and the trail has a fixed name, which the key policy's
+        CloudTrail statements name (the key's stack cannot refer to this one).
+        """
         trail = cloudtrail.Trail(
             self,
             "DownloadTrail",
             bucket=self.log_bucket,
+            trail_name=DOWNLOAD_TRAIL_NAME if key is not None else None,
+            encryption_key=key,
             # Data events are billed per event, not per region: a multi-region trail costs nothing more and
             # still meters asset buckets that live in another region than this stack.
             is_multi_region_trail=True,
@@ -259,6 +276,7 @@ class S3AuditStack(AuditStack):
         ]
         # CloudFormation refuses EventSelectors beside AdvancedEventSelectors, even empty ones.
         cfn_trail.add_property_deletion_override("EventSelectors")
+        customer_managed_key_or_skip(trail, key, "CKV_AWS_35", "Log files under the log bucket's SSE-S3")
         # No CloudWatch Logs copy: the s3_audit function reads the log files, and a copy would double the
         # cost of every recorded event.
         return trail
@@ -272,6 +290,22 @@ class S3AuditStack(AuditStack):
             handler,
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
             "CDK's deployment-time handler for bucket notifications; it only writes its own logs.",
+        )
+        deployment_only = "CDK's handler of Custom::S3BucketNotifications, run by CloudFormation at deployment only"
+        skip_check(
+            handler,
+            "CKV_AWS_116",
+            f"{deployment_only}: invoked synchronously, a failure fails the deployment; no asynchronous event to park.",
+        )
+        skip_check(
+            handler,
+            "CKV_AWS_117",
+            f"{deployment_only}: it calls only the S3 API (PutBucketNotificationConfiguration), no VPC resource.",
+        )
+        skip_check(
+            handler,
+            "CKV_AWS_115",
+            f"{deployment_only}: one invocation per deployment, nothing to bound or guarantee.",
         )
 
     def _outputs(self, client_credentials: SecretReference) -> None:
