@@ -7,6 +7,14 @@ export CDK_DISABLE_VERSION_CHECK := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 CDK := node_modules/.bin/cdk
+# checkov pins an old boto3: it lives in a virtual environment of its own. Offline: no guideline download, no
+# update check.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov --framework cloudformation --skip-download --compact --quiet
+export CKV_SKIP_PACKAGE_UPDATE_CHECK := true
+export BC_SKIP_MAPPING := TRUE
+# The second configuration `make synth` reviews: one customer managed key for the app.
+KMS_OUT := cdk.out.kms-create
 # cdk.json runs `python3 app.py`: it must be the project's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -18,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -36,13 +50,16 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint  ## lint, then the whole suite
+test: lint $(CHECKOV_VENV)/.installed  ## lint, then the whole suite (checkov included)
 	$(BIN)/pytest -n 2 -q
 
-synth: setup  ## synthesize (offline, no Docker) with cdk-nag, then cfn-lint the templates
-	rm -rf cdk.out
+synth: setup $(CHECKOV_VENV)/.installed  ## synthesize (offline, no Docker) with cdk-nag; cfn-lint and checkov
+	rm -rf cdk.out $(KMS_OUT)
 	$(CDK) synth --quiet
-	$(BIN)/cfn-lint cdk.out/*.template.json -i W3005 W6001
+	$(CDK) synth --quiet -c kmsKey=create -o $(KMS_OUT)
+	$(BIN)/cfn-lint cdk.out/*.template.json $(KMS_OUT)/*.template.json -i W3005 W6001
+	$(CHECKOV) -f cdk.out/*.template.json
+	$(CHECKOV) -f $(KMS_OUT)/*.template.json
 
 diff: setup
 	$(CDK) diff --all
@@ -60,4 +77,4 @@ drill: setup  ## both flows under injected faults: lost 0, duplicates only in th
 	$(BIN)/python -m ogc_audit.fault_drill
 
 clean:
-	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf cdk.out $(KMS_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -31,6 +31,7 @@ DEFAULTS: Mapping[str, Any] = {
     "batchMaxLines": DEFAULT_BATCH_MAX_LINES,
     "alarmEmail": "",
     "webhookTokenSecretArn": "",
+    "kmsKey": "",
     "awsSource": "cloudtrail",
     "eventBridge": False,
 }
@@ -41,6 +42,13 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_FORBIDDEN_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_FORBIDDEN_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 _SECRET_ARN = re.compile(r"^arn:aws(-[a-z]+)*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+# A key ARN, not an alias: IAM grants name the key itself (single-region or multi-Region "mrk-" key ids).
+_KMS_KEY_ARN = re.compile(
+    r"^arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:key/"
+    r"(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
+# kmsKey value that makes the app create its own customer managed key.
+CREATE_KMS_KEY = "create"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TEXT = re.compile(r"^\S(.*\S)?$")
 
@@ -169,6 +177,18 @@ def _email(key: str, value: object) -> str:
     return value.strip()
 
 
+def _kms_key(key: str, value: object) -> str:
+    expectation = f'empty, "{CREATE_KMS_KEY}" or a KMS key ARN (arn:aws:kms:<region>:<account>:key/<key id>)'
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _fail(key, expectation, value)
+    text = value.strip()
+    if text and text != CREATE_KMS_KEY and not _KMS_KEY_ARN.match(text):
+        raise _fail(key, expectation, value)
+    return text
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     """The deployment's settings, validated; built with :meth:`from_context`."""
@@ -189,6 +209,8 @@ class AuditConfig:
     alarm_email: str
     webhook_token_secret_arn: str
     """Empty: the MinIO relay stack creates the token secret with a generated value."""
+    kms_key: str
+    """Empty: AWS-managed encryption; "create": the app's own customer managed key; otherwise an existing key ARN."""
     aws_source: str = "cloudtrail"
     """``cloudtrail``, ``access-logs`` or ``both``: what feeds the s3_audit function."""
     event_bridge: bool = False
@@ -226,6 +248,7 @@ class AuditConfig:
             batch_max_lines=_integer("batchMaxLines", get("batchMaxLines"), 1, MAX_BATCH_MAX_LINES),
             alarm_email=_email("alarmEmail", get("alarmEmail")),
             webhook_token_secret_arn=_secret_arn("webhookTokenSecretArn", get("webhookTokenSecretArn")),
+            kms_key=_kms_key("kmsKey", get("kmsKey")),
             aws_source=_choice("awsSource", get("awsSource"), AWS_SOURCES),
             event_bridge=_boolean("eventBridge", get("eventBridge")),
         )
@@ -245,3 +268,13 @@ class AuditConfig:
     def creates_client_credentials(self) -> bool:
         """True when no client credentials secret ARN was given and the app creates one."""
         return not self.client_credentials_secret_arn
+
+    @property
+    def creates_kms_key(self) -> bool:
+        """True when kmsKey is "create": the app deploys its own customer managed key."""
+        return self.kms_key == CREATE_KMS_KEY
+
+    @property
+    def imported_kms_key_arn(self) -> str:
+        """The existing key's ARN when kmsKey names one, else empty."""
+        return "" if self.kms_key in ("", CREATE_KMS_KEY) else self.kms_key

@@ -104,3 +104,10 @@ TRAIL_SILENCE = Duration.hours(2)
 # Quarantined entries (malformed input, lines OGC RS refused) are reviewed at most this late.
 QUARANTINE_PERIOD = Duration.hours(1)
 ALARM_TOPIC_KEY_PENDING_WINDOW = Duration.days(7)
+
+# Customer managed key (context kmsKey; infra/encryption.py). Its own stack, so every other stack can import it.
+KEY_STACK_NAME = "OgcAuditKey"
+# The key policy must name the trail before the trail exists (another stack): with a key the trail has this name.
+DOWNLOAD_TRAIL_NAME = f"{S3_AUDIT_STACK_NAME}-downloads"
+# KMS's longest waiting period: a key deleted by mistake can be restored for 30 days.
+APP_KEY_PENDING_WINDOW = Duration.days(30)

@@ -8,7 +8,8 @@ from aws_cdk import CfnOutput
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra.secure_defaults import AuditStack, acknowledge
+from infra.encryption import imported_key
+from infra.secure_defaults import AuditStack, acknowledge, app_secret
 
 # Placeholder: the operator writes the real DX AAA client id and secret after the first deployment.
 CLIENT_ID_PLACEHOLDER = "REPLACE-WITH-CLIENT-ID"
@@ -22,11 +23,12 @@ class ClientCredentialsStack(AuditStack):
     an operator has filled in.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, key_arn: str | None = None, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.secret = secretsmanager.Secret(
+        self.secret = app_secret(
             self,
             "ClientCredentials",
+            imported_key(self, key_arn),
             description="OGC RS admin client credentials for the DX AAA token endpoint: "
             'JSON {"clientId": "<uuid>", "clientSecret": "<40 hex>"}. Replace the generated placeholder.',
             generate_secret_string=secretsmanager.SecretStringGenerator(

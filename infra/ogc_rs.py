@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, Stack
+from aws_cdk import aws_kms as kms
 
 from infra.config import AuditConfig
 from infra.secure_defaults import AuditFunction, DeliveryLedgerTable, SecretReference
@@ -33,9 +34,15 @@ def delivering_function(
     timeout: Duration,
     config: AuditConfig,
     client_credentials: SecretReference,
+    key: kms.IKey | None,
+    max_concurrency: int,
 ) -> tuple[AuditFunction, DeliveryLedgerTable]:
     """A function that sends lines to OGC RS: its settings, read access to the client credentials, and the
-    stack's delivery ledger table (created here) so that nothing it sends is sent twice."""
+    stack's delivery ledger table (created here) so that nothing it sends is sent twice.
+
+    ``max_concurrency`` is reserved for it: however it is invoked, OGC RS never sees more concurrent senders,
+    and other functions of the account cannot starve it (a throttled SQS batch counts towards the DLQ).
+    """
     function = AuditFunction(
         stack,
         construct_id,
@@ -45,8 +52,10 @@ def delivering_function(
         memory_size=memory_size,
         timeout=timeout,
         environment=ogc_rs_environment(config, client_credentials),
+        key=key,
+        reserved_concurrency=max_concurrency,
     )
     client_credentials.grant_read(function.role)
-    ledger = DeliveryLedgerTable(stack, "DeliveryLedger")
+    ledger = DeliveryLedgerTable(stack, "DeliveryLedger", key)
     ledger.grant_ledger_access(function)
     return function, ledger

@@ -13,7 +13,7 @@ import jsii
 from aws_cdk import Aws, CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudtrail as cloudtrail
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.interfaces import aws_s3 as s3_refs
@@ -25,6 +25,7 @@ from infra.constants import (
     ASSET_ACCESS_LOG_PREFIX,
     CLOUDTRAIL_LOG_PREFIX,
     CLOUDTRAIL_LOG_SUFFIX,
+    DOWNLOAD_TRAIL_NAME,
     EVENT_QUEUE_MAX_AGE,
     LOG_FILE_QUEUE_MAX_AGE,
     S3_AUDIT_BATCH_SIZE,
@@ -33,8 +34,10 @@ from infra.constants import (
     S3_AUDIT_TIMEOUT,
 )
 from infra.download_events import DownloadEvents
+from infra.encryption import KeyUse, customer_managed_key_or_skip, grant_key_use, imported_key
 from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
 from infra.ogc_rs import delivering_function
+from infra.review import skip_check
 from infra.secure_defaults import (
     AuditStack,
     DurableQueue,
@@ -107,10 +110,12 @@ class S3AuditStack(AuditStack):
         *,
         config: AuditConfig,
         client_credentials: SecretReference,
+        key_arn: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        topic = alarm_topic(self, "AlarmTopic", config.alarm_email)
+        self.key = imported_key(self, key_arn)
+        topic = alarm_topic(self, "AlarmTopic", config.alarm_email, self.key)
         self.access_logs = access_logs_bucket(self, "AccessLogsBucket")
         self.config = config
         retention = [
@@ -135,9 +140,11 @@ class S3AuditStack(AuditStack):
         self.log_bucket = private_bucket(
             self, "LogBucket", access_logs=self.access_logs, access_logs_prefix="log-bucket/", lifecycle_rules=retention
         )
-        self.trail = self._download_trail() if config.uses_cloudtrail else None
+        self.trail = self._download_trail(self.key) if config.uses_cloudtrail else None
 
-        self.log_files = DurableQueue(self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic)
+        self.log_files = DurableQueue(
+            self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic, key=self.key
+        )
         if config.uses_cloudtrail:
             # S3 filters cannot exclude CloudTrail-Digest/ keys (same prefix and suffix): the function skips them.
             self.log_bucket.add_event_notification(
@@ -159,6 +166,8 @@ class S3AuditStack(AuditStack):
             timeout=S3_AUDIT_TIMEOUT,
             config=config,
             client_credentials=client_credentials,
+            key=self.key,
+            max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
         )
         if config.uses_cloudtrail:
             self._grant_log_reads(
@@ -174,14 +183,9 @@ class S3AuditStack(AuditStack):
                 "S3 names each access-log object at delivery (account, region, bucket, date, unique string); the "
                 "function may read any object under access-logs/ of the access-log bucket and nothing else.",
             )
-        self.audit.function.add_event_source(
-            event_sources.SqsEventSource(
-                self.log_files.queue,
-                batch_size=S3_AUDIT_BATCH_SIZE,
-                max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
-                report_batch_item_failures=True,
-            )
-        )
+        # CloudTrail encrypts each log file with the app's key, when there is one.
+        grant_key_use(self.audit.role, self.key, KeyUse.READ)
+        self.log_files.feed(self.audit, batch_size=S3_AUDIT_BATCH_SIZE, max_concurrency=S3_AUDIT_MAX_CONCURRENCY)
         self.download_events: DownloadEvents | None = None
         watched_queues = [WatchedQueue("LogFiles", self.log_files, LOG_FILE_QUEUE_MAX_AGE)]
         if config.event_bridge:
@@ -269,16 +273,21 @@ class S3AuditStack(AuditStack):
                 ),
             )
 
-    def _download_trail(self) -> cloudtrail.Trail:
-        """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket."""
-        # An explicit name: the bucket policy binds CloudTrail to this trail's ARN, which then needs no reference
-        # to the trail resource (the trail depends on the bucket policy: a reference back would be a cycle).
-        trail_name = f"{self.stack_name}-downloads"
+    def _download_trail(self, key: kms.IKey | None) -> cloudtrail.Trail:
+        """A trail recording only GetObject data events on the asset buckets, delivered to the log bucket.
+
+        With a key, the log files are encrypted with it (the key policy's CloudTrail statements name the trail).
+        """
+        # The bucket policy binds CloudTrail to the trail's ARN without a reference to the trail resource (the
+        # trail depends on the bucket policy: a reference back is a cycle). Named only with a key, whose policy
+        # names it: renaming a deployed trail would replace it.
+        trail_name = DOWNLOAD_TRAIL_NAME if key is not None else None
         self._admit_cloudtrail(trail_name)
         trail = cloudtrail.Trail(
             self,
             "DownloadTrail",
             trail_name=trail_name,
+            encryption_key=key,
             # A reference without a policy of its own: the construct's statements, which admit CloudTrail
             # on behalf of any trail, are not written; _admit_cloudtrail wrote the bound ones.
             bucket=s3.Bucket.from_bucket_attributes(
@@ -322,15 +331,19 @@ class S3AuditStack(AuditStack):
         # CloudTrail checks the bucket policy when the trail is created.
         if self.log_bucket.policy is not None:
             trail.node.add_dependency(self.log_bucket.policy)
+        customer_managed_key_or_skip(trail, key, "CKV_AWS_35", "Log files under the log bucket's SSE-S3")
         # No CloudWatch Logs copy: the s3_audit function reads the log files, and a copy would double the
         # cost of every recorded event.
         return trail
 
-    def _admit_cloudtrail(self, trail_name: str) -> None:
-        """The log bucket's statements for CloudTrail, bound to this trail (AWS CloudTrail user guide, "Amazon S3
-        bucket policy for CloudTrail"): GetBucketAcl on the bucket, PutObject under AWSLogs/<account>/."""
-        trail_arn = self.format_arn(service="cloudtrail", resource="trail", resource_name=trail_name)
-        this_trail = {"aws:SourceArn": trail_arn}
+    def _admit_cloudtrail(self, trail_name: str | None) -> None:
+        """The log bucket's statements for CloudTrail (AWS CloudTrail user guide, "Amazon S3 bucket policy for
+        CloudTrail"): GetBucketAcl on the bucket, PutObject under AWSLogs/<account>/, bound by aws:SourceArn to the
+        trail named ``trail_name``; without a name (CloudFormation names it), to the trails of this account and region.
+        """
+        trail_arn = self.format_arn(service="cloudtrail", resource="trail", resource_name=trail_name or "*")
+        operator = "StringEquals" if trail_name else "ArnLike"
+        this_trail = {operator: {"aws:SourceArn": trail_arn}}
         principal = iam.ServicePrincipal("cloudtrail.amazonaws.com")
         self.log_bucket.add_to_resource_policy(
             iam.PolicyStatement(
@@ -338,7 +351,7 @@ class S3AuditStack(AuditStack):
                 principals=[principal],
                 actions=["s3:GetBucketAcl"],
                 resources=[self.log_bucket.bucket_arn],
-                conditions={"StringEquals": this_trail},
+                conditions=this_trail,
             )
         )
         self.log_bucket.add_to_resource_policy(
@@ -347,7 +360,10 @@ class S3AuditStack(AuditStack):
                 principals=[principal],
                 actions=["s3:PutObject"],
                 resources=[self.log_bucket.arn_for_objects(f"{CLOUDTRAIL_LOG_PREFIX}{self.account}/*")],
-                conditions={"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control", **this_trail}},
+                conditions={
+                    **this_trail,
+                    "StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control", **this_trail.get("StringEquals", {})},
+                },
             )
         )
 
@@ -360,6 +376,22 @@ class S3AuditStack(AuditStack):
             handler,
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
             "CDK's deployment-time handler for bucket notifications; it only writes its own logs.",
+        )
+        deployment_only = "CDK's handler of Custom::S3BucketNotifications, run by CloudFormation at deployment only"
+        skip_check(
+            handler,
+            "CKV_AWS_116",
+            f"{deployment_only}: invoked synchronously, a failure fails the deployment; no asynchronous event to park.",
+        )
+        skip_check(
+            handler,
+            "CKV_AWS_117",
+            f"{deployment_only}: it calls only the S3 API (PutBucketNotificationConfiguration), no VPC resource.",
+        )
+        skip_check(
+            handler,
+            "CKV_AWS_115",
+            f"{deployment_only}: one invocation per deployment, nothing to bound or guarantee.",
         )
 
     def _outputs(self, client_credentials: SecretReference) -> None:

@@ -112,6 +112,11 @@ def render(value: Any) -> str:
 LEDGER_ACTIONS = DYNAMODB_ACTIONS
 
 
+# Active tracing: the only statement of a function's role allowed on "*" (X-Ray has no resource-level permissions).
+# Sorted, as cdk.json's @aws-cdk/aws-iam:minimizePolicies writes actions.
+XRAY_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
+
+
 def ledger_table(template: Mapping[str, Any]) -> str:
     """Logical id of the stack's delivery ledger table."""
     return logical_id(template, "AWS::DynamoDB::Table", "DeliveryLedger")

@@ -24,6 +24,9 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "webhookTokenSecretArn": WEBHOOK_SECRET_ARN,
     },
     "alarm-email": {"alarmEmail": "ops@example.org"},
+    "kms-create": {"kmsKey": "create"},
+    "kms-create-minio-only": {"kmsKey": "create", "enableS3Audit": "false"},
+    "kms-existing-key": {"kmsKey": "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
 }
 
 

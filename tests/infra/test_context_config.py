@@ -16,6 +16,7 @@ from infra.secure_defaults import RELIED_ON_FEATURE_FLAGS
 from tests.infra.synth import REPO_ROOT, cdk_json_context, synthesize
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:ogc/client-AbCdEf"
+KEY_ARN = "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 def config_from(**overrides: Any) -> AuditConfig:
@@ -59,6 +60,25 @@ def test_values_typed_on_the_command_line_are_accepted() -> None:
     assert config.alarm_email == "ops@example.org"
 
 
+@pytest.mark.parametrize(
+    ("value", "kms_key", "creates", "imported"),
+    [
+        ("", "", False, ""),
+        (" create ", "create", True, ""),
+        (KEY_ARN, KEY_ARN, False, KEY_ARN),
+        (
+            "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+            "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+            False,
+            "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+        ),
+    ],
+)
+def test_kms_key_is_empty_create_or_a_key_arn(value: str, kms_key: str, creates: bool, imported: str) -> None:
+    config = config_from(kmsKey=value)
+    assert (config.kms_key, config.creates_kms_key, config.imported_kms_key_arn) == (kms_key, creates, imported)
+
+
 def test_asset_buckets_accept_a_json_list_string() -> None:
     assert config_from(assetBuckets='["a-bucket", "b-bucket"]').asset_buckets == ("a-bucket", "b-bucket")
 
@@ -93,6 +113,12 @@ def test_asset_buckets_accept_a_json_list_string() -> None:
         ("batchMaxLines", 0, 'Context key "batchMaxLines" must be an integer from 1 to 5000, got 0'),
         ("batchMaxLines", "5001", 'Context key "batchMaxLines" must be an integer from 1 to 5000, got "5001"'),
         ("alarmEmail", "ops-at-example", 'Context key "alarmEmail" must be empty or an email address'),
+        ("kmsKey", "yes", 'Context key "kmsKey" must be empty, "create" or a KMS key ARN (arn:aws:kms:<region>:'),
+        ("kmsKey", "alias/ogc-audit", 'Context key "kmsKey" must be empty, "create" or a KMS key ARN'),
+        ("kmsKey", f"{KEY_ARN.rsplit(':', 1)[0]}:alias/ogc", 'Context key "kmsKey" must be empty, "create" or a KMS'),
+        ("kmsKey", KEY_ARN.replace(":kms:", ":s3:"), 'Context key "kmsKey" must be empty, "create" or a KMS key'),
+        ("kmsKey", KEY_ARN[:-1], 'Context key "kmsKey" must be empty, "create" or a KMS key ARN'),
+        ("kmsKey", True, 'Context key "kmsKey" must be empty, "create" or a KMS key ARN (arn:aws:kms:<region>'),
         ("eventBridge", "on", 'Context key "eventBridge" must be true or false, got "on"'),
         ("eventBridge", 1, 'Context key "eventBridge" must be true or false, got 1'),
     ],

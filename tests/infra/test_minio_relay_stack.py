@@ -16,6 +16,7 @@ from metering.ledger import TTL_ATTRIBUTE
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
+    XRAY_ACTIONS,
     SynthesizedApp,
     as_list,
     ledger_table,
@@ -280,6 +281,25 @@ def test_deliver_consumes_in_partial_batches_with_bounded_concurrency(relay: Tem
     assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 5
 
 
+def test_deliver_reserves_exactly_the_concurrency_it_may_use_against_ogc_rs(relay: Template) -> None:
+    # However it is invoked, OGC RS never sees more senders; other functions of the account cannot starve it.
+    _, deliver = function(relay, "DeliverFunction")
+    mapping = only_resource(relay, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert deliver["ReservedConcurrentExecutions"] == mapping["ScalingConfig"]["MaximumConcurrency"]
+    # The webhook calls no upstream: the stage throttle bounds it, and it keeps the account's shared pool.
+    _, webhook = function(relay, "WebhookFunction")
+    assert "ReservedConcurrentExecutions" not in webhook
+
+
+def test_requests_are_traced_from_the_stage_through_the_functions(relay: Template) -> None:
+    stage = only_resource(relay, "AWS::ApiGateway::Stage")["Properties"]
+    assert stage["TracingEnabled"] is True
+    for prefix in ("WebhookFunction", "DeliverFunction"):
+        _, properties = function(relay, prefix)
+        assert properties["TracingConfig"] == {"Mode": "Active"}, prefix
+        assert role_statements(relay, prefix)[XRAY_ACTIONS] == "*"
+
+
 # --- IAM -------------------------------------------------------------------------------------------------------------
 
 
@@ -289,6 +309,7 @@ def test_webhook_may_only_read_its_token_and_send_to_the_queue(relay: Template) 
     log_group = logical_id(relay, "AWS::Logs::LogGroup", "WebhookLogGroup")
     assert role_statements(relay, "WebhookFunction") == {
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        XRAY_ACTIONS: "*",
         ("secretsmanager:GetSecretValue",): {"Ref": token},
         ("sqs:SendMessage",): get_att_arn(queue),
     }
@@ -302,6 +323,7 @@ def test_deliver_may_only_consume_its_queue_and_read_the_client_credentials(rela
     assert set(secret) == {"Fn::ImportValue"}
     assert statements == {
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        XRAY_ACTIONS: "*",
         ("secretsmanager:GetSecretValue",): secret,
         tuple(sorted(QUEUE_CONSUMER_ACTIONS)): get_att_arn(queue),
         tuple(sorted(LEDGER_ACTIONS)): get_att_arn(ledger_table(relay)),
@@ -312,7 +334,7 @@ def test_deliver_may_only_consume_its_queue_and_read_the_client_credentials(rela
 def test_no_wildcard_resources_and_no_managed_policies(template_fixture: str, request: pytest.FixtureRequest) -> None:
     template: Template = request.getfixturevalue(template_fixture)
     for owner, statement in policy_statements(template):
-        if statement["Effect"] == "Allow":
+        if statement["Effect"] == "Allow" and tuple(as_list(statement["Action"])) != XRAY_ACTIONS:
             assert "*" not in as_list(statement["Resource"]), owner
     for role in resources_of_type(template, "AWS::IAM::Role").values():
         assert "ManagedPolicyArns" not in role["Properties"]

@@ -15,6 +15,7 @@ from metering.ledger import KEY_ATTRIBUTE, TTL_ATTRIBUTE
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
+    XRAY_ACTIONS,
     SynthesizedApp,
     as_list,
     ledger_table,
@@ -218,6 +219,13 @@ def test_function_consumes_the_queue_in_small_bounded_partial_batches(s3_templat
     assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 5
 
 
+def test_function_reserves_exactly_the_concurrency_it_may_use_against_ogc_rs(s3_template: Template) -> None:
+    mapping = only_resource(s3_template, "AWS::Lambda::EventSourceMapping")["Properties"]
+    function = audit_function(s3_template)["Properties"]
+    assert function["ReservedConcurrentExecutions"] == mapping["ScalingConfig"]["MaximumConcurrency"]
+    assert function["TracingConfig"] == {"Mode": "Active"}
+
+
 def test_function_runs_on_arm64_with_the_newest_python(s3_template: Template) -> None:
     function = audit_function(s3_template)["Properties"]
     assert function["Architectures"] == ["arm64"]
@@ -378,6 +386,7 @@ def test_function_may_read_only_the_secret_the_log_files_and_its_queue(s3_templa
     assert set(secret) == {"Fn::ImportValue"}
     assert statements == {
         ("logs:CreateLogStream", "logs:PutLogEvents"): get_att_arn(log_group),
+        XRAY_ACTIONS: "*",
         ("secretsmanager:GetSecretValue",): secret,
         ("s3:GetObject",): {"Fn::Join": ["", [get_att_arn(bucket_id(s3_template, "LogBucket")), "/AWSLogs/*"]]},
         tuple(sorted(QUEUE_CONSUMER_ACTIONS)): get_att_arn(queue),

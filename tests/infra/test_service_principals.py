@@ -14,6 +14,7 @@ from tests.infra.synth import SynthesizedApp, as_list, logical_id, render, resou
 Template = Mapping[str, Any]
 ACCOUNT = {"Ref": "AWS::AccountId"}
 TRAIL_ARN = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/OgcAuditS3-downloads"
+ANY_TRAIL_ARN = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/*"
 ALARMS_ARN = "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"
 
 
@@ -91,24 +92,34 @@ def test_no_service_is_let_into_any_aws_source_unbound(template_of_s3_flow: Temp
         assert bound & {"aws:SourceArn", "aws:SourceAccount"}, f"{resource} lets {service} in unbound: {statement}"
 
 
-def test_cloudtrail_may_check_the_acl_and_write_only_for_this_trail(app: SynthesizedApp) -> None:
-    template = app.templates[S3_AUDIT_STACK_NAME]
+@pytest.fixture(scope="module")
+def with_key(module_tmp: Path) -> SynthesizedApp:
+    """kmsKey=create: the trail then has a fixed name, which the key policy names too."""
+    return synthesize(module_tmp / "key", enableMinioRelay=False, kmsKey="create")
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["cloudformation-named-trail", "named-trail-with-key"])
+def test_cloudtrail_may_check_the_acl_and_write_only_for_this_trail(
+    named: bool, app: SynthesizedApp, with_key: SynthesizedApp
+) -> None:
+    template = (with_key if named else app).templates[S3_AUDIT_STACK_NAME]
     by_action = {
         render(statement["Action"]): statement for statement in statements_for(template, "cloudtrail.amazonaws.com")
     }
     log_bucket = "${" + logical_id(template, "AWS::S3::Bucket", "LogBucket") + ".Arn}"
+    trail = template["Resources"][logical_id(template, "AWS::CloudTrail::Trail", "DownloadTrail")]
+    # A trail CloudFormation names (no TrailName: a deployed trail is not replaced by an upgrade) is bound to the
+    # trails of this account and region; a named trail to exactly its ARN.
+    bound = {"StringEquals aws:SourceArn": TRAIL_ARN} if named else {"ArnLike aws:SourceArn": ANY_TRAIL_ARN}
 
+    assert ("TrailName" in trail["Properties"]) is named
     assert set(by_action) == {"s3:GetBucketAcl", "s3:PutObject"}
     assert render(by_action["s3:GetBucketAcl"]["Resource"]) == log_bucket
-    assert conditions(by_action["s3:GetBucketAcl"]) == {"StringEquals aws:SourceArn": TRAIL_ARN}
+    assert conditions(by_action["s3:GetBucketAcl"]) == bound
     assert render(by_action["s3:PutObject"]["Resource"]) == f"{log_bucket}/AWSLogs/${{AWS::AccountId}}/*"
-    assert conditions(by_action["s3:PutObject"]) == {
-        "StringEquals s3:x-amz-acl": "bucket-owner-full-control",
-        "StringEquals aws:SourceArn": TRAIL_ARN,
-    }
-    # The ARN in the conditions is the trail's: its name is the one the trail resource carries.
-    trail = template["Resources"][logical_id(template, "AWS::CloudTrail::Trail", "DownloadTrail")]
-    assert TRAIL_ARN.endswith(f":trail/{trail['Properties']['TrailName']}")
+    assert conditions(by_action["s3:PutObject"]) == {"StringEquals s3:x-amz-acl": "bucket-owner-full-control", **bound}
+    if named:  # the ARN in the conditions is the trail's: its name is the one the trail resource carries
+        assert TRAIL_ARN.endswith(f":trail/{trail['Properties']['TrailName']}")
 
 
 def test_s3_may_notify_the_log_file_queue_only_for_the_log_bucket_of_this_account(app: SynthesizedApp) -> None:
