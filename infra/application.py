@@ -38,6 +38,7 @@ def build_stacks(app: App, env: Environment | None = None) -> AuditStacks:
             KEY_STACK_NAME,
             s3_flow=config.enable_s3_audit,
             trail=config.enable_s3_audit and config.uses_cloudtrail,
+            event_bridge=config.enable_s3_audit and config.event_bridge,
             env=env,
         )
         key_arn = key_stack.key.key_arn

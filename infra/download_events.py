@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -48,9 +49,11 @@ class DownloadEvents(Construct):
         asset_buckets: Sequence[s3.IBucket],
         consumer: AuditFunction,
         alarm_topic: sns.ITopic,
+        key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.queue = DurableQueue(self, "Queue", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=alarm_topic)
+        # Under the app's key when there is one: its policy lets EventBridge in (EventBridgeToEventQueue).
+        self.queue = DurableQueue(self, "Queue", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=alarm_topic, key=key)
         self.rule = events.Rule(
             self,
             "Rule",

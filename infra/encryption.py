@@ -80,11 +80,12 @@ def download_trail_arn() -> str:
     return _arn("cloudtrail", f"trail/{DOWNLOAD_TRAIL_NAME}")
 
 
-def key_policy_statements(*, s3_flow: bool, trail: bool) -> list[iam.PolicyStatement]:
+def key_policy_statements(*, s3_flow: bool, trail: bool, event_bridge: bool = False) -> list[iam.PolicyStatement]:
     """Every statement the app's key needs beside its administration: README lists them for an existing key.
 
     ``s3_flow``: the S3 audit stack is deployed (S3 notifications to its queue); ``trail``: with a trail
-    (awsSource cloudtrail or both), whose log files CloudTrail encrypts.
+    (awsSource cloudtrail or both), whose log files CloudTrail encrypts; ``event_bridge``: the rule of the
+    near-real-time path sends the trail's events to the encrypted event queue.
     """
     account = iam.AccountRootPrincipal()
     services = KEY_SERVICES + (S3_FLOW_KEY_SERVICES if s3_flow else ())
@@ -144,6 +145,20 @@ def key_policy_statements(*, s3_flow: bool, trail: bool) -> list[iam.PolicyState
                 conditions={
                     "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
                     "ArnLike": {"aws:SourceArn": f"arn:{Aws.PARTITION}:s3:::*"},
+                },
+            )
+        )
+    if event_bridge:
+        statements.append(
+            # EventBridge enqueues the matched download events into the encrypted event queue as the service.
+            iam.PolicyStatement(
+                sid="EventBridgeToEventQueue",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {"aws:SourceArn": _arn("events", "rule/*")},
                 },
             )
         )

@@ -21,7 +21,16 @@ class AppKeyStack(AuditStack):
     only with this key.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, s3_flow: bool, trail: bool, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        s3_flow: bool,
+        trail: bool,
+        event_bridge: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         policy = iam.PolicyDocument(
             statements=[
@@ -31,7 +40,7 @@ class AppKeyStack(AuditStack):
                     actions=list(KEY_ADMINISTRATION_ACTIONS),
                     resources=["*"],
                 ),
-                *key_policy_statements(s3_flow=s3_flow, trail=trail),
+                *key_policy_statements(s3_flow=s3_flow, trail=trail, event_bridge=event_bridge),
             ]
         )
         self.key = kms.Key(

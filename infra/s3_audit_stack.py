@@ -192,7 +192,12 @@ class S3AuditStack(AuditStack):
             if self.trail is None:  # AuditConfig refuses this combination; a trail is what feeds EventBridge
                 raise ValueError("eventBridge needs a trail (awsSource cloudtrail or both)")
             self.download_events = DownloadEvents(
-                self, "DownloadEvents", asset_buckets=self.asset_buckets, consumer=self.audit, alarm_topic=topic
+                self,
+                "DownloadEvents",
+                asset_buckets=self.asset_buckets,
+                consumer=self.audit,
+                alarm_topic=topic,
+                key=self.key,
             )
             watched_queues.append(WatchedQueue("Events", self.download_events.queue, EVENT_QUEUE_MAX_AGE))
         self.monitoring = FlowMonitoring(

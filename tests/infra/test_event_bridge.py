@@ -290,3 +290,31 @@ def test_app_refuses_event_bridge_without_a_trail(tmp_path: Path) -> None:
 def test_rule_and_queue_are_single(on: Template) -> None:
     only_resource(on, "AWS::Events::Rule")
     assert len(resources_of_type(on, "AWS::SQS::Queue")) == 4
+
+
+def test_with_the_app_key_the_event_queues_are_under_it_and_only_eventbridge_rules_of_this_account_may_use_it(
+    module_tmp: Path,
+) -> None:
+    app = synthesize(module_tmp / "kms", enableMinioRelay=False, eventBridge=True, kmsKey="create")
+    key_stack = next(name for name in app.templates if name != S3_AUDIT_STACK_NAME)
+    key_policy = only_resource(app.templates[key_stack], "AWS::KMS::Key")["Properties"]["KeyPolicy"]
+    statement = next(s for s in key_policy["Statement"] if s.get("Sid") == "EventBridgeToEventQueue")
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert sorted(as_list(statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert json.dumps(statement["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(':rule/*"]]}')
+    queues = {
+        name: body
+        for name, body in resources_of_type(app.templates[S3_AUDIT_STACK_NAME], "AWS::SQS::Queue").items()
+        if name.startswith("DownloadEvents")
+    }
+    assert len(queues) == 2  # the event queue and its dead-letter queue
+    for body in queues.values():
+        assert "Fn::ImportValue" in body["Properties"]["KmsMasterKeyId"]
+
+
+def test_without_event_bridge_the_app_key_admits_no_eventbridge(module_tmp: Path) -> None:
+    app = synthesize(module_tmp / "kms-off", enableMinioRelay=False, kmsKey="create")
+    key_stack = next(name for name in app.templates if name != S3_AUDIT_STACK_NAME)
+    key_policy = only_resource(app.templates[key_stack], "AWS::KMS::Key")["Properties"]["KeyPolicy"]
+    assert "EventBridgeToEventQueue" not in {s.get("Sid") for s in key_policy["Statement"]}
