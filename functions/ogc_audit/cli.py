@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--timeout-delivery", type=float, default=600.0, metavar="SECONDS")
     verify.add_argument("--poll", type=float, default=30.0, metavar="SECONDS", help="how often to look")
 
-    commands.add_parser("demo", help="run both flows locally end to end against an emulator and a reference OGC RS")
+    demo = commands.add_parser(
+        "demo", help="run both flows locally end to end against an emulator and a reference OGC RS"
+    )
+    demo.add_argument("--verbose", action="store_true", help="print the functions' JSON logs and metrics too")
+    demo.add_argument(
+        "--log-file", type=Path, default=Path("ogc-audit-demo.log"), help="where the functions' logs go otherwise"
+    )
     return parser
 
 
@@ -98,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_verify(args)
     from ogc_audit.demo import run_demo
 
-    return run_demo()
+    return run_demo(verbose=args.verbose, log_file=args.log_file)
 
 
 if __name__ == "__main__":

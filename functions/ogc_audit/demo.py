@@ -11,6 +11,7 @@ queue. A reference OGC RS (token endpoint and process endpoint enforcing OGC RS'
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 
 from metering import env_names
 from metering.outcomes import OutcomeTally
-from ogc_audit.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
+from ogc_audit.local_aws import FlowResources, create_flow_resources, function_logs, local_aws, pump_queue
 from ogc_audit.reference_rs import ReferenceOgcRs
 from ogc_audit.samples import (
     ACCOUNT,
@@ -42,6 +43,8 @@ from ogc_audit.samples import (
 from ogc_audit.stack_template import synthesized_templates
 
 WEBHOOK_TOKEN = "demo-webhook-token-7f3a9c"  # noqa: S105 - a throwaway token of the local demo
+# Where the functions' JSON logs and EMF metric documents go unless --verbose (git-ignored).
+DEFAULT_LOG_FILE = Path("ogc-audit-demo.log")
 _START = utc("2025-10-27T10:10:00")
 # Shown in the S3 flow: what a log file holds besides metered downloads.
 _S3_VARIANTS = [
@@ -144,6 +147,18 @@ def _minio_bodies(rng: random.Random) -> tuple[list[bytes], list[Download]]:
     return bodies, metered
 
 
+def _tallies(summary: dict[str, Any]) -> str:
+    """An outcome summary (``OutcomeTally.as_dict`` or the webhook's answer) as words: counts, then reasons."""
+    parts = []
+    for name, value in summary.items():
+        if isinstance(value, dict):
+            reasons = ", ".join(f"{reason} {count}" for reason, count in value.items())
+            parts.append(f"{name} {sum(value.values())}" + (f" ({reasons})" if reasons else ""))
+        else:
+            parts.append(f"{name} {value}")
+    return ", ".join(parts)
+
+
 def _webhook_event(body: bytes, token: str) -> dict[str, Any]:
     return {
         "resource": "/auditlogs/processor",
@@ -174,11 +189,17 @@ def _check(label: str, expected: Sequence[Download], rs: ReferenceOgcRs, backend
     return ok
 
 
-def run_demo(out: TextIO = sys.stdout) -> int:
-    """Run both flows; exit status 0 when OGC RS holds exactly the expected lines, once each."""
+def run_demo(out: TextIO = sys.stdout, *, verbose: bool = False, log_file: Path = DEFAULT_LOG_FILE) -> int:
+    """Run both flows; exit status 0 when OGC RS holds exactly the expected lines, once each.
+
+    The story goes to ``out``; the functions' JSON logs and metric documents go to ``log_file`` (named at the end),
+    or to ``out`` too when ``verbose``."""
     logging.getLogger("botocore").setLevel(logging.WARNING)
     rng = random.Random(20251027)  # noqa: S311 - sample data, not security
-    with tempfile.TemporaryDirectory() as folder, ReferenceOgcRs(db_path=str(Path(folder) / "metering.sqlite3")) as rs:
+    with contextlib.ExitStack() as stack:
+        sink = out if verbose else stack.enter_context(log_file.open("w", encoding="utf-8"))
+        folder = stack.enter_context(tempfile.TemporaryDirectory())
+        rs = stack.enter_context(ReferenceOgcRs(db_path=str(Path(folder) / "metering.sqlite3")))
         with local_aws():
             import boto3
 
@@ -189,15 +210,15 @@ def run_demo(out: TextIO = sys.stdout) -> int:
                 webhook_token=WEBHOOK_TOKEN,
                 # Every AWS source the app can deploy: the trail's log files, access logs and EventBridge events.
                 templates=synthesized_templates(awsSource="both", eventBridge=True),
-                local_settings={
-                    env_names.POWERTOOLS_LOG_LEVEL: "WARNING",
-                    "POWERTOOLS_METRICS_DISABLED": "true",  # the EMF documents would drown the demo's output
-                },
+                local_settings={env_names.POWERTOOLS_LOG_LEVEL: "INFO"},
             )
             roles = ", ".join(f.role_name.removeprefix("ogc-demo-") for f in resources.functions.values())
             out.write(f"IAM enforced: each function runs under its synthesized template role policy ({roles})\n")
-            ok = _run_flows(boto3, rs, resources, rng, out)
+            with function_logs(sink):
+                ok = _run_flows(boto3, rs, resources, rng, out)
         _print_rows(rs, out)
+    if not verbose:
+        out.write(f"\nthe functions' JSON logs and metric documents: {log_file.resolve()}\n")
     return 0 if ok else 1
 
 
@@ -211,7 +232,7 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
     tally = OutcomeTally()
     for _ in extract_downloads([f"s3://{resources.log_bucket}/AWSLogs/"], tally):
         pass
-    out.write(f"  outcomes of the log files (ogc-audit extract): {json.dumps(tally.as_dict())}\n")
+    out.write(f"  outcomes of the log files (ogc-audit extract): {_tallies(tally.as_dict())}\n")
     s3_ok = _check("  AWS S3 flow", s3_expected, rs, "aws_s3", out)
     s3_expected += _access_log_step(aws, resources, rng, s3_expected[0], out)
     s3_ok = _check("  AWS S3 flow with the access log (each request once)", s3_expected, rs, "aws_s3", out) and s3_ok
@@ -222,7 +243,8 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
     bodies, minio_expected = _minio_bodies(rng)
     for body in bodies:
         response = resources.webhook.invoke(_webhook_event(body, f"Bearer {WEBHOOK_TOKEN}"))
-        out.write(f"  POST {len(body):>5} bytes -> {response['statusCode']} {response['body']}\n")
+        answer = _tallies(json.loads(response["body"]))
+        out.write(f"  POST {len(body):>5} bytes -> {response['statusCode']}: {answer}\n")
     denied = resources.webhook.invoke(_webhook_event(bodies[1], "Bearer wrong-token"))
     out.write(f"  POST with a wrong token -> {denied['statusCode']}\n")
     pumped = pump_queue(resources.deliver)

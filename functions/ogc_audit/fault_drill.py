@@ -48,7 +48,15 @@ from urllib.parse import quote_plus
 import requests
 
 from metering import env_names
-from ogc_audit.local_aws import FlowResources, LambdaHandler, create_flow_resources, local_aws, pump_queue
+from ogc_audit.local_aws import (
+    FUNCTION_LOGGER_FAMILIES,
+    FlowResources,
+    LambdaHandler,
+    create_flow_resources,
+    function_logs,
+    local_aws,
+    pump_queue,
+)
 from ogc_audit.redrive import redrive
 from ogc_audit.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
 from ogc_audit.samples import (
@@ -433,35 +441,20 @@ class _ErrorLogCapture(logging.Handler):
 @contextlib.contextmanager
 def _function_logs(sink: TextIO) -> Iterator[_ErrorLogCapture]:
     """Send the functions' JSON logs to ``sink`` (the drill prints its own figures) and capture their ERRORs."""
-    # The handler modules create their Powertools loggers (and stdout handlers) on import: import them first.
-    import minio_relay.handler  # noqa: F401
-    import s3_audit.handler  # noqa: F401
-
     capture = _ErrorLogCapture()
     # metering: the OGC RS client logs lines refused by a request whose invocation then failed.
-    families = ("s3_audit", "minio_relay", "metering")
-    loggers = [logging.getLogger(name) for name in families]
-    swapped: dict[int, tuple[logging.StreamHandler[Any], Any]] = {}
-    for name in [*families, *list(logging.root.manager.loggerDict)]:
-        if not name.startswith(families):
-            continue
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and id(handler) not in swapped:
-                swapped[id(handler)] = (handler, handler.setStream(sink))
+    loggers = [logging.getLogger(name) for name in FUNCTION_LOGGER_FAMILIES]
     for logger in loggers:
         logger.addHandler(capture)
     quiet = {name: logging.getLogger(name).level for name in ("urllib3", "botocore", "werkzeug")}
     for name in quiet:  # urllib3 warns on every retry: thousands of lines under this fault rate
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        # Powertools metrics print their EMF documents to stdout: they go with the logs.
-        with contextlib.redirect_stdout(sink):
+        with function_logs(sink):
             yield capture
     finally:
         for logger in loggers:
             logger.removeHandler(capture)
-        for handler, stream in swapped.values():
-            handler.setStream(stream)
         for name, level in quiet.items():
             logging.getLogger(name).setLevel(level)
 

@@ -15,6 +15,7 @@ redrive policy still moves a message to its DLQ after maxReceiveCount receives.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -24,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -302,6 +303,33 @@ class LocalFunction:
         """Invoke ``handler`` (default: the template's) with ``event`` as this function."""
         with self.running():
             return (handler or self.handler)(event, lambda_context(self.name))
+
+
+# The loggers of the functions' packages: Powertools JSON logs of the handlers, plain logs of the shared code.
+FUNCTION_LOGGER_FAMILIES = ("s3_audit", "minio_relay", "metering")
+
+
+@contextmanager
+def function_logs(sink: TextIO) -> Iterator[None]:
+    """Send the functions' JSON logs and EMF metric documents to ``sink`` for the block, instead of stdout."""
+    # The handler modules create their Powertools loggers (and stdout handlers) on import: import them first.
+    import minio_relay.handler  # noqa: F401
+    import s3_audit.handler  # noqa: F401
+
+    swapped: dict[int, tuple[logging.StreamHandler[Any], Any]] = {}
+    for name in [*FUNCTION_LOGGER_FAMILIES, *list(logging.root.manager.loggerDict)]:
+        if not name.startswith(FUNCTION_LOGGER_FAMILIES):
+            continue
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and id(handler) not in swapped:
+                swapped[id(handler)] = (handler, handler.setStream(sink))
+    try:
+        # Powertools metrics print their EMF documents to stdout: they go with the logs.
+        with contextlib.redirect_stdout(sink):
+            yield
+    finally:
+        for handler, stream in swapped.values():
+            handler.setStream(stream)
 
 
 _ACTIVE_FUNCTION: str | None = None
