@@ -74,7 +74,7 @@ bench: setup
 	$(BIN)/python -m bench.eventbridge_latency
 
 drill: setup  ## both flows under injected faults: lost 0, duplicates only in the answer-lost window
-	$(BIN)/python -m ogc_audit.fault_drill
+	$(BIN)/python -m testbed.fault_drill
 
 clean:
 	rm -rf cdk.out $(KMS_OUT) .pytest_cache .mypy_cache .ruff_cache

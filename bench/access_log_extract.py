@@ -61,8 +61,8 @@ ATHENA_PATTERN = (
 
 
 def generate(path: Path, count: int) -> None:
-    """Write the access log: realistic records from ``ogc_audit.samples``, streamed to disk."""
-    from ogc_audit.samples import Variant, access_log_line, random_download, utc
+    """Write the access log: realistic records from ``testbed.samples``, streamed to disk."""
+    from testbed.samples import Variant, access_log_line, random_download, utc
 
     variants = {
         "failed_403": Variant.FAILED_403,

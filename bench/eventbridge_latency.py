@@ -6,7 +6,7 @@ Usage::
 
 Everything runs on loopback: a moto server holds the event queue, the log-file queue, the log bucket (its
 ObjectCreated notification feeds the log-file queue) and the DynamoDB delivery ledger; the reference OGC RS
-(``ogc_audit.reference_rs``) stores the lines; the real ``s3_audit`` handler runs in this process behind a pump that
+(``testbed.reference_rs``) stores the lines; the real ``s3_audit`` handler runs in this process behind a pump that
 behaves like Lambda's SQS event source mapping with the deployed settings (``infra.constants``): the event queue
 in batches of EVENT_BATCH_SIZE after at most EVENT_MAX_BATCHING_WINDOW, the log-file queue one file at a time.
 
@@ -41,9 +41,9 @@ from datetime import timedelta
 from typing import Any
 
 from infra.constants import EVENT_BATCH_SIZE, EVENT_MAX_BATCHING_WINDOW
-from ogc_audit.local_aws import environment, lambda_context, local_aws, sqs_event
-from ogc_audit.reference_rs import ReferenceOgcRs
-from ogc_audit.samples import cloudtrail_log_key, cloudtrail_record, eventbridge_api_call, random_download, utc
+from testbed.local_aws import environment, lambda_context, local_aws, sqs_event
+from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import cloudtrail_log_key, cloudtrail_record, eventbridge_api_call, random_download, utc
 
 START = utc("2025-10-27T10:10:00")
 RECEIVE_MAX = 10  # SQS hands out at most 10 messages per ReceiveMessage; the pump gathers a batch from several

@@ -76,7 +76,7 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 def start_reference_rs(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     """The reference OGC RS in its own process; its printed variables configure the webhook server."""
-    command = ["-m", "ogc_audit.reference_rs"]
+    command = ["-m", "testbed.reference_rs"]
     process = subprocess.Popen(
         [sys.executable, *command, "--port", str(free_port())],
         env=env,

@@ -91,8 +91,8 @@ def _run_handler(path: str) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    from ogc_audit.local_aws import lambda_context
     from s3_audit import handler as s3_audit_handler
+    from testbed.local_aws import lambda_context
 
     class NoDelivery:
         batch_max_lines = 500

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from ogc_audit.reference_rs import ReferenceOgcRs
+from testbed.reference_rs import ReferenceOgcRs
 
 
 @pytest.fixture
@@ -59,6 +59,6 @@ def relay_aws(mocked_aws: None) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def flow_templates() -> dict[str, dict[str, Any]]:
     """The app's templates synthesized with cdk.json's context, once per test process (xdist worker)."""
-    from ogc_audit.stack_template import synthesized_templates
+    from testbed.stack_template import synthesized_templates
 
     return synthesized_templates()

@@ -11,7 +11,7 @@ from metering.ledger import KEY_ATTRIBUTE
 from metering.ogc_rs import OgcRsClient, http_session
 from metering.runtime import build_ogc_rs_client
 from metering.settings import OgcRsSettings
-from ogc_audit.reference_rs import ReferenceOgcRs
+from testbed.reference_rs import ReferenceOgcRs
 from tests.events import event_path
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"

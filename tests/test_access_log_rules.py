@@ -295,7 +295,7 @@ def test_cloudtrail_names_still_go_to_cloudtrail() -> None:
 
 
 def test_the_one_match_path_and_the_field_path_read_the_same_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ogc_audit.samples import Variant, access_log_line, random_download, utc
+    from testbed.samples import Variant, access_log_line, random_download, utc
 
     rng = random.Random(5)
     lines = [fixture_line(path.stem) for path in sorted(EVENTS_DIR.glob("access_log/*.log"))]

@@ -12,7 +12,7 @@ from moto import mock_aws
 from metering.errors import DeliveryError
 from metering.exactly_once import InFlightError, KeyedChunk, KeyedLine, chunk_key, deliver_chunks_once, deliver_once
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
-from ogc_audit.reference_rs import ReferenceOgcRs
+from testbed.reference_rs import ReferenceOgcRs
 from tests.helpers import client_for, create_ledger_table
 
 COLLECTION = "0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d"

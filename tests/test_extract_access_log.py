@@ -16,9 +16,9 @@ import boto3
 import pytest
 
 from ogc_audit.cli import main
-from ogc_audit.local_aws import local_aws
-from ogc_audit.reference_rs import ReferenceOgcRs
-from ogc_audit.samples import Variant, access_log_key, access_log_line, random_download, utc
+from testbed.local_aws import local_aws
+from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import Variant, access_log_key, access_log_line, random_download, utc
 from tests.events import event_bytes
 from tests.helpers import cli_env, create_ledger_table
 

@@ -1,4 +1,4 @@
-"""The fault drill (``python -m ogc_audit.fault_drill``) and the bug it found in chunk-keyed delivery."""
+"""The fault drill (``python -m testbed.fault_drill``) and the bug it found in chunk-keyed delivery."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from metering.exactly_once import KeyedChunk, deliver_chunks_once
 from metering.ledger import SqliteLedger
 from metering.ogc_rs import OgcRsClient, http_session
 from metering.settings import ClientCredentials
-from ogc_audit.fault_drill import WEBHOOK_TOKEN, DrillConfig, run_drill
-from ogc_audit.reference_rs import FaultKind, ReferenceOgcRs
+from testbed.fault_drill import WEBHOOK_TOKEN, DrillConfig, run_drill
+from testbed.reference_rs import FaultKind, ReferenceOgcRs
 from tests.helpers import cli_env
 
 # Small runs: a few seconds each, yet every fault kind fires many times.
@@ -35,7 +35,7 @@ def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
     arguments = ["--log-files", "6", "--records-per-file", "30", "--bodies", "10", "--max-entries", "12"]
     arguments += ["--rounds", "4", "--seed", "11"]
     result = subprocess.run(
-        [sys.executable, "-m", "ogc_audit.fault_drill", *arguments],
+        [sys.executable, "-m", "testbed.fault_drill", *arguments],
         check=False,
         env=cli_env(),
         capture_output=True,

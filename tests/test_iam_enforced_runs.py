@@ -21,9 +21,9 @@ import pytest
 from metering import env_names
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
 from metering.ledger import DYNAMODB_ACTIONS
-from ogc_audit.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
-from ogc_audit.reference_rs import ReferenceOgcRs
-from ogc_audit.samples import (
+from testbed.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
+from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import (
     Download,
     Variant,
     access_log_key,
@@ -205,7 +205,7 @@ def test_webhook_and_deliver_meter_minio_batches_under_their_roles(
 @pytest.fixture(scope="module")
 def every_source_templates() -> Templates:
     """The S3 flow with every AWS source: the trail's log files, the asset bucket's access logs, EventBridge."""
-    from ogc_audit.stack_template import synthesized_templates
+    from testbed.stack_template import synthesized_templates
 
     return synthesized_templates(awsSource="both", eventBridge=True, enableMinioRelay=False)
 

@@ -16,8 +16,8 @@ from metering.ogc_rs import DeliveryError, DeliveryReport, RejectedLine, Settled
 from minio_relay import handler
 from minio_relay.deliver import BatchDelivery, deliver_message
 from minio_relay.delivery_queue import pack_messages
-from ogc_audit.local_aws import lambda_context
-from ogc_audit.reference_rs import Fault, ReferenceOgcRs
+from testbed.local_aws import lambda_context
+from testbed.reference_rs import Fault, ReferenceOgcRs
 from tests.events import event_bytes, load_event
 from tests.helpers import client_for
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from metering.errors import ConfigurationError, DeliveryError
-from ogc_audit.reference_rs import ReferenceOgcRs
+from testbed.reference_rs import ReferenceOgcRs
 from tests import helpers
 
 COLLECTION = "0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d"

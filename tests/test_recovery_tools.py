@@ -14,11 +14,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ogc_audit.local_aws import local_aws
 from ogc_audit.redrive import redrive, source_queue_of
-from ogc_audit.reference_rs import ReferenceOgcRs
 from ogc_audit.replay import log_file_time
-from ogc_audit.samples import Variant, cloudtrail_log_key, cloudtrail_record, random_download, utc
+from testbed.local_aws import local_aws
+from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import Variant, cloudtrail_log_key, cloudtrail_record, random_download, utc
 from tests.helpers import cli_env, create_ledger_table
 
 BUCKET = "replay-trail-logs"

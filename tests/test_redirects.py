@@ -11,7 +11,7 @@ import pytest
 from metering.errors import RedirectError
 from metering.metrics import delivery_failure_kind
 from metering.ogc_rs import http_session
-from ogc_audit.reference_rs import FaultKind, ReferenceOgcRs
+from testbed.reference_rs import FaultKind, ReferenceOgcRs
 from tests import helpers
 
 COLLECTION = "0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from ogc_audit.reference_rs import Fault, FaultKind, FaultPlan, ReferenceOgcRs, parse_log_line
+from testbed.reference_rs import Fault, FaultKind, FaultPlan, ReferenceOgcRs, parse_log_line
 
 USER = "6f2c1a4e-0b9d-4c1e-9a57-3e2d8f1b0c11"
 COLLECTION = "0d4f2b7a-8c3e-4f6a-b1d2-5e9c7a3f8b22"

@@ -12,8 +12,8 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from metering.ledger import SqliteLedger
-from ogc_audit.reference_rs import ReferenceOgcRs
 from s3_audit.handler import handler
+from testbed.reference_rs import ReferenceOgcRs
 from tests.events import event_bytes, load_event
 from tests.helpers import client_for
 from tests.test_envelopes import ACCESS_LOG_KEY, BUCKET, KEY, SIMPLE_ACCESS_LOG_KEY

@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from metering.errors import DeliveryError
 from metering.exactly_once import InFlightError
 from metering.ledger import DeliveryLedger, DynamoDbLedger
-from ogc_audit.reference_rs import ReferenceOgcRs
 from s3_audit.sources.identity import request_key
+from testbed.reference_rs import ReferenceOgcRs
 from tests.events import load_event
 from tests.helpers import client_for, create_ledger_table
 from tests.test_envelopes import BUCKET, KEY

@@ -17,11 +17,11 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from metering.errors import DeliveryError
 from metering.ledger import DeliveryLedger, SqliteLedger
 from metering.ogc_rs import DeliveryReport, OgcRsClient, RejectedLine, SettledCallback
-from ogc_audit.local_aws import lambda_context
-from ogc_audit.reference_rs import ReferenceOgcRs
 from s3_audit import handler as s3_audit_handler
 from s3_audit.handler import Dependencies, handler
 from s3_audit.ingest import LineSink
+from testbed.local_aws import lambda_context
+from testbed.reference_rs import ReferenceOgcRs
 from tests.events import load_event
 from tests.helpers import client_for
 from tests.test_envelopes import BUCKET, DIRECT_NOTIFICATIONS, KEY, ORG_KEY, SPACE_KEY

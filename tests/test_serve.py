@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from ogc_audit.reference_rs import Fault, ReferenceOgcRs
 from ogc_audit.serve import run_serve
+from testbed.reference_rs import Fault, ReferenceOgcRs
 from tests.events import event_bytes
 from tests.helpers import cli_env, compact_entry, ogc_rs_env
 

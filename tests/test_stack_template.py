@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ogc_audit.stack_template import (
+from testbed.stack_template import (
     Physical,
     StackResolver,
     TemplateError,

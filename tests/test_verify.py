@@ -15,10 +15,10 @@ import pytest
 from botocore.config import Config
 
 from metering.ledger import SqliteLedger
-from ogc_audit.local_aws import local_aws
-from ogc_audit.reference_rs import ReferenceOgcRs
 from ogc_audit.verify import Marker, Waiting, places_for, print_report, verify
 from s3_audit.handler import handler
+from testbed.local_aws import local_aws
+from testbed.reference_rs import ReferenceOgcRs
 from tests.events import event_bytes, load_event
 from tests.helpers import client_for
 from tests.test_s3_audit_handler import CONTEXT, use

@@ -23,7 +23,7 @@ from minio_relay.webhook import (
     WebhookSettings,
     authenticate,
 )
-from ogc_audit.local_aws import lambda_context
+from testbed.local_aws import lambda_context
 from tests.events import event_bytes
 from tests.helpers import compact_entry
 

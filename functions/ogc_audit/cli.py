@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ogc_audit.verify import run_verify
 
         return run_verify(args)
-    from ogc_audit.demo import run_demo
+    from testbed.demo import run_demo
 
     return run_demo(verbose=args.verbose, log_file=args.log_file)
 

@@ -1,4 +1,4 @@
-"""Hypothesis strategies shared by the property suite: realistic inputs from ``ogc_audit.samples``, then damaged.
+"""Hypothesis strategies shared by the property suite: realistic inputs from ``testbed.samples``, then damaged.
 
 Records start as what CloudTrail and MinIO really write (a presigned GetObject and the variants the rules must
 tell apart) and are mutated: fields dropped, values replaced by wrong types (numbers, lists, null, nested
@@ -26,7 +26,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from metering.outcomes import Reason
-from ogc_audit.samples import Download, Variant, cloudtrail_record, minio_entry
+from testbed.samples import Download, Variant, cloudtrail_record, minio_entry
 
 HUGE = 100_000
 """Characters in a huge string value."""

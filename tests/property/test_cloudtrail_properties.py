@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from metering.line import MeteredDownload, is_valid_line, normalize_bytes, normalize_timestamp
 from metering.outcomes import OutcomeTally, Reason, Skip
-from ogc_audit.reference_rs import parse_log_line
-from ogc_audit.samples import Download, cloudtrail_record
 from s3_audit.cloudtrail import CloudTrailRecord, EventIdSet, classify, decode_record, meter, record_from_object
 from s3_audit.log_file import MAX_RECORD_BYTES, LogRecord, read_log_records
+from testbed.reference_rs import parse_log_line
+from testbed.samples import Download, cloudtrail_record
 from tests.property.strategies import (
     GENERATED,
     HUGE,

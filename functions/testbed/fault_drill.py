@@ -1,6 +1,6 @@
 """The fault drill: both flows through the real handlers under injected faults, then an exact reconciliation.
 
-Run it as ``python -m ogc_audit.fault_drill [--log-files N --bodies N --seed S ...]``. It starts a reference
+Run it as ``python -m testbed.fault_drill [--log-files N --bodies N --seed S ...]``. It starts a reference
 OGC RS and an AWS emulator (moto server) set up like the stacks (log bucket -> S3 notification -> log-file
 queue + DLQ, delivery queue + DLQ, the DynamoDB delivery ledger, Secrets Manager), generates CloudTrail log
 files and MinIO bodies with the duplicates real systems produce, and drives them through ``s3_audit.handler``,
@@ -48,7 +48,8 @@ from urllib.parse import quote_plus
 import requests
 
 from metering import env_names
-from ogc_audit.local_aws import (
+from ogc_audit.redrive import redrive
+from testbed.local_aws import (
     FUNCTION_LOGGER_FAMILIES,
     FlowResources,
     LambdaHandler,
@@ -57,9 +58,8 @@ from ogc_audit.local_aws import (
     local_aws,
     pump_queue,
 )
-from ogc_audit.redrive import redrive
-from ogc_audit.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
-from ogc_audit.samples import (
+from testbed.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
+from testbed.samples import (
     Download,
     Variant,
     cloudtrail_log_key,
@@ -1057,7 +1057,7 @@ def print_report(report: DrillReport, out: TextIO) -> None:
 def _arguments(argv: Sequence[str] | None) -> tuple[DrillConfig, str | None]:
     defaults = DrillConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m ogc_audit.fault_drill",
+        prog="python -m testbed.fault_drill",
         description="Drive both flows through the real handlers under injected faults and reconcile the result.",
     )
     options: list[tuple[str, type, str]] = [

@@ -35,7 +35,7 @@ A redirect points at ``/elsewhere/...`` on the same server, a sink that answers 
 stored batch) and stores nothing: a client that followed it would believe it succeeded. Requests that reach the
 sink are kept in ``server.redirected_requests`` (their headers included), so a test sees what would have leaked.
 
-Run standalone: ``python -m ogc_audit.reference_rs --port 9000 --db metering.sqlite3``.
+Run standalone: ``python -m testbed.reference_rs --port 9000 --db metering.sqlite3``.
 """
 
 from __future__ import annotations
@@ -1009,7 +1009,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m ogc_audit.reference_rs",
+        prog="python -m testbed.reference_rs",
         description="Run the reference OGC Resource Server (AuditLogsIngestion + token endpoint) locally.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -25,9 +25,9 @@ from typing import Any, TextIO
 
 from metering import env_names
 from metering.outcomes import OutcomeTally
-from ogc_audit.local_aws import FlowResources, create_flow_resources, function_logs, local_aws, pump_queue
-from ogc_audit.reference_rs import ReferenceOgcRs
-from ogc_audit.samples import (
+from testbed.local_aws import FlowResources, create_flow_resources, function_logs, local_aws, pump_queue
+from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import (
     ACCOUNT,
     Download,
     Variant,
@@ -40,7 +40,7 @@ from ogc_audit.samples import (
     random_download,
     utc,
 )
-from ogc_audit.stack_template import synthesized_templates
+from testbed.stack_template import synthesized_templates
 
 WEBHOOK_TOKEN = "demo-webhook-token-7f3a9c"  # noqa: S105 - a throwaway token of the local demo
 # Where the functions' JSON logs and EMF metric documents go unless --verbose (git-ignored).

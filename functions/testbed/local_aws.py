@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from metering import env_names
-from ogc_audit import stack_template
-from ogc_audit.stack_template import ACCOUNT, REGION, Physical, StackResolver, Template, short_name
+from testbed import stack_template
+from testbed.stack_template import ACCOUNT, REGION, Physical, StackResolver, Template, short_name
 
 if TYPE_CHECKING:
-    from ogc_audit.reference_rs import ReferenceOgcRs
+    from testbed.reference_rs import ReferenceOgcRs
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 
