@@ -16,8 +16,8 @@ from s3_audit.handler import handler
 from testbed.reference_rs import ReferenceOgcRs
 from tests.events import event_bytes, load_event
 from tests.helpers import client_for
-from tests.test_envelopes import ACCESS_LOG_KEY, BUCKET, KEY, SIMPLE_ACCESS_LOG_KEY
-from tests.test_s3_audit_handler import CONTEXT, line, record, request_id_for, s3, stored, use
+from tests.integration.test_s3_audit_handler import CONTEXT, line, record, request_id_for, s3, stored, use
+from tests.unit.test_envelopes import ACCESS_LOG_KEY, BUCKET, KEY, SIMPLE_ACCESS_LOG_KEY
 
 __all__ = ["s3"]  # the moto S3 fixture, shared with the handler tests
 

@@ -95,7 +95,7 @@ def run_measured(*arguments: str, env: dict[str, str] | None = None) -> dict[str
         capture_output=True,
         timeout=120,
         check=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     lines = completed.stdout.decode().strip().splitlines()
     result: dict[str, Any] = json.loads(lines[-1])

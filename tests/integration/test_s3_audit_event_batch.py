@@ -20,9 +20,8 @@ from s3_audit.sources.identity import request_key
 from testbed.reference_rs import ReferenceOgcRs
 from tests.events import load_event
 from tests.helpers import client_for, create_ledger_table
-from tests.test_envelopes import BUCKET, KEY
-from tests.test_s3_audit_cross_source import cloudtrail_file, notification
-from tests.test_s3_audit_handler import (
+from tests.integration.test_s3_audit_cross_source import cloudtrail_file, notification
+from tests.integration.test_s3_audit_handler import (
     CONTEXT,
     FailsAfterFirstLine,
     emf_documents,
@@ -34,6 +33,7 @@ from tests.test_s3_audit_handler import (
     stored,
     use,
 )
+from tests.unit.test_envelopes import BUCKET, KEY
 
 __all__ = ["s3"]  # the moto S3 fixture of the handler tests
 

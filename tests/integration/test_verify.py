@@ -21,7 +21,7 @@ from testbed.local_aws import local_aws
 from testbed.reference_rs import ReferenceOgcRs
 from tests.events import event_bytes, load_event
 from tests.helpers import client_for
-from tests.test_s3_audit_handler import CONTEXT, use
+from tests.integration.test_s3_audit_handler import CONTEXT, use
 
 ASSETS = "verify-assets"
 LOGS = "verify-trail-logs"

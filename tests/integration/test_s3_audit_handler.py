@@ -24,7 +24,7 @@ from testbed.local_aws import lambda_context
 from testbed.reference_rs import ReferenceOgcRs
 from tests.events import load_event
 from tests.helpers import client_for
-from tests.test_envelopes import BUCKET, DIRECT_NOTIFICATIONS, KEY, ORG_KEY, SPACE_KEY
+from tests.unit.test_envelopes import BUCKET, DIRECT_NOTIFICATIONS, KEY, ORG_KEY, SPACE_KEY
 
 USER = "3f1c9a52-7a4e-4c1e-9f0b-2d5f8e6a1b7c"
 COLLECTION = "8b2d4e6f-1a3c-4b5d-8e7f-9a0b1c2d3e4f"
