@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,19 @@ def cli_env(rs: ReferenceOgcRs | None = None, *, keep_aws: bool = False, **value
 def compact_entry(name: str) -> bytes:
     """A MinIO sample as MinIO sends one entry: compact JSON followed by a newline."""
     return json.dumps(json.loads(event_path(f"minio/{name}").read_bytes()), separators=(",", ":")).encode() + b"\n"
+
+
+def run_replay(rs: ReferenceOgcRs, location: str, *args: str) -> tuple[int, list[dict[str, object]]]:
+    """``ogc-audit replay LOCATION ARGS`` as a subprocess against the emulator: exit status and its JSON summaries.
+
+    local_aws's endpoint and credentials stay (``keep_aws``): the replay reads the moto server.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "ogc_audit.cli", "replay", location, *args],
+        env=cli_env(rs, keep_aws=True, IDEMPOTENCY_TABLE_NAME="ledger"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return result.returncode, [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +18,7 @@ from testbed.local_aws import local_aws
 from testbed.reference_rs import ReferenceOgcRs
 from testbed.samples import Variant, access_log_key, access_log_line, random_download, utc
 from tests.events import event_bytes
-from tests.helpers import cli_env, create_ledger_table
+from tests.helpers import create_ledger_table, run_replay
 
 USER = "3f1c9a52-7a4e-4c1e-9f0b-2d5f8e6a1b7c"
 COLLECTION = "8b2d4e6f-1a3c-4b5d-8e7f-9a0b1c2d3e4f"
@@ -125,15 +123,7 @@ def access_logs() -> Iterator[list[str]]:
 
 
 def replay(rs: ReferenceOgcRs, *args: str) -> tuple[int, list[dict[str, object]]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ogc_audit.cli", "replay", f"s3://{BUCKET}/access-logs/", *args],
-        env=cli_env(rs, keep_aws=True, IDEMPOTENCY_TABLE_NAME="ledger"),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    return result.returncode, [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    return run_replay(rs, f"s3://{BUCKET}/access-logs/", *args)
 
 
 def test_replay_of_an_access_log_period_sends_each_request_once(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -19,7 +17,7 @@ from ogc_audit.replay import log_file_time
 from testbed.local_aws import local_aws
 from testbed.reference_rs import ReferenceOgcRs
 from testbed.samples import Variant, cloudtrail_log_key, cloudtrail_record, random_download, utc
-from tests.helpers import cli_env, create_ledger_table
+from tests.helpers import create_ledger_table, run_replay
 
 BUCKET = "replay-trail-logs"
 START = utc("2025-10-27T10:00:00")
@@ -53,17 +51,7 @@ def trail_logs() -> Iterator[list[str]]:
 
 
 def replay(rs: ReferenceOgcRs, *args: str) -> tuple[int, list[dict[str, object]]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "ogc_audit.cli", "replay", f"s3://{BUCKET}/AWSLogs/", *args],
-        # local_aws's endpoint and credentials stay: the replay reads the moto server.
-        env=cli_env(rs, keep_aws=True, IDEMPOTENCY_TABLE_NAME="ledger"),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    return result.returncode, lines
+    return run_replay(rs, f"s3://{BUCKET}/AWSLogs/", *args)
 
 
 def test_replaying_a_period_twice_sends_nothing_the_second_time(
