@@ -97,16 +97,7 @@ def _record(parts: list[str]) -> AccessLogRecord:
     common = _COMMON_REST.match(parts[8])
     if common is not None:
         uri, status, sent, authentication_type = common.groups()
-        return AccessLogRecord(
-            bucket=parts[1],
-            time=f"{parts[2][1:]} {parts[3][:-1]}",
-            request_id=parts[6],
-            operation=parts[7],
-            request_uri=uri,
-            http_status=status,
-            bytes_sent=sent,
-            authentication_type=authentication_type,
-        )
+        return _from_fields(parts, uri, status, sent, authentication_type)
     rest = parts[8]
     key_end = rest.find(" ")
     if key_end < 0:
@@ -125,15 +116,22 @@ def _record(parts: list[str]) -> AccessLogRecord:
         tail = rest.split(" ", _AUTHENTICATION_AFTER_USER_AGENT + 1)
         if len(tail) > _AUTHENTICATION_AFTER_USER_AGENT:
             authentication = tail[_AUTHENTICATION_AFTER_USER_AGENT]
+    return _from_fields(parts, request_uri, http_status, fields[2], authentication)
+
+
+def _from_fields(
+    head: list[str], request_uri: str, http_status: str, bytes_sent: str, authentication_type: str | None
+) -> AccessLogRecord:
+    """The record from the fields up to the Operation (``_head``) and the later ones the rules read."""
     return AccessLogRecord(
-        bucket=parts[1],
-        time=f"{parts[2][1:]} {parts[3][:-1]}",
-        request_id=parts[6],
-        operation=parts[7],
+        bucket=head[1],
+        time=f"{head[2][1:]} {head[3][:-1]}",
+        request_id=head[6],
+        operation=head[7],
         request_uri=request_uri,
         http_status=http_status,
-        bytes_sent=fields[2],
-        authentication_type=authentication,
+        bytes_sent=bytes_sent,
+        authentication_type=authentication_type,
     )
 
 
