@@ -121,48 +121,47 @@ def key_policy_statements(*, s3_flow: bool, trail: bool, event_bridge: bool = Fa
             conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": _arn("logs", "log-group:*")}},
         ),
         # Alarms publish to the encrypted alarm topic as the CloudWatch service.
-        iam.PolicyStatement(
-            sid="CloudWatchAlarmsPublish",
-            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-            resources=["*"],
-            conditions={
-                "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                "ArnLike": {"aws:SourceArn": _arn("cloudwatch", "alarm:*")},
-            },
+        _service_on_behalf_of_account(
+            "CloudWatchAlarmsPublish",
+            "cloudwatch",
+            ["kms:Decrypt", "kms:GenerateDataKey*"],
+            _arn("cloudwatch", "alarm:*"),
         ),
     ]
     if trail:
         statements += _cloudtrail_statements()
     if s3_flow:
+        # S3 sends the log buckets' event notifications to the encrypted log-file queue as the S3 service.
         statements.append(
-            # S3 sends the log buckets' event notifications to the encrypted log-file queue as the S3 service.
-            iam.PolicyStatement(
-                sid="S3NotificationsToQueues",
-                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
-                actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                resources=["*"],
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                    "ArnLike": {"aws:SourceArn": f"arn:{Aws.PARTITION}:s3:::*"},
-                },
+            _service_on_behalf_of_account(
+                "S3NotificationsToQueues", "s3", KeyUse.SEND_TO_QUEUE, f"arn:{Aws.PARTITION}:s3:::*"
             )
         )
     if event_bridge:
+        # EventBridge enqueues the matched download events into the encrypted event queue as the service.
         statements.append(
-            # EventBridge enqueues the matched download events into the encrypted event queue as the service.
-            iam.PolicyStatement(
-                sid="EventBridgeToEventQueue",
-                principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                resources=["*"],
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                    "ArnLike": {"aws:SourceArn": _arn("events", "rule/*")},
-                },
+            _service_on_behalf_of_account(
+                "EventBridgeToEventQueue", "events", KeyUse.SEND_TO_QUEUE, _arn("events", "rule/*")
             )
         )
     return statements
+
+
+def _service_on_behalf_of_account(
+    sid: str, service: str, actions: Sequence[str], source_arn_pattern: str
+) -> iam.PolicyStatement:
+    """Let the AWS ``service`` use the key for ``actions`` only when it acts for a resource of this account whose
+    ARN is like ``source_arn_pattern`` (confused-deputy protection: ``aws:SourceAccount`` and ``aws:SourceArn``)."""
+    return iam.PolicyStatement(
+        sid=sid,
+        principals=[iam.ServicePrincipal(f"{service}.amazonaws.com")],
+        actions=list(actions),
+        resources=["*"],  # in a key policy "*" means this key
+        conditions={
+            "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+            "ArnLike": {"aws:SourceArn": source_arn_pattern},
+        },
+    )
 
 
 def _cloudtrail_statements() -> list[iam.PolicyStatement]:

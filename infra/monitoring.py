@@ -60,6 +60,46 @@ class WatchedFunction:
     timeout: Duration
 
 
+@dataclass(frozen=True)
+class LogFileSilence:
+    """A source of log files that falls silent: no message on the log-file queue for ``window`` raises ``name``."""
+
+    name: str
+    source: str
+    """What reaches the queue, e.g. "CloudTrail file"."""
+    window: Duration
+    meaning: str
+    """Why the silence means trouble, and what may have broken."""
+    anchor: str
+
+    @property
+    def hours(self) -> int:
+        return int(self.window.to_hours())
+
+    @property
+    def description(self) -> str:
+        return f"No {self.source} reached the log-file queue for {self.hours} hours. {self.meaning}"
+
+
+TRAIL_SILENT = LogFileSilence(
+    name="TrailSilent",
+    source="CloudTrail file",
+    window=TRAIL_SILENCE,
+    meaning="CloudTrail writes a digest file every hour even without downloads, so the trail stopped logging, "
+    "lost access to the log bucket, or the bucket notification is gone.",
+    anchor="trail-silent",
+)
+ACCESS_LOGS_SILENT = LogFileSilence(
+    name="AccessLogsSilent",
+    source="S3 server access log",
+    window=ACCESS_LOG_SILENCE,
+    meaning="S3 writes access logs only when the asset buckets are used and can deliver them hours late, hence "
+    "the long window: logging was turned off on an asset bucket, the log delivery lost access, the notification is "
+    "gone, or nobody used the assets for a day.",
+    anchor="access-logs-silent",
+)
+
+
 def custom_metric(
     flow: str,
     metric_name: str,
@@ -129,9 +169,9 @@ class FlowMonitoring(Construct):
         if api is not None:
             self._watch_webhook(api)
         if trail_log_files is not None:
-            self._watch_trail(trail_log_files)
+            self._watch_silence(TRAIL_SILENT, trail_log_files)
         elif access_log_files is not None:  # with a trail too, its hourly digest is the stronger heartbeat
-            self._watch_access_logs(access_log_files)
+            self._watch_silence(ACCESS_LOGS_SILENT, access_log_files)
         self.dashboard = self._dashboard(queues, functions, api, trail_log_files)
         if event_path:
             self.dashboard.add_widgets(*self._path_widgets())
@@ -269,43 +309,18 @@ class FlowMonitoring(Construct):
             anchor="webhook-server-errors",
         )
 
-    def _watch_trail(self, log_files: DurableQueue) -> None:
-        hours = int(TRAIL_SILENCE.to_hours())
-        self._watch_silence(
-            "TrailSilent",
-            log_files,
-            hours,
-            f"No CloudTrail file reached the log-file queue for {hours} hours. CloudTrail writes a digest "
-            "file every hour even without downloads, so the trail stopped logging, lost access to the log bucket, "
-            "or the bucket notification is gone.",
-            "trail-silent",
-        )
-
-    def _watch_access_logs(self, log_files: DurableQueue) -> None:
-        hours = int(ACCESS_LOG_SILENCE.to_hours())
-        self._watch_silence(
-            "AccessLogsSilent",
-            log_files,
-            hours,
-            f"No S3 server access log reached the log-file queue for {hours} hours. S3 writes access "
-            "logs only when the asset buckets are used and can deliver them hours late, hence the long window: "
-            "logging was turned off on an asset bucket, the log delivery lost access, the notification is gone, "
-            "or nobody used the assets for a day.",
-            "access-logs-silent",
-        )
-
-    def _watch_silence(self, name: str, log_files: DurableQueue, hours: int, description: str, anchor: str) -> None:
-        """Alarm when no message reached the log-file queue for ``hours`` hours."""
+    def _watch_silence(self, silence: LogFileSilence, log_files: DurableQueue) -> None:
+        """Alarm when no message reached the log-file queue for the hours of ``silence``."""
         self._alarm(
-            name,
+            silence.name,
             metric=log_files.queue.metric_number_of_messages_sent(period=HEARTBEAT_PERIOD, statistic="Sum"),
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-            evaluation_periods=hours,
+            evaluation_periods=silence.hours,
             # SQS stops publishing the metrics of an idle queue: no data is silence too.
             missing=cloudwatch.TreatMissingData.BREACHING,
-            description=description,
-            anchor=anchor,
+            description=silence.description,
+            anchor=silence.anchor,
         )
 
     # --- dashboard ------------------------------------------------------------------------------------------------
