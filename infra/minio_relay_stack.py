@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aws_cdk import CfnOutput
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
-from constructs import Construct
 
 from infra.config import AuditConfig
 from infra.constants import (
@@ -29,21 +27,20 @@ from infra.constants import (
     WEBHOOK_TIMEOUT,
     WEBHOOK_TOKEN_LENGTH,
 )
-from infra.encryption import customer_managed_key_or_skip, imported_key
+from infra.encryption import customer_managed_key_or_skip
+from infra.flow_stack import FlowStack
 from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
 from infra.ogc_rs import delivering_function
 from infra.review import skip_check
 from infra.secure_defaults import (
     AuditFunction,
-    AuditStack,
     DurableQueue,
     SecretReference,
     acknowledge,
-    alarm_topic,
     app_secret,
 )
 from metering import env_names
-from metering.metric_names import FLOW_MINIO, SERVICE_OF_FLOW
+from metering.metric_names import FLOW_MINIO
 from minio_relay.routes import WEBHOOK_PATH
 
 # One JSON object per request in the stage's access log group.
@@ -65,25 +62,15 @@ ACCESS_LOG_FIELDS = {
 HEALTH_RESPONSE = '{"status":"ok"}'
 
 
-class MinioRelayStack(AuditStack):
+class MinioRelayStack(FlowStack):
     """Receives MinIO's audit webhook, answers at once, and delivers metered lines to OGC RS through a queue."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: AuditConfig,
-        client_credentials: SecretReference,
-        key_arn: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(scope, construct_id, **kwargs)
-        self.key = imported_key(self, key_arn)
-        topic = alarm_topic(self, "AlarmTopic", config.alarm_email, self.key)
-        self.webhook_token = self._webhook_token(config)
+    FLOW = FLOW_MINIO
+
+    def build(self) -> None:
+        self.webhook_token = self._webhook_token(self.config)
         self.delivery = DurableQueue(
-            self, "Delivery", consumer_timeout=DELIVER_TIMEOUT, alarm_topic=topic, key=self.key
+            self, "Delivery", consumer_timeout=DELIVER_TIMEOUT, alarm_topic=self.alarm_topic, key=self.key
         )
 
         self.webhook = AuditFunction(
@@ -91,7 +78,7 @@ class MinioRelayStack(AuditStack):
             "Webhook",
             package="minio_relay",
             handler="handler.webhook",
-            service_name=SERVICE_OF_FLOW[FLOW_MINIO],
+            service_name=self.service_name,
             memory_size=WEBHOOK_MEMORY_MB,
             timeout=WEBHOOK_TIMEOUT,
             environment={
@@ -99,7 +86,7 @@ class MinioRelayStack(AuditStack):
                 env_names.DELIVERY_QUEUE_URL: self.delivery.queue.queue_url,
                 env_names.MAX_BODY_BYTES: str(WEBHOOK_MAX_BODY_BYTES),
                 # One queue message holds at most one OGC RS request's worth of lines.
-                env_names.BATCH_MAX_LINES: str(config.batch_max_lines),
+                env_names.BATCH_MAX_LINES: str(self.config.batch_max_lines),
             },
             key=self.key,
         )
@@ -124,12 +111,8 @@ class MinioRelayStack(AuditStack):
             "Deliver",
             package="minio_relay",
             handler="handler.deliver",
-            service_name=SERVICE_OF_FLOW[FLOW_MINIO],
             memory_size=DELIVER_MEMORY_MB,
             timeout=DELIVER_TIMEOUT,
-            config=config,
-            client_credentials=client_credentials,
-            key=self.key,
             max_concurrency=DELIVER_MAX_CONCURRENCY,
         )
         # OGC RS must not be flooded when it comes back after an outage with a full queue.
@@ -144,8 +127,8 @@ class MinioRelayStack(AuditStack):
         self.monitoring = FlowMonitoring(
             self,
             "Monitoring",
-            flow=FLOW_MINIO,
-            topic=topic,
+            flow=self.FLOW,
+            topic=self.alarm_topic,
             queues=[WatchedQueue("Delivery", self.delivery, DELIVERY_QUEUE_MAX_AGE)],
             functions=[
                 WatchedFunction("Webhook", self.webhook, WEBHOOK_TIMEOUT),
@@ -153,7 +136,7 @@ class MinioRelayStack(AuditStack):
             ],
             api=self.api,
         )
-        self._outputs(client_credentials)
+        self._outputs()
 
     def _webhook_token(self, config: AuditConfig) -> SecretReference:
         """The token MinIO presents: imported by ARN, or generated here (the SecretString is the token itself)."""
@@ -273,7 +256,7 @@ class MinioRelayStack(AuditStack):
         acknowledge(method, "AwsSolutions-COG4", reason)
         skip_check(method, "CKV_AWS_59", reason)
 
-    def _outputs(self, client_credentials: SecretReference) -> None:
+    def _outputs(self) -> None:
         webhook_url = self.api.url_for_path(WEBHOOK_PATH)
         CfnOutput(self, "WebhookUrl", value=webhook_url, description="MinIO audit_webhook endpoint")
         token_hint = (
@@ -288,16 +271,8 @@ class MinioRelayStack(AuditStack):
             description="Run with your mc alias and the token, then: mc admin service restart ALIAS",
         )
         CfnOutput(self, "WebhookTokenSecretArn", value=self.webhook_token.arn, description="The webhook token")
-        CfnOutput(self, "DeliveryQueueUrl", value=self.delivery.queue.queue_url, description="Lines waiting for OGC RS")
-        CfnOutput(
-            self,
-            "DeliveryDeadLetterQueueUrl",
-            value=self.delivery.dead_letter_queue.queue_url,
-            description="Deliveries that failed 5 times; redrive them once the cause is fixed",
-        )
-        CfnOutput(
-            self,
-            "ClientCredentialsSecretArn",
-            value=client_credentials.arn,
-            description='Secret JSON {"clientId", "clientSecret"} for the OGC RS token',
+        self.delivery.add_url_outputs(
+            "Delivery",
+            waiting="Lines waiting for OGC RS",
+            failed="Deliveries that failed 5 times; redrive them once the cause is fixed",
         )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
-from aws_cdk import aws_kms as kms
+from aws_cdk import Duration
 
 from infra.config import AuditConfig
+from infra.flow_stack import FlowStack
 from infra.secure_defaults import AuditFunction, DeliveryLedgerTable, SecretReference
 from metering import env_names
 
@@ -24,21 +24,18 @@ def ogc_rs_environment(config: AuditConfig, client_credentials: SecretReference)
 
 
 def delivering_function(
-    stack: Stack,
+    stack: FlowStack,
     construct_id: str,
     *,
     package: str,
     handler: str,
-    service_name: str,
     memory_size: int,
     timeout: Duration,
-    config: AuditConfig,
-    client_credentials: SecretReference,
-    key: kms.IKey | None,
     max_concurrency: int,
 ) -> tuple[AuditFunction, DeliveryLedgerTable]:
-    """A function that sends lines to OGC RS: its settings, read access to the client credentials, and the
-    stack's delivery ledger table (created here) so that nothing it sends is sent twice.
+    """A function of the flow of ``stack`` that sends lines to OGC RS: the stack's OGC RS settings, read access to
+    its client credentials, and the stack's delivery ledger table (created here) so that nothing it sends is sent
+    twice.
 
     ``max_concurrency`` is reserved for it: however it is invoked, OGC RS never sees more concurrent senders,
     and other functions of the account cannot starve it (a throttled SQS batch counts towards the DLQ).
@@ -48,14 +45,14 @@ def delivering_function(
         construct_id,
         package=package,
         handler=handler,
-        service_name=service_name,
+        service_name=stack.service_name,
         memory_size=memory_size,
         timeout=timeout,
-        environment=ogc_rs_environment(config, client_credentials),
-        key=key,
+        environment=ogc_rs_environment(stack.config, stack.client_credentials),
+        key=stack.key,
         reserved_concurrency=max_concurrency,
     )
-    client_credentials.grant_read(function.role)
-    ledger = DeliveryLedgerTable(stack, "DeliveryLedger", key)
+    stack.client_credentials.grant_read(function.role)
+    ledger = DeliveryLedgerTable(stack, "DeliveryLedger", stack.key)
     ledger.grant_ledger_access(function)
     return function, ledger

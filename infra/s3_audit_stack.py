@@ -7,8 +7,6 @@ server access logs into a bucket of their own, no trail), or ``both`` (the funct
 
 from __future__ import annotations
 
-from typing import Any
-
 import jsii
 from aws_cdk import Aws, CfnOutput, Duration, Stack
 from aws_cdk import aws_cloudtrail as cloudtrail
@@ -19,7 +17,6 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.interfaces import aws_s3 as s3_refs
 from constructs import Construct
 
-from infra.config import AuditConfig
 from infra.constants import (
     ABORT_INCOMPLETE_UPLOAD_AFTER,
     ASSET_ACCESS_LOG_PREFIX,
@@ -34,22 +31,20 @@ from infra.constants import (
     S3_AUDIT_TIMEOUT,
 )
 from infra.download_events import DownloadEvents
-from infra.encryption import KeyUse, customer_managed_key_or_skip, grant_key_use, imported_key
+from infra.encryption import KeyUse, customer_managed_key_or_skip, grant_key_use
+from infra.flow_stack import FlowStack
 from infra.monitoring import FlowMonitoring, WatchedFunction, WatchedQueue
 from infra.ogc_rs import delivering_function
 from infra.review import skip_check
 from infra.secure_defaults import (
-    AuditStack,
     DurableQueue,
-    SecretReference,
     access_logs_bucket,
     acknowledge,
-    alarm_topic,
     bucket_arn_finding,
     private_bucket,
 )
 from metering.aws_calls import LOG_FILE_READ_ACTIONS
-from metering.metric_names import FLOW_AWS_S3, SERVICE_OF_FLOW
+from metering.metric_names import FLOW_AWS_S3
 
 # S3 delivers an event notification with this call only (no GetQueueAttributes/GetQueueUrl as CDK grants).
 S3_NOTIFICATION_SEND_ACTIONS = ("sqs:SendMessage",)
@@ -100,34 +95,23 @@ class AccountBoundQueueDestination:
         )
 
 
-class S3AuditStack(AuditStack):
+class S3AuditStack(FlowStack):
     """Meters presigned GetObject downloads from S3 asset buckets through CloudTrail data events."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: AuditConfig,
-        client_credentials: SecretReference,
-        key_arn: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(scope, construct_id, **kwargs)
-        self.key = imported_key(self, key_arn)
-        topic = alarm_topic(self, "AlarmTopic", config.alarm_email, self.key)
+    FLOW = FLOW_AWS_S3
+
+    def build(self) -> None:
         self.access_logs = access_logs_bucket(self, "AccessLogsBucket")
-        self.config = config
         retention = [
             s3.LifecycleRule(
-                expiration=Duration.days(config.log_retention_days),
-                noncurrent_version_expiration=Duration.days(config.log_retention_days),
+                expiration=Duration.days(self.config.log_retention_days),
+                noncurrent_version_expiration=Duration.days(self.config.log_retention_days),
                 abort_incomplete_multipart_upload_after=ABORT_INCOMPLETE_UPLOAD_AFTER,
             )
         ]
         # SSE-S3 like every bucket here: S3 log delivery cannot write to an SSE-KMS bucket.
         self.asset_access_logs: s3.Bucket | None = None
-        if config.uses_access_logs:
+        if self.config.uses_access_logs:
             self.asset_access_logs = private_bucket(
                 self,
                 "AssetAccessLogBucket",
@@ -136,16 +120,16 @@ class S3AuditStack(AuditStack):
                 lifecycle_rules=retention,
             )
         self.created_asset_bucket: s3.Bucket | None = None
-        self.asset_buckets = self._asset_buckets(config)
+        self.asset_buckets = self._asset_buckets()
         self.log_bucket = private_bucket(
             self, "LogBucket", access_logs=self.access_logs, access_logs_prefix="log-bucket/", lifecycle_rules=retention
         )
-        self.trail = self._download_trail(self.key) if config.uses_cloudtrail else None
+        self.trail = self._download_trail(self.key) if self.config.uses_cloudtrail else None
 
         self.log_files = DurableQueue(
-            self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=topic, key=self.key
+            self, "LogFiles", consumer_timeout=S3_AUDIT_TIMEOUT, alarm_topic=self.alarm_topic, key=self.key
         )
-        if config.uses_cloudtrail:
+        if self.config.uses_cloudtrail:
             # S3 filters cannot exclude CloudTrail-Digest/ keys (same prefix and suffix): the function skips them.
             self.log_bucket.add_event_notification(
                 s3.EventType.OBJECT_CREATED,
@@ -153,7 +137,7 @@ class S3AuditStack(AuditStack):
                 s3.NotificationKeyFilter(prefix=CLOUDTRAIL_LOG_PREFIX, suffix=CLOUDTRAIL_LOG_SUFFIX),
             )
         if self.asset_access_logs is not None:
-            self._deliver_access_logs(self.asset_access_logs, config)
+            self._deliver_access_logs(self.asset_access_logs)
         self._acknowledge_notifications_handler()
 
         self.audit, self.ledger = delivering_function(
@@ -161,15 +145,11 @@ class S3AuditStack(AuditStack):
             "S3Audit",
             package="s3_audit",
             handler="handler.handler",
-            service_name=SERVICE_OF_FLOW[FLOW_AWS_S3],
             memory_size=S3_AUDIT_MEMORY_MB,
             timeout=S3_AUDIT_TIMEOUT,
-            config=config,
-            client_credentials=client_credentials,
-            key=self.key,
             max_concurrency=S3_AUDIT_MAX_CONCURRENCY,
         )
-        if config.uses_cloudtrail:
+        if self.config.uses_cloudtrail:
             self._grant_log_reads(
                 self.log_bucket,
                 CLOUDTRAIL_LOG_PREFIX,
@@ -188,7 +168,7 @@ class S3AuditStack(AuditStack):
         self.log_files.feed(self.audit, batch_size=S3_AUDIT_BATCH_SIZE, max_concurrency=S3_AUDIT_MAX_CONCURRENCY)
         self.download_events: DownloadEvents | None = None
         watched_queues = [WatchedQueue("LogFiles", self.log_files, LOG_FILE_QUEUE_MAX_AGE)]
-        if config.event_bridge:
+        if self.config.event_bridge:
             if self.trail is None:  # AuditConfig refuses this combination; a trail is what feeds EventBridge
                 raise ValueError("eventBridge needs a trail (awsSource cloudtrail or both)")
             self.download_events = DownloadEvents(
@@ -196,29 +176,29 @@ class S3AuditStack(AuditStack):
                 "DownloadEvents",
                 asset_buckets=self.asset_buckets,
                 consumer=self.audit,
-                alarm_topic=topic,
+                alarm_topic=self.alarm_topic,
                 key=self.key,
             )
             watched_queues.append(WatchedQueue("Events", self.download_events.queue, EVENT_QUEUE_MAX_AGE))
         self.monitoring = FlowMonitoring(
             self,
             "Monitoring",
-            flow=FLOW_AWS_S3,
-            topic=topic,
+            flow=self.FLOW,
+            topic=self.alarm_topic,
             queues=watched_queues,
             functions=[WatchedFunction("S3Audit", self.audit, S3_AUDIT_TIMEOUT)],
-            trail_log_files=self.log_files if config.uses_cloudtrail else None,
-            access_log_files=self.log_files if config.uses_access_logs else None,
-            event_path=config.event_bridge,
+            trail_log_files=self.log_files if self.config.uses_cloudtrail else None,
+            access_log_files=self.log_files if self.config.uses_access_logs else None,
+            event_path=self.config.event_bridge,
         )
-        self._outputs(client_credentials)
+        self._outputs()
 
-    def _asset_buckets(self, config: AuditConfig) -> list[s3.IBucket]:
+    def _asset_buckets(self) -> list[s3.IBucket]:
         """The buckets whose downloads are metered: the configured ones, or one created here."""
-        if config.asset_buckets:
+        if self.config.asset_buckets:
             return [
                 s3.Bucket.from_bucket_name(self, f"AssetBucket{index}", name)
-                for index, name in enumerate(config.asset_buckets)
+                for index, name in enumerate(self.config.asset_buckets)
             ]
         if self.asset_access_logs is not None:
             # Its server access logs are what the function meters: into their own bucket, partitioned by date.
@@ -243,14 +223,14 @@ class S3AuditStack(AuditStack):
         )
         acknowledge(self.audit.role, bucket_arn_finding(bucket, f"/{prefix}*"), reason)
 
-    def _deliver_access_logs(self, bucket: s3.Bucket, config: AuditConfig) -> None:
+    def _deliver_access_logs(self, bucket: s3.Bucket) -> None:
         """Access-log objects notify the log-file queue; existing asset buckets may deliver into the bucket."""
         bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             AccountBoundQueueDestination(self.log_files.queue),
             s3.NotificationKeyFilter(prefix=ASSET_ACCESS_LOG_PREFIX),
         )
-        if not config.asset_buckets:
+        if not self.config.asset_buckets:
             return  # CDK writes the logging service's statement for the asset bucket it creates
         # Existing buckets: their owner turns logging on (see the output); the bucket lets only them write.
         bucket.add_to_resource_policy(
@@ -265,7 +245,7 @@ class S3AuditStack(AuditStack):
                 },
             )
         )
-        for index, name in enumerate(config.asset_buckets):
+        for index, name in enumerate(self.config.asset_buckets):
             CfnOutput(
                 self,
                 f"EnableAccessLogs{index}",
@@ -399,33 +379,18 @@ class S3AuditStack(AuditStack):
             f"{deployment_only}: one invocation per deployment, nothing to bound or guarantee.",
         )
 
-    def _outputs(self, client_credentials: SecretReference) -> None:
+    def _outputs(self) -> None:
         CfnOutput(self, "LogBucketName", value=self.log_bucket.bucket_name, description="CloudTrail log bucket")
-        CfnOutput(self, "LogFileQueueUrl", value=self.log_files.queue.queue_url, description="Log files to meter")
-        CfnOutput(
-            self,
-            "LogFileDeadLetterQueueUrl",
-            value=self.log_files.dead_letter_queue.queue_url,
-            description="Log files that failed 5 times; redrive them once the cause is fixed",
-        )
-        CfnOutput(
-            self,
-            "ClientCredentialsSecretArn",
-            value=client_credentials.arn,
-            description='Secret JSON {"clientId", "clientSecret"} for the OGC RS token',
+        self.log_files.add_url_outputs(
+            "LogFile",
+            waiting="Log files to meter",
+            failed="Log files that failed 5 times; redrive them once the cause is fixed",
         )
         if self.download_events is not None:
-            CfnOutput(
-                self,
-                "EventQueueUrl",
-                value=self.download_events.queue.queue.queue_url,
-                description="Download events from EventBridge, metered within seconds (the log files follow)",
-            )
-            CfnOutput(
-                self,
-                "EventDeadLetterQueueUrl",
-                value=self.download_events.queue.dead_letter_queue.queue_url,
-                description="Events that failed 5 times or could not be enqueued; their log files still meter them",
+            self.download_events.queue.add_url_outputs(
+                "Event",
+                waiting="Download events from EventBridge, metered within seconds (the log files follow)",
+                failed="Events that failed 5 times or could not be enqueued; their log files still meter them",
             )
         if self.created_asset_bucket is not None:
             CfnOutput(

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
@@ -305,6 +305,13 @@ class DurableQueue(Construct):
             "invocations and would never receive anything; failed messages go to the queue's own dead-letter "
             "queue after 5 receives (alarmed).",
         )
+
+    def add_url_outputs(self, name: str, *, waiting: str, failed: str) -> None:
+        """Stack outputs ``<name>QueueUrl`` and ``<name>DeadLetterQueueUrl``, saying what waits in each (``waiting``,
+        ``failed``): where an operator looks, and redrives from."""
+        stack = Stack.of(self)
+        CfnOutput(stack, f"{name}QueueUrl", value=self.queue.queue_url, description=waiting)
+        CfnOutput(stack, f"{name}DeadLetterQueueUrl", value=self.dead_letter_queue.queue_url, description=failed)
 
     def grant_send(self, role: iam.IRole) -> None:
         """Let ``role`` send messages to the queue (and use the key for it), and nothing else."""
