@@ -120,3 +120,44 @@ XRAY_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 def ledger_table(template: Mapping[str, Any]) -> str:
     """Logical id of the stack's delivery ledger table."""
     return logical_id(template, "AWS::DynamoDB::Table", "DeliveryLedger")
+
+
+def get_att_arn(logical: str) -> dict[str, Any]:
+    """The template's reference to the ARN of resource ``logical``."""
+    return {"Fn::GetAtt": [logical, "Arn"]}
+
+
+def queue_ids(template: Mapping[str, Any], label: str) -> tuple[str, str]:
+    """Logical ids of the durable queue ``label`` (e.g. "LogFiles") and of its dead-letter queue."""
+    return (
+        logical_id(template, "AWS::SQS::Queue", f"{label}Queue"),
+        logical_id(template, "AWS::SQS::Queue", f"{label}DeadLetterQueue"),
+    )
+
+
+def function(template: Mapping[str, Any], prefix: str) -> tuple[str, Mapping[str, Any]]:
+    """Logical id and properties of the Lambda function whose id starts with ``prefix``, e.g. "DeliverFunction"."""
+    name = logical_id(template, "AWS::Lambda::Function", prefix)
+    properties: Mapping[str, Any] = template["Resources"][name]["Properties"]
+    return name, properties
+
+
+def function_statements(template: Mapping[str, Any], function_prefix: str) -> list[Mapping[str, Any]]:
+    """Every statement of the policies attached to the function's role."""
+    _, properties = function(template, function_prefix)
+    role = properties["Role"]["Fn::GetAtt"][0]
+    return [
+        statement
+        for body in resources_of_type(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in body["Properties"]["Roles"]
+        for statement in body["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def role_statements(template: Mapping[str, Any], function_prefix: str) -> dict[tuple[str, ...], Any]:
+    """The statements of the function's role, as its sorted actions -> resource."""
+    # Action order means nothing to IAM (and @aws-cdk/aws-iam:minimizePolicies sorts them).
+    return {
+        tuple(sorted(as_list(statement["Action"]))): statement["Resource"]
+        for statement in function_statements(template, function_prefix)
+    }

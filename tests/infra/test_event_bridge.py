@@ -21,6 +21,8 @@ from tests.infra.synth import (
     REPO_ROOT,
     SynthesizedApp,
     as_list,
+    function_statements,
+    get_att_arn,
     logical_id,
     only_resource,
     resources_of_type,
@@ -36,7 +38,7 @@ from tests.infra.test_monitoring import (
     queue_name,
     s3_alarms,
 )
-from tests.infra.test_s3_audit_stack import function_statements
+from tests.infra.test_s3_audit_stack import AUDIT_FUNCTION
 
 Template = Mapping[str, Any]
 EXISTING = ["stac-assets-eu", "stac-thumbnails-eu"]
@@ -67,10 +69,6 @@ def template(apps: dict[str, SynthesizedApp], name: str) -> Template:
 @pytest.fixture(scope="module")
 def on(apps: dict[str, SynthesizedApp]) -> Template:
     return template(apps, "on")
-
-
-def get_att_arn(name: str) -> dict[str, Any]:
-    return {"Fn::GetAtt": [name, "Arn"]}
 
 
 def event_queue(tpl: Template) -> str:
@@ -183,7 +181,7 @@ def test_s3_audit_role_gains_exactly_the_consume_rights_on_the_event_queue(apps:
         """Every (action, resource) pair the function's policies allow (CDK may merge statements)."""
         return {
             (action, json.dumps(resource))
-            for statement in function_statements(tpl)
+            for statement in function_statements(tpl, AUDIT_FUNCTION)
             for action in as_list(statement["Action"])
             for resource in as_list(statement["Resource"])
         }

@@ -19,12 +19,16 @@ from tests.infra.synth import (
     XRAY_ACTIONS,
     SynthesizedApp,
     as_list,
+    function,
+    get_att_arn,
     ledger_table,
     logical_id,
     only_resource,
     policy_statements,
+    queue_ids,
     render,
     resources_of_type,
+    role_statements,
     synthesize,
 )
 
@@ -59,15 +63,6 @@ def imported_relay(imported_app: SynthesizedApp) -> Template:
     return imported_app.templates[MINIO_RELAY_STACK_NAME]
 
 
-def get_att_arn(name: str) -> dict[str, Any]:
-    return {"Fn::GetAtt": [name, "Arn"]}
-
-
-def function(template: Template, prefix: str) -> tuple[str, Mapping[str, Any]]:
-    name = logical_id(template, "AWS::Lambda::Function", prefix)
-    return name, template["Resources"][name]["Properties"]
-
-
 def methods(template: Template) -> dict[tuple[str, str], Mapping[str, Any]]:
     """API methods by (path, HTTP method); the path is rebuilt from the resource tree."""
     resources = template["Resources"]
@@ -83,24 +78,6 @@ def methods(template: Template) -> dict[tuple[str, str], Mapping[str, Any]]:
     return {
         (path_of(body["Properties"]["ResourceId"]), body["Properties"]["HttpMethod"]): body["Properties"]
         for body in resources_of_type(template, "AWS::ApiGateway::Method").values()
-    }
-
-
-def queue_ids(template: Template) -> tuple[str, str]:
-    return logical_id(template, "AWS::SQS::Queue", "DeliveryQueue"), logical_id(
-        template, "AWS::SQS::Queue", "DeliveryDeadLetterQueue"
-    )
-
-
-def role_statements(template: Template, function_prefix: str) -> dict[tuple[str, ...], Any]:
-    _, properties = function(template, function_prefix)
-    role = properties["Role"]["Fn::GetAtt"][0]
-    return {
-        # Action order means nothing to IAM (and @aws-cdk/aws-iam:minimizePolicies sorts them).
-        tuple(sorted(as_list(statement["Action"]))): statement["Resource"]
-        for body in resources_of_type(template, "AWS::IAM::Policy").values()
-        if {"Ref": role} in body["Properties"]["Roles"]
-        for statement in body["Properties"]["PolicyDocument"]["Statement"]
     }
 
 
@@ -175,7 +152,7 @@ def test_stage_writes_json_access_logs_to_a_log_group_with_retention(relay: Temp
 def test_webhook_environment_references_the_token_never_holds_it(relay: Template) -> None:
     _, webhook = function(relay, "WebhookFunction")
     token = logical_id(relay, "AWS::SecretsManager::Secret", "WebhookToken")
-    queue, _ = queue_ids(relay)
+    queue, _ = queue_ids(relay, "Delivery")
     assert webhook["Environment"]["Variables"] == {
         "POWERTOOLS_SERVICE_NAME": "minio_relay",
         "POWERTOOLS_METRICS_NAMESPACE": "OgcAuditIngest",
@@ -246,7 +223,7 @@ def test_deliver_environment_is_exactly_the_ogc_rs_settings(relay: Template) -> 
 
 
 def test_delivery_queue_keeps_lines_for_days_and_parks_failures_in_a_dlq(relay: Template) -> None:
-    queue, dead_letter_queue = queue_ids(relay)
+    queue, dead_letter_queue = queue_ids(relay, "Delivery")
     resources = relay["Resources"]
     properties = resources[queue]["Properties"]
     assert properties["RedrivePolicy"] == {"deadLetterTargetArn": get_att_arn(dead_letter_queue), "maxReceiveCount": 5}
@@ -266,11 +243,11 @@ def test_queues_refuse_plain_http(relay: Template) -> None:
         if statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         for queue in body["Properties"]["Queues"]
     }
-    assert secured == set(queue_ids(relay))
+    assert secured == set(queue_ids(relay, "Delivery"))
 
 
 def test_deliver_consumes_in_partial_batches_with_bounded_concurrency(relay: Template) -> None:
-    queue, _ = queue_ids(relay)
+    queue, _ = queue_ids(relay, "Delivery")
     deliver, _ = function(relay, "DeliverFunction")
     mapping = only_resource(relay, "AWS::Lambda::EventSourceMapping")["Properties"]
     assert mapping["EventSourceArn"] == get_att_arn(queue)
@@ -304,7 +281,7 @@ def test_requests_are_traced_from_the_stage_through_the_functions(relay: Templat
 
 
 def test_webhook_may_only_read_its_token_and_send_to_the_queue(relay: Template) -> None:
-    queue, _ = queue_ids(relay)
+    queue, _ = queue_ids(relay, "Delivery")
     token = logical_id(relay, "AWS::SecretsManager::Secret", "WebhookToken")
     log_group = logical_id(relay, "AWS::Logs::LogGroup", "WebhookLogGroup")
     assert role_statements(relay, "WebhookFunction") == {
@@ -316,7 +293,7 @@ def test_webhook_may_only_read_its_token_and_send_to_the_queue(relay: Template) 
 
 
 def test_deliver_may_only_consume_its_queue_and_read_the_client_credentials(relay: Template) -> None:
-    queue, _ = queue_ids(relay)
+    queue, _ = queue_ids(relay, "Delivery")
     log_group = logical_id(relay, "AWS::Logs::LogGroup", "DeliverLogGroup")
     statements = role_statements(relay, "DeliverFunction")
     secret = statements[("secretsmanager:GetSecretValue",)]
@@ -348,7 +325,7 @@ def test_outputs_give_the_webhook_url_and_the_mc_command(relay: Template) -> Non
     api = logical_id(relay, "AWS::ApiGateway::RestApi", "WebhookApi")
     stage = logical_id(relay, "AWS::ApiGateway::Stage", "WebhookApi")
     token = logical_id(relay, "AWS::SecretsManager::Secret", "WebhookToken")
-    queue, dead_letter_queue = queue_ids(relay)
+    queue, dead_letter_queue = queue_ids(relay, "Delivery")
     url = f"https://${{{api}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/${{{stage}}}/auditlogs/processor"
     assert outputs["WebhookUrl"] == url
     assert outputs["MinioConfigCommand"] == (

@@ -118,45 +118,60 @@ def expected(
     }
 
 
+def queue_alarms(template: Template, label: str, max_age_seconds: int) -> dict[str, dict[str, Any]]:
+    """The alarms on the durable queue ``label``: a message in its dead-letter queue, its oldest message too old."""
+    return {
+        f"{label}DeadLetterAlarm": expected(
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            queue_name(template, f"{label}DeadLetterQueue"),
+            threshold=1,
+            statistic="Maximum",
+        ),
+        f"Monitoring{label}QueueAge": expected(
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            queue_name(template, f"{label}Queue"),
+            threshold=max_age_seconds,
+            statistic="Maximum",
+        ),
+    }
+
+
+def function_alarms(template: Template, label: str) -> dict[str, dict[str, Any]]:
+    """The alarms on the function ``label``: any error, any throttle."""
+    function = function_name(template, f"{label}Function")
+    return {
+        f"Monitoring{label}Errors": expected("AWS/Lambda", "Errors", function, threshold=1),
+        f"Monitoring{label}Throttles": expected("AWS/Lambda", "Throttles", function, threshold=1),
+    }
+
+
+def delivery_alarms(dimensions: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """The alarms every flow has on its own metrics (``dimensions``: flow and service): delivery and quarantine."""
+    flow, service = dimensions
+
+    def of_kind(kind: str) -> list[dict[str, str]]:
+        return [flow, {"Name": "kind", "Value": kind}, service]
+
+    return {
+        "MonitoringDeliveryFailures": expected(
+            "OgcAuditIngest", "DeliveryFailures", dimensions, threshold=1, evaluation_periods=6, datapoints=3
+        ),
+        "MonitoringDeliveryConfiguration": expected(
+            "OgcAuditIngest", "DeliveryFailures", of_kind("configuration"), threshold=1
+        ),
+        "MonitoringDeliveryRedirect": expected("OgcAuditIngest", "DeliveryFailures", of_kind("redirect"), threshold=1),
+        "MonitoringQuarantined": expected("OgcAuditIngest", "Quarantined", dimensions, threshold=1, period=3600),
+    }
+
+
 def s3_alarms(template: Template) -> dict[str, dict[str, Any]]:
     """Every alarm of the S3 audit stack as it must be."""
     return {
-        "LogFilesDeadLetterAlarm": expected(
-            "AWS/SQS",
-            "ApproximateNumberOfMessagesVisible",
-            queue_name(template, "LogFilesDeadLetterQueue"),
-            threshold=1,
-            statistic="Maximum",
-        ),
-        "MonitoringLogFilesQueueAge": expected(
-            "AWS/SQS",
-            "ApproximateAgeOfOldestMessage",
-            queue_name(template, "LogFilesQueue"),
-            threshold=3600,
-            statistic="Maximum",
-        ),
-        "MonitoringS3AuditErrors": expected(
-            "AWS/Lambda", "Errors", function_name(template, "S3AuditFunction"), threshold=1
-        ),
-        "MonitoringS3AuditThrottles": expected(
-            "AWS/Lambda", "Throttles", function_name(template, "S3AuditFunction"), threshold=1
-        ),
-        "MonitoringDeliveryFailures": expected(
-            "OgcAuditIngest", "DeliveryFailures", S3_DIMENSIONS, threshold=1, evaluation_periods=6, datapoints=3
-        ),
-        "MonitoringDeliveryConfiguration": expected(
-            "OgcAuditIngest",
-            "DeliveryFailures",
-            [S3_DIMENSIONS[0], {"Name": "kind", "Value": "configuration"}, S3_DIMENSIONS[1]],
-            threshold=1,
-        ),
-        "MonitoringDeliveryRedirect": expected(
-            "OgcAuditIngest",
-            "DeliveryFailures",
-            [S3_DIMENSIONS[0], {"Name": "kind", "Value": "redirect"}, S3_DIMENSIONS[1]],
-            threshold=1,
-        ),
-        "MonitoringQuarantined": expected("OgcAuditIngest", "Quarantined", S3_DIMENSIONS, threshold=1, period=3600),
+        **queue_alarms(template, "LogFiles", 3600),
+        **function_alarms(template, "S3Audit"),
+        **delivery_alarms(S3_DIMENSIONS),
         # CloudTrail writes a digest file every hour: two hours without any message on the queue is a silent trail.
         "MonitoringTrailSilent": expected(
             "AWS/SQS",
@@ -175,48 +190,10 @@ def relay_alarms(template: Template) -> dict[str, dict[str, Any]]:
     """Every alarm of the MinIO relay stack as it must be."""
     api_name = [{"Name": "ApiName", "Value": "OgcAuditMinioRelay-webhook"}]
     return {
-        "DeliveryDeadLetterAlarm": expected(
-            "AWS/SQS",
-            "ApproximateNumberOfMessagesVisible",
-            queue_name(template, "DeliveryDeadLetterQueue"),
-            threshold=1,
-            statistic="Maximum",
-        ),
-        "MonitoringDeliveryQueueAge": expected(
-            "AWS/SQS",
-            "ApproximateAgeOfOldestMessage",
-            queue_name(template, "DeliveryQueue"),
-            threshold=900,
-            statistic="Maximum",
-        ),
-        "MonitoringWebhookErrors": expected(
-            "AWS/Lambda", "Errors", function_name(template, "WebhookFunction"), threshold=1
-        ),
-        "MonitoringWebhookThrottles": expected(
-            "AWS/Lambda", "Throttles", function_name(template, "WebhookFunction"), threshold=1
-        ),
-        "MonitoringDeliverErrors": expected(
-            "AWS/Lambda", "Errors", function_name(template, "DeliverFunction"), threshold=1
-        ),
-        "MonitoringDeliverThrottles": expected(
-            "AWS/Lambda", "Throttles", function_name(template, "DeliverFunction"), threshold=1
-        ),
-        "MonitoringDeliveryFailures": expected(
-            "OgcAuditIngest", "DeliveryFailures", MINIO_DIMENSIONS, threshold=1, evaluation_periods=6, datapoints=3
-        ),
-        "MonitoringDeliveryConfiguration": expected(
-            "OgcAuditIngest",
-            "DeliveryFailures",
-            [MINIO_DIMENSIONS[0], {"Name": "kind", "Value": "configuration"}, MINIO_DIMENSIONS[1]],
-            threshold=1,
-        ),
-        "MonitoringDeliveryRedirect": expected(
-            "OgcAuditIngest",
-            "DeliveryFailures",
-            [MINIO_DIMENSIONS[0], {"Name": "kind", "Value": "redirect"}, MINIO_DIMENSIONS[1]],
-            threshold=1,
-        ),
-        "MonitoringQuarantined": expected("OgcAuditIngest", "Quarantined", MINIO_DIMENSIONS, threshold=1, period=3600),
+        **queue_alarms(template, "Delivery", 900),
+        **function_alarms(template, "Webhook"),
+        **function_alarms(template, "Deliver"),
+        **delivery_alarms(MINIO_DIMENSIONS),
         "MonitoringWebhookAuthFailures": expected(
             "OgcAuditIngest", "WebhookAuthFailures", MINIO_DIMENSIONS, threshold=10
         ),

@@ -18,19 +18,21 @@ from tests.infra.synth import (
     XRAY_ACTIONS,
     SynthesizedApp,
     as_list,
+    function,
+    function_statements,
+    get_att_arn,
     ledger_table,
     logical_id,
     only_resource,
     policy_statements,
+    queue_ids,
     resources_of_type,
+    role_statements,
     synthesize,
 )
 
 Template = Mapping[str, Any]
-
-
-def get_att_arn(name: str) -> dict[str, Any]:
-    return {"Fn::GetAtt": [name, "Arn"]}
+AUDIT_FUNCTION = "S3AuditFunction"
 
 
 def getobject_selector(bucket_arn_prefixes: list[Any]) -> list[dict[str, Any]]:
@@ -79,20 +81,9 @@ def bucket_id(template: Template, prefix: str) -> str:
     return logical_id(template, "AWS::S3::Bucket", prefix)
 
 
-def queue_ids(template: Template) -> tuple[str, str]:
-    return logical_id(template, "AWS::SQS::Queue", "LogFilesQueue"), logical_id(
-        template, "AWS::SQS::Queue", "LogFilesDeadLetterQueue"
-    )
-
-
 def audit_function(template: Template) -> Mapping[str, Any]:
-    functions = {
-        name: body
-        for name, body in resources_of_type(template, "AWS::Lambda::Function").items()
-        if name.startswith("S3AuditFunction")
-    }
-    assert len(functions) == 1
-    return next(iter(functions.values()))
+    """The properties of the s3_audit function."""
+    return function(template, AUDIT_FUNCTION)[1]
 
 
 # --- Trail ---------------------------------------------------------------------------------------------------------
@@ -156,7 +147,7 @@ def test_trail_validates_log_files_and_skips_cloudwatch_logs(s3_template: Templa
 
 def test_log_bucket_notifies_the_queue_of_cloudtrail_log_files_only(s3_template: Template) -> None:
     notification = only_resource(s3_template, "Custom::S3BucketNotifications")["Properties"]
-    queue, _ = queue_ids(s3_template)
+    queue, _ = queue_ids(s3_template, "LogFiles")
     assert notification["BucketName"] == {"Ref": bucket_id(s3_template, "LogBucket")}
     assert notification["NotificationConfiguration"] == {
         "QueueConfigurations": [
@@ -177,7 +168,7 @@ def test_log_bucket_notifies_the_queue_of_cloudtrail_log_files_only(s3_template:
 
 
 def test_log_file_queue_parks_failures_in_a_dead_letter_queue(s3_template: Template) -> None:
-    queue, dead_letter_queue = queue_ids(s3_template)
+    queue, dead_letter_queue = queue_ids(s3_template, "LogFiles")
     resources = s3_template["Resources"]
     queue_properties = resources[queue]["Properties"]
     assert queue_properties["RedrivePolicy"] == {
@@ -205,13 +196,13 @@ def test_queues_are_encrypted_and_refuse_plain_http(s3_template: Template, queue
 
 
 def test_visibility_timeout_is_at_least_six_times_the_function_timeout(s3_template: Template) -> None:
-    queue, _ = queue_ids(s3_template)
+    queue, _ = queue_ids(s3_template, "LogFiles")
     visibility = s3_template["Resources"][queue]["Properties"]["VisibilityTimeout"]
-    assert visibility >= 6 * audit_function(s3_template)["Properties"]["Timeout"]
+    assert visibility >= 6 * audit_function(s3_template)["Timeout"]
 
 
 def test_function_consumes_the_queue_in_small_bounded_partial_batches(s3_template: Template) -> None:
-    queue, _ = queue_ids(s3_template)
+    queue, _ = queue_ids(s3_template, "LogFiles")
     mapping = only_resource(s3_template, "AWS::Lambda::EventSourceMapping")["Properties"]
     assert mapping["EventSourceArn"] == get_att_arn(queue)
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -221,13 +212,13 @@ def test_function_consumes_the_queue_in_small_bounded_partial_batches(s3_templat
 
 def test_function_reserves_exactly_the_concurrency_it_may_use_against_ogc_rs(s3_template: Template) -> None:
     mapping = only_resource(s3_template, "AWS::Lambda::EventSourceMapping")["Properties"]
-    function = audit_function(s3_template)["Properties"]
+    function = audit_function(s3_template)
     assert function["ReservedConcurrentExecutions"] == mapping["ScalingConfig"]["MaximumConcurrency"]
     assert function["TracingConfig"] == {"Mode": "Active"}
 
 
 def test_function_runs_on_arm64_with_the_newest_python(s3_template: Template) -> None:
-    function = audit_function(s3_template)["Properties"]
+    function = audit_function(s3_template)
     assert function["Architectures"] == ["arm64"]
     assert function["Runtime"] == "python3.14"
     assert function["Handler"] == "s3_audit.handler.handler"
@@ -238,7 +229,7 @@ def test_function_runs_on_arm64_with_the_newest_python(s3_template: Template) ->
 
 
 def test_function_environment_is_exactly_the_ogc_rs_settings(s3_template: Template) -> None:
-    environment = audit_function(s3_template)["Properties"]["Environment"]["Variables"]
+    environment = audit_function(s3_template)["Environment"]["Variables"]
     credentials_import = environment["CLIENT_CREDENTIALS_SECRET_ARN"]
     assert set(credentials_import) == {"Fn::ImportValue"}
     assert credentials_import["Fn::ImportValue"].startswith(f"{CREDENTIALS_STACK_NAME}:")
@@ -260,7 +251,7 @@ def test_function_environment_is_exactly_the_ogc_rs_settings(s3_template: Templa
 @pytest.mark.parametrize("template_fixture", ["s3_template", "imported_template"])
 def test_no_secret_value_reaches_the_environment(template_fixture: str, request: pytest.FixtureRequest) -> None:
     template: Template = request.getfixturevalue(template_fixture)
-    environment = audit_function(template)["Properties"]["Environment"]["Variables"]
+    environment = audit_function(template)["Environment"]["Variables"]
     for name, value in environment.items():
         if any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "CLIENT_ID")):
             assert name.endswith("_SECRET_ARN"), name
@@ -269,7 +260,7 @@ def test_no_secret_value_reaches_the_environment(template_fixture: str, request:
 
 
 def test_imported_secret_arn_reaches_the_environment(imported_template: Template) -> None:
-    environment = audit_function(imported_template)["Properties"]["Environment"]["Variables"]
+    environment = audit_function(imported_template)["Environment"]["Variables"]
     assert environment["CLIENT_CREDENTIALS_SECRET_ARN"] == IMPORTED_SECRET_ARN
 
 
@@ -367,21 +358,10 @@ def test_no_wildcard_resource_for_s3_or_secrets_manager(template_fixture: str, r
             assert "*" not in as_list(statement["Resource"]), owner
 
 
-def function_statements(template: Template) -> list[Mapping[str, Any]]:
-    role = audit_function(template)["Properties"]["Role"]["Fn::GetAtt"][0]
-    return [
-        statement
-        for body in resources_of_type(template, "AWS::IAM::Policy").values()
-        if {"Ref": role} in body["Properties"]["Roles"]
-        for statement in body["Properties"]["PolicyDocument"]["Statement"]
-    ]
-
-
 def test_function_may_read_only_the_secret_the_log_files_and_its_queue(s3_template: Template) -> None:
-    queue, _ = queue_ids(s3_template)
-    log_group = audit_function(s3_template)["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
-    # Action order means nothing to IAM (and @aws-cdk/aws-iam:minimizePolicies sorts them).
-    statements = {tuple(sorted(as_list(s["Action"]))): s["Resource"] for s in function_statements(s3_template)}
+    queue, _ = queue_ids(s3_template, "LogFiles")
+    log_group = audit_function(s3_template)["LoggingConfig"]["LogGroup"]["Ref"]
+    statements = role_statements(s3_template, AUDIT_FUNCTION)
     secret = statements[("secretsmanager:GetSecretValue",)]
     assert set(secret) == {"Fn::ImportValue"}
     assert statements == {
@@ -393,13 +373,15 @@ def test_function_may_read_only_the_secret_the_log_files_and_its_queue(s3_templa
         tuple(sorted(LEDGER_ACTIONS)): get_att_arn(ledger_table(s3_template)),
     }
     # No AWS managed policy: the role writes only to its own log group.
-    role = audit_function(s3_template)["Properties"]["Role"]["Fn::GetAtt"][0]
+    role = audit_function(s3_template)["Role"]["Fn::GetAtt"][0]
     assert "ManagedPolicyArns" not in s3_template["Resources"][role]["Properties"]
 
 
 def test_imported_secret_is_readable_by_partial_or_complete_arn(imported_template: Template) -> None:
     secret_statements = [
-        s for s in function_statements(imported_template) if s["Action"] == "secretsmanager:GetSecretValue"
+        s
+        for s in function_statements(imported_template, AUDIT_FUNCTION)
+        if s["Action"] == "secretsmanager:GetSecretValue"
     ]
     assert [s["Resource"] for s in secret_statements] == [[IMPORTED_SECRET_ARN, f"{IMPORTED_SECRET_ARN}-??????"]]
 
@@ -408,7 +390,7 @@ def test_imported_secret_is_readable_by_partial_or_complete_arn(imported_templat
 
 
 def test_outputs_name_the_log_bucket_queues_secret_and_asset_bucket(s3_template: Template) -> None:
-    queue, dead_letter_queue = queue_ids(s3_template)
+    queue, dead_letter_queue = queue_ids(s3_template, "LogFiles")
     outputs = {name: output["Value"] for name, output in s3_template["Outputs"].items() if "Export" not in output}
     assert outputs["LogBucketName"] == {"Ref": bucket_id(s3_template, "LogBucket")}
     assert outputs["LogFileQueueUrl"] == {"Ref": queue}
@@ -432,7 +414,7 @@ def test_dead_letter_alarm_mails_the_operator_when_configured(module_tmp: Path) 
     ]
     assert alarm["AlarmActions"] == [{"Ref": logical_id(template, "AWS::SNS::Topic", "AlarmTopic")}]
     assert alarm["Dimensions"] == [
-        {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_ids(template)[1], "QueueName"]}}
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_ids(template, "LogFiles")[1], "QueueName"]}}
     ]
 
 
