@@ -80,26 +80,19 @@ DEFAULT_FAULTS = "503=0.15,500=0.05,429=0.05,delay=0.05,drop=0.05,store_then_dro
 _HUGE_MARKER = "__HUGE_NUMBER__"
 _HUGE_NUMBER = "9" * 5_000  # past Python's 4,300-digit int-from-str limit
 
-# What a CloudTrail log file of asset downloads holds besides metered downloads (weights, roughly a day's mix).
-_S3_MIX = [
-    (Variant.PRESIGNED_GET, 60),
-    (Variant.FAILED_403, 6),
-    (Variant.FAILED_404, 4),
-    (Variant.HEADER_SIGNED, 8),
-    (Variant.HEAD_OBJECT, 10),
-    (Variant.PUT_OBJECT, 5),
-    (Variant.MISSING_USER, 4),
-    (Variant.NON_UUID_USER, 3),
-]
-_MINIO_MIX = [
-    (Variant.PRESIGNED_GET, 60),
-    (Variant.FAILED_404, 8),
-    (Variant.FAILED_403, 5),
-    (Variant.HEAD_OBJECT, 10),
-    (Variant.HEADER_SIGNED, 10),
-    (Variant.PUT_OBJECT, 4),
-    (Variant.MISSING_USER, 3),
-]
+# What the inputs hold besides metered downloads, roughly a day's mix: the weight of each kind of entry in a
+# CloudTrail log file and in a MinIO audit batch.
+_WEIGHTS_BY_FLOW: dict[Variant, tuple[int, int]] = {  # variant: (weight in aws_s3, weight in minio)
+    Variant.PRESIGNED_GET: (60, 60),
+    Variant.FAILED_403: (6, 5),
+    Variant.FAILED_404: (4, 8),
+    Variant.HEADER_SIGNED: (8, 10),
+    Variant.HEAD_OBJECT: (10, 10),
+    Variant.PUT_OBJECT: (5, 4),
+    Variant.MISSING_USER: (4, 3),
+    Variant.NON_UUID_USER: (3, 0),
+}
+_FLOW_COLUMN = {"aws_s3": 0, "minio": 1}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,8 +198,10 @@ class DrillInputs:
     poisoned_values: int = 0
 
 
-def _pick(rng: random.Random, mix: Sequence[tuple[Variant, int]]) -> Variant:
-    return rng.choices([variant for variant, _ in mix], weights=[weight for _, weight in mix])[0]
+def _pick(rng: random.Random, flow: str) -> Variant:
+    """A kind of entry drawn with the weights of ``flow`` ("aws_s3" or "minio")."""
+    column = _FLOW_COLUMN[flow]
+    return rng.choices(list(_WEIGHTS_BY_FLOW), weights=[weights[column] for weights in _WEIGHTS_BY_FLOW.values()])[0]
 
 
 def _poisoned(download: Download, number: int) -> Download:
@@ -284,7 +279,7 @@ class _Generator:
                 inputs.repeated_across_files += 1
             for position in range(config.records_per_file):
                 poison = number * config.records_per_file + position in self.s3_poison
-                download, variant = self._download(when, "aws_s3", _pick(rng, _S3_MIX), poison)
+                download, variant = self._download(when, "aws_s3", _pick(rng, "aws_s3"), poison)
                 records.append(cloudtrail_record(download, variant, float_bytes=rng.random() < 0.3))
                 if number * config.records_per_file + position in self.s3_poisoned_values:
                     records.append(self._poisoned_record(when))
@@ -315,9 +310,7 @@ class _Generator:
                 elif entries and roll < 0.10:  # the same entry twice in one body
                     entries.append(rng.choice(entries))
                 else:
-                    download, variant = self._download(
-                        _START, "minio", _pick(rng, _MINIO_MIX), slot in self.minio_poison
-                    )
+                    download, variant = self._download(_START, "minio", _pick(rng, "minio"), slot in self.minio_poison)
                     entries.append(minio_entry(download, variant, legacy=rng.random() < 0.1))
                     if slot in self.minio_poisoned_values:
                         entries.append(self._poisoned_entry())
