@@ -60,6 +60,7 @@ from testbed.local_aws import (
 )
 from testbed.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
 from testbed.samples import (
+    MINIO_DEPLOYMENT,
     Download,
     Variant,
     cloudtrail_log_key,
@@ -67,6 +68,7 @@ from testbed.samples import (
     minio_entry,
     random_download,
     utc,
+    webhook_post,
 )
 
 _PREFIX = "ogc-drill"
@@ -582,21 +584,12 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
 # --------------------------------------------------------------------------------------------------
 
 
-def _webhook_event(body: bytes) -> dict[str, Any]:
-    """An API Gateway proxy event as MinIO's audit_webhook POST arrives (NDJSON without Content-Type)."""
-    return {
-        "resource": "/auditlogs/processor",
-        "path": "/auditlogs/processor",
-        "httpMethod": "POST",
-        "headers": {
-            "Authorization": f"Bearer {WEBHOOK_TOKEN}",
-            "User-Agent": "MinIO (linux; amd64) madmin-go/3.0.70",
-            "x-minio-version": "RELEASE.2025-09-07T16-13-09Z",
-            "x-minio-deployment-id": "8f3c1f2e-5b7a-4c1d-9e2f-0a1b2c3d4e5f",
-        },
-        "body": body.decode(),
-        "isBase64Encoded": False,
-    }
+# MinIO's audit_webhook headers, as a current release sends them.
+_MINIO_HEADERS = {
+    "User-Agent": "MinIO (linux; amd64) madmin-go/3.0.70",
+    "x-minio-version": "RELEASE.2025-09-07T16-13-09Z",
+    "x-minio-deployment-id": MINIO_DEPLOYMENT,
+}
 
 
 def _s3_notification(bucket: str, key: str, size: int) -> str:
@@ -649,7 +642,7 @@ class MinioSender:
         """Post up to ``limit`` pending bodies through the real webhook handler."""
         for _ in range(min(limit, len(self.pending))):
             body = self.pending.popleft()
-            response = self._webhook.invoke(_webhook_event(body))
+            response = self._webhook.invoke(webhook_post(body, f"Bearer {WEBHOOK_TOKEN}", _MINIO_HEADERS))
             status = int(response["statusCode"])
             self._stats.webhook_posts += 1
             self._stats.webhook_statuses[str(status)] += 1

@@ -9,7 +9,6 @@ take one action out of each function's synthesized policy and watch the run fail
 from __future__ import annotations
 
 import copy
-import gzip
 import json
 import random
 from collections.abc import Callable, Iterator, Mapping
@@ -28,12 +27,15 @@ from testbed.samples import (
     Variant,
     access_log_key,
     access_log_line,
+    cloudtrail_log_file,
     cloudtrail_log_key,
     cloudtrail_record,
     eventbridge_api_call,
+    minio_body,
     minio_entry,
     random_download,
     utc,
+    webhook_post,
 )
 from tests.events import load_event
 
@@ -85,25 +87,19 @@ def write_log_file(flow: FlowResources, name: str, rng: random.Random, repeat: d
         records.append(cloudtrail_record(download, variant))
         if variant is Variant.PRESIGNED_GET:
             downloads.append(download)
-    body = gzip.compress(json.dumps({"Records": records}).encode())
-    boto3.client("s3").put_object(Bucket=flow.log_bucket, Key=cloudtrail_log_key(START, name), Body=body)
+    boto3.client("s3").put_object(
+        Bucket=flow.log_bucket, Key=cloudtrail_log_key(START, name), Body=cloudtrail_log_file(records)
+    )
     return downloads, records
 
 
 def webhook_event(body: bytes) -> dict[str, Any]:
-    return {
-        "resource": "/auditlogs/processor",
-        "path": "/auditlogs/processor",
-        "httpMethod": "POST",
-        "headers": {"Authorization": f"Bearer {TOKEN}", "User-Agent": "MinIO (linux; amd64)"},
-        "body": body.decode(),
-        "isBase64Encoded": False,
-    }
+    return webhook_post(body, f"Bearer {TOKEN}")
 
 
 def minio_batch(rng: random.Random, size: int) -> tuple[bytes, list[Download]]:
     entries = [(random_download(rng, START), variant) for variant in [Variant.PRESIGNED_GET] * size]
-    body = b"".join(json.dumps(minio_entry(download, variant)).encode() + b"\n" for download, variant in entries)
+    body = minio_body(minio_entry(download, variant) for download, variant in entries)
     return body, [download for download, _ in entries]
 
 

@@ -15,7 +15,7 @@ from moto import mock_aws
 from ogc_audit.redrive import redrive, source_queue_of
 from ogc_audit.replay import log_file_time
 from testbed.reference_rs import ReferenceOgcRs
-from testbed.samples import cloudtrail_log_key, cloudtrail_record, utc
+from testbed.samples import cloudtrail_log_file, cloudtrail_log_key, cloudtrail_record, utc
 from tests.helpers import log_file_entries, replay_emulator, run_replay
 
 BUCKET = "replay-trail-logs"
@@ -33,8 +33,7 @@ def trail_logs() -> Iterator[list[str]]:
             entries, metered = log_file_entries(rng, when)
             records = [cloudtrail_record(download, variant) for download, variant in entries]
             records.append(records[0])  # a repeated event
-            body = gzip.compress(json.dumps({"Records": records}).encode())
-            s3.put_object(Bucket=BUCKET, Key=cloudtrail_log_key(when, f"r{offset}"), Body=body)
+            s3.put_object(Bucket=BUCKET, Key=cloudtrail_log_key(when, f"r{offset}"), Body=cloudtrail_log_file(records))
             expected += metered if offset < 60 else []
         digest = (
             "AWSLogs/111122223333/CloudTrail-Digest/ap-south-1/2025/10/27/x_CloudTrail-Digest_20251027T1000Z.json.gz"
