@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from infra.constants import CREDENTIALS_STACK_NAME, MINIO_RELAY_STACK_NAME, S3_AUDIT_STACK_NAME
+from infra.constants import MINIO_RELAY_STACK_NAME
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
-from metering.ledger import TTL_ATTRIBUTE
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
@@ -186,83 +185,17 @@ def test_imported_token_is_referenced_by_arn_only(imported_relay: Template) -> N
     ]
 
 
-@pytest.mark.parametrize("template_fixture", ["relay", "imported_relay"])
-def test_no_secret_value_in_any_environment(template_fixture: str, request: pytest.FixtureRequest) -> None:
-    template: Template = request.getfixturevalue(template_fixture)
-    for body in resources_of_type(template, "AWS::Lambda::Function").values():
-        for name, value in body["Properties"]["Environment"]["Variables"].items():
-            if any(word in name for word in ("SECRET", "TOKEN", "PASSWORD")):
-                assert name.endswith("_SECRET_ARN"), name
-                assert isinstance(value, dict) or value.startswith("arn:aws:secretsmanager:"), value
-
-
-def test_deliver_environment_is_exactly_the_ogc_rs_settings(relay: Template) -> None:
-    _, deliver = function(relay, "DeliverFunction")
-    environment = deliver["Environment"]["Variables"]
-    assert render(environment["CLIENT_CREDENTIALS_SECRET_ARN"]).startswith(f"${{Import:{CREDENTIALS_STACK_NAME}:")
-    assert {k: v for k, v in environment.items() if k != "CLIENT_CREDENTIALS_SECRET_ARN"} == {
-        "POWERTOOLS_SERVICE_NAME": "minio_relay",
-        "POWERTOOLS_METRICS_NAMESPACE": "OgcAuditIngest",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-        "PROCESS_API_URL": "https://ogc.example.org/processes/00000000-0000-4000-8000-000000000000/execution",
-        "AUTH_URL": "https://auth.example.org/auth/v1/token",
-        "AUTH_ITEM_ID": "ogc.example.org",
-        "AUTH_ITEM_TYPE": "resource_server",
-        "AUTH_ROLE": "admin",
-        "BATCH_MAX_LINES": "500",
-        "IDEMPOTENCY_TABLE_NAME": {"Ref": ledger_table(relay)},
-    }
-    assert (deliver["Handler"], deliver["Architectures"], deliver["Runtime"]) == (
-        "minio_relay.handler.deliver",
-        ["arm64"],
-        "python3.14",
-    )
-
-
 # --- Queue -----------------------------------------------------------------------------------------------------------
 
 
-def test_delivery_queue_keeps_lines_for_days_and_parks_failures_in_a_dlq(relay: Template) -> None:
-    queue, dead_letter_queue = queue_ids(relay, "Delivery")
-    resources = relay["Resources"]
-    properties = resources[queue]["Properties"]
-    assert properties["RedrivePolicy"] == {"deadLetterTargetArn": get_att_arn(dead_letter_queue), "maxReceiveCount": 5}
-    assert properties["MessageRetentionPeriod"] == 14 * 24 * 3600
-    assert resources[dead_letter_queue]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
-    for name in (queue, dead_letter_queue):
-        assert resources[name]["Properties"]["SqsManagedSseEnabled"] is True
-    _, deliver = function(relay, "DeliverFunction")
-    assert properties["VisibilityTimeout"] >= 6 * deliver["Timeout"]
-
-
-def test_queues_refuse_plain_http(relay: Template) -> None:
-    secured = {
-        queue["Ref"]
-        for body in resources_of_type(relay, "AWS::SQS::QueuePolicy").values()
-        for statement in body["Properties"]["PolicyDocument"]["Statement"]
-        if statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        for queue in body["Properties"]["Queues"]
-    }
-    assert secured == set(queue_ids(relay, "Delivery"))
-
-
-def test_deliver_consumes_in_partial_batches_with_bounded_concurrency(relay: Template) -> None:
-    queue, _ = queue_ids(relay, "Delivery")
-    deliver, _ = function(relay, "DeliverFunction")
+def test_deliver_gathers_lines_into_batches_of_ten(relay: Template) -> None:
+    # Partial batches and the bounded concurrency of every flow: tests/infra/test_flow_stacks.py.
     mapping = only_resource(relay, "AWS::Lambda::EventSourceMapping")["Properties"]
-    assert mapping["EventSourceArn"] == get_att_arn(queue)
-    assert mapping["FunctionName"] == {"Ref": deliver}
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BatchSize"] == 10
     assert 0 < mapping["MaximumBatchingWindowInSeconds"] <= 10
-    assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 5
 
 
-def test_deliver_reserves_exactly_the_concurrency_it_may_use_against_ogc_rs(relay: Template) -> None:
-    # However it is invoked, OGC RS never sees more senders; other functions of the account cannot starve it.
-    _, deliver = function(relay, "DeliverFunction")
-    mapping = only_resource(relay, "AWS::Lambda::EventSourceMapping")["Properties"]
-    assert deliver["ReservedConcurrentExecutions"] == mapping["ScalingConfig"]["MaximumConcurrency"]
+def test_webhook_keeps_the_accounts_shared_concurrency(relay: Template) -> None:
     # The webhook calls no upstream: the stage throttle bounds it, and it keeps the account's shared pool.
     _, webhook = function(relay, "WebhookFunction")
     assert "ReservedConcurrentExecutions" not in webhook
@@ -325,7 +258,6 @@ def test_outputs_give_the_webhook_url_and_the_mc_command(relay: Template) -> Non
     api = logical_id(relay, "AWS::ApiGateway::RestApi", "WebhookApi")
     stage = logical_id(relay, "AWS::ApiGateway::Stage", "WebhookApi")
     token = logical_id(relay, "AWS::SecretsManager::Secret", "WebhookToken")
-    queue, dead_letter_queue = queue_ids(relay, "Delivery")
     url = f"https://${{{api}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/${{{stage}}}/auditlogs/processor"
     assert outputs["WebhookUrl"] == url
     assert outputs["MinioConfigCommand"] == (
@@ -334,27 +266,9 @@ def test_outputs_give_the_webhook_url_and_the_mc_command(relay: Template) -> Non
         '--query SecretString --output text>"'
     )
     assert outputs["WebhookTokenSecretArn"] == f"${{{token}}}"
-    assert outputs["DeliveryQueueUrl"] == f"${{{queue}}}"
-    assert outputs["DeliveryDeadLetterQueueUrl"] == f"${{{dead_letter_queue}}}"
-    assert outputs["ClientCredentialsSecretArn"].startswith(f"${{Import:{CREDENTIALS_STACK_NAME}:")
-
-
-def test_both_flows_share_one_client_credentials_secret(default_app: SynthesizedApp) -> None:
-    assert len(resources_of_type(default_app.templates[CREDENTIALS_STACK_NAME], "AWS::SecretsManager::Secret")) == 1
-    imports = {
-        render(default_app.templates[name]["Outputs"]["ClientCredentialsSecretArn"]["Value"])
-        for name in (S3_AUDIT_STACK_NAME, MINIO_RELAY_STACK_NAME)
-    }
-    assert len(imports) == 1
 
 
 def test_minio_only_deployment_pays_for_no_trail(imported_app: SynthesizedApp) -> None:
     assert set(imported_app.templates) == {MINIO_RELAY_STACK_NAME}
     assert imported_app.stacks.s3_audit is None
     assert imported_app.stacks.credentials is None
-
-
-def test_delivery_ledger_keeps_delivered_keys_with_a_ttl(relay: Template) -> None:
-    properties = relay["Resources"][ledger_table(relay)]["Properties"]
-    assert properties["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
-    assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True

@@ -11,7 +11,6 @@ import pytest
 
 from infra.constants import CREDENTIALS_STACK_NAME, S3_AUDIT_STACK_NAME
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
-from metering.ledger import KEY_ATTRIBUTE, TTL_ATTRIBUTE
 from tests.infra.synth import (
     IMPORTED_SECRET_ARN,
     LEDGER_ACTIONS,
@@ -167,54 +166,10 @@ def test_log_bucket_notifies_the_queue_of_cloudtrail_log_files_only(s3_template:
     }
 
 
-def test_log_file_queue_parks_failures_in_a_dead_letter_queue(s3_template: Template) -> None:
-    queue, dead_letter_queue = queue_ids(s3_template, "LogFiles")
-    resources = s3_template["Resources"]
-    queue_properties = resources[queue]["Properties"]
-    assert queue_properties["RedrivePolicy"] == {
-        "deadLetterTargetArn": get_att_arn(dead_letter_queue),
-        "maxReceiveCount": 5,
-    }
-    assert resources[dead_letter_queue]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
-    assert "RedrivePolicy" not in resources[dead_letter_queue]["Properties"]
-
-
-@pytest.mark.parametrize("queue_prefix", ["LogFilesQueue", "LogFilesDeadLetterQueue"])
-def test_queues_are_encrypted_and_refuse_plain_http(s3_template: Template, queue_prefix: str) -> None:
-    queue = logical_id(s3_template, "AWS::SQS::Queue", queue_prefix)
-    assert s3_template["Resources"][queue]["Properties"]["SqsManagedSseEnabled"] is True
-    policies = [
-        body["Properties"]["PolicyDocument"]
-        for body in resources_of_type(s3_template, "AWS::SQS::QueuePolicy").values()
-        if {"Ref": queue} in body["Properties"]["Queues"]
-    ]
-    assert any(
-        statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-        for document in policies
-        for statement in document["Statement"]
-    )
-
-
-def test_visibility_timeout_is_at_least_six_times_the_function_timeout(s3_template: Template) -> None:
-    queue, _ = queue_ids(s3_template, "LogFiles")
-    visibility = s3_template["Resources"][queue]["Properties"]["VisibilityTimeout"]
-    assert visibility >= 6 * audit_function(s3_template)["Timeout"]
-
-
-def test_function_consumes_the_queue_in_small_bounded_partial_batches(s3_template: Template) -> None:
-    queue, _ = queue_ids(s3_template, "LogFiles")
+def test_function_consumes_the_queue_in_small_batches(s3_template: Template) -> None:
+    # Partial batches and the bounded concurrency of every flow: tests/infra/test_flow_stacks.py.
     mapping = only_resource(s3_template, "AWS::Lambda::EventSourceMapping")["Properties"]
-    assert mapping["EventSourceArn"] == get_att_arn(queue)
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert 1 <= mapping["BatchSize"] <= 5
-    assert 2 <= mapping["ScalingConfig"]["MaximumConcurrency"] <= 5
-
-
-def test_function_reserves_exactly_the_concurrency_it_may_use_against_ogc_rs(s3_template: Template) -> None:
-    mapping = only_resource(s3_template, "AWS::Lambda::EventSourceMapping")["Properties"]
-    function = audit_function(s3_template)
-    assert function["ReservedConcurrentExecutions"] == mapping["ScalingConfig"]["MaximumConcurrency"]
-    assert function["TracingConfig"] == {"Mode": "Active"}
 
 
 def test_function_runs_on_arm64_with_the_newest_python(s3_template: Template) -> None:
@@ -226,42 +181,6 @@ def test_function_runs_on_arm64_with_the_newest_python(s3_template: Template) ->
     assert function["Timeout"] == 300
     log_group = function["LoggingConfig"]["LogGroup"]["Ref"]
     assert s3_template["Resources"][log_group]["Properties"]["RetentionInDays"] > 0
-
-
-def test_function_environment_is_exactly_the_ogc_rs_settings(s3_template: Template) -> None:
-    environment = audit_function(s3_template)["Environment"]["Variables"]
-    credentials_import = environment["CLIENT_CREDENTIALS_SECRET_ARN"]
-    assert set(credentials_import) == {"Fn::ImportValue"}
-    assert credentials_import["Fn::ImportValue"].startswith(f"{CREDENTIALS_STACK_NAME}:")
-    assert environment == {
-        "POWERTOOLS_SERVICE_NAME": "s3_audit",
-        "POWERTOOLS_METRICS_NAMESPACE": "OgcAuditIngest",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-        "PROCESS_API_URL": "https://ogc.example.org/processes/00000000-0000-4000-8000-000000000000/execution",
-        "AUTH_URL": "https://auth.example.org/auth/v1/token",
-        "AUTH_ITEM_ID": "ogc.example.org",
-        "AUTH_ITEM_TYPE": "resource_server",
-        "AUTH_ROLE": "admin",
-        "CLIENT_CREDENTIALS_SECRET_ARN": credentials_import,
-        "BATCH_MAX_LINES": "500",
-        "IDEMPOTENCY_TABLE_NAME": {"Ref": ledger_table(s3_template)},
-    }
-
-
-@pytest.mark.parametrize("template_fixture", ["s3_template", "imported_template"])
-def test_no_secret_value_reaches_the_environment(template_fixture: str, request: pytest.FixtureRequest) -> None:
-    template: Template = request.getfixturevalue(template_fixture)
-    environment = audit_function(template)["Environment"]["Variables"]
-    for name, value in environment.items():
-        if any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "CLIENT_ID")):
-            assert name.endswith("_SECRET_ARN"), name
-            # A reference to the secret, or the ARN the operator configured: never a value.
-            assert isinstance(value, dict) or value.startswith("arn:aws:secretsmanager:"), value
-
-
-def test_imported_secret_arn_reaches_the_environment(imported_template: Template) -> None:
-    environment = audit_function(imported_template)["Environment"]["Variables"]
-    assert environment["CLIENT_CREDENTIALS_SECRET_ARN"] == IMPORTED_SECRET_ARN
 
 
 def test_created_secret_holds_a_generated_placeholder_not_a_value(default_app: SynthesizedApp) -> None:
@@ -389,18 +308,10 @@ def test_imported_secret_is_readable_by_partial_or_complete_arn(imported_templat
 # --- Outputs ---------------------------------------------------------------------------------------------------------
 
 
-def test_outputs_name_the_log_bucket_queues_secret_and_asset_bucket(s3_template: Template) -> None:
-    queue, dead_letter_queue = queue_ids(s3_template, "LogFiles")
+def test_outputs_name_the_log_bucket_and_the_asset_bucket(s3_template: Template) -> None:
     outputs = {name: output["Value"] for name, output in s3_template["Outputs"].items() if "Export" not in output}
     assert outputs["LogBucketName"] == {"Ref": bucket_id(s3_template, "LogBucket")}
-    assert outputs["LogFileQueueUrl"] == {"Ref": queue}
-    assert outputs["LogFileDeadLetterQueueUrl"] == {"Ref": dead_letter_queue}
-    assert set(outputs["ClientCredentialsSecretArn"]) == {"Fn::ImportValue"}
     assert outputs["AssetBucketName"] == {"Ref": bucket_id(s3_template, "AssetBucket")}
-
-
-def test_outputs_carry_the_imported_secret_arn(imported_template: Template) -> None:
-    assert imported_template["Outputs"]["ClientCredentialsSecretArn"]["Value"] == IMPORTED_SECRET_ARN
 
 
 def test_dead_letter_alarm_mails_the_operator_when_configured(module_tmp: Path) -> None:
@@ -419,13 +330,3 @@ def test_dead_letter_alarm_mails_the_operator_when_configured(module_tmp: Path) 
 
 
 # --- Delivery ledger -------------------------------------------------------------------------------------------------
-
-
-def test_delivery_ledger_is_on_demand_with_ttl_and_point_in_time_recovery(s3_template: Template) -> None:
-    table = s3_template["Resources"][ledger_table(s3_template)]
-    assert table["DeletionPolicy"] == "Retain"
-    properties = table["Properties"]
-    assert properties["BillingMode"] == "PAY_PER_REQUEST"
-    assert properties["KeySchema"] == [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}]
-    assert properties["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
-    assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
