@@ -37,18 +37,6 @@ DATA_DIR = Path(__file__).parent / "data"
 SEED = 20251027
 TARGET_SPEED = 2.0
 TARGET_RSS_MIB = 64.0
-# Share of each kind of record (the rest of 1.0 is presigned successes), as in bench/cloudtrail_extract.py.
-MIX = {
-    "failed_403": 0.08,
-    "failed_404": 0.04,
-    "header_signed": 0.08,
-    "head_object": 0.07,
-    "put_object": 0.05,
-    "list_bucket": 0.04,
-    "missing_user": 0.05,
-    "non_uuid_user": 0.04,
-    "duplicate": 0.03,
-}
 # AWS's Athena RegexSerDe for S3 server access logs: 18 fields, then 8 optional ones, then anything.
 ATHENA_PATTERN = (
     r'([^ ]*) ([^ ]*) \[(.*?)\] ([^ ]*) ([^ ]*) ([^ ]*) ([^ ]*) ([^ ]*) ("[^"]*"|-) (-|[0-9]*) ([^ ]*) ([^ ]*) '
@@ -61,46 +49,25 @@ ATHENA_PATTERN = (
 
 
 def generate(path: Path, count: int) -> None:
-    """Write the access log: realistic records from ``testbed.samples``, streamed to disk."""
+    """Write the access log: realistic records from ``testbed.samples`` in the mix of ``bench.record_mix``."""
+    from bench.record_mix import LIST_BUCKET, Kind, records
     from testbed.samples import Variant, access_log_line, random_download, utc
 
-    variants = {
-        "failed_403": Variant.FAILED_403,
-        "failed_404": Variant.FAILED_404,
-        "header_signed": Variant.HEADER_SIGNED,
-        "head_object": Variant.HEAD_OBJECT,
-        "put_object": Variant.PUT_OBJECT,
-        "missing_user": Variant.MISSING_USER,
-        "non_uuid_user": Variant.NON_UUID_USER,
-    }
     rng = random.Random(SEED)
     start = utc("2025-10-27T10:00:00")
-    issued: list[str] = []
+
+    def line(_index: int, kind: Kind) -> str:
+        download = random_download(rng, start, spread_s=3600)
+        if kind == LIST_BUCKET:
+            return access_log_line(download).replace("REST.GET.OBJECT", "REST.GET.BUCKET", 1)
+        assert isinstance(kind, Variant)
+        return access_log_line(download, kind)
+
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".partial")
     with open(temporary, "w", encoding="utf-8") as out:
-        for _ in range(count):
-            kind = _draw(rng)
-            if kind == "duplicate" and issued:
-                out.write(issued[rng.randrange(len(issued))])
-                continue
-            download = random_download(rng, start, spread_s=3600)
-            line = access_log_line(download, variants.get(kind, Variant.PRESIGNED_GET))
-            if kind == "list_bucket":
-                line = line.replace("REST.GET.OBJECT", "REST.GET.BUCKET", 1)
-            elif kind not in variants:
-                issued.append(line)
-            out.write(line)
+        out.writelines(records(rng, count, line))
     temporary.replace(path)
-
-
-def _draw(rng: random.Random) -> str:
-    draw = rng.random()
-    for name, share in MIX.items():
-        if draw < share:
-            return name
-        draw -= share
-    return "presigned"
 
 
 # --- the baseline ----------------------------------------------------------------------------------------------
