@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import boto3
 
 from metering.ledger import KEY_ATTRIBUTE
 from metering.ogc_rs import OgcRsClient, http_session
 from metering.runtime import build_ogc_rs_client
 from metering.settings import OgcRsSettings
+from testbed.local_aws import local_aws
 from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import Download, Variant, random_download
 from tests.events import event_path
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
@@ -86,3 +94,30 @@ def run_replay(rs: ReferenceOgcRs, location: str, *args: str) -> tuple[int, list
         timeout=60,
     )
     return result.returncode, [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+
+
+# --- log files of a period, for ``ogc-audit replay`` ---------------------------------------------------------------
+
+LOG_FILE_MIX = (Variant.PRESIGNED_GET, Variant.FAILED_403, Variant.PRESIGNED_GET, Variant.HEAD_OBJECT)
+
+
+@contextmanager
+def replay_emulator(bucket: str) -> Iterator[Any]:
+    """A moto server with ``bucket`` and the ledger table, as ``run_replay`` expects; yields its S3 client."""
+    with local_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=bucket)
+        create_ledger_table(boto3.client("dynamodb"))
+        yield s3
+
+
+def log_file_entries(rng: random.Random, when: datetime) -> tuple[list[tuple[Download, Variant]], list[str]]:
+    """The requests of one log file (two downloads among four, after ``when``) and the ``user|collection|item|``
+    start of the line each download makes."""
+    entries = [(random_download(rng, when), variant) for variant in LOG_FILE_MIX]
+    metered = [
+        f"{download.user_id}|{download.collection_id}|{download.item_id}|"
+        for download, variant in entries
+        if variant is Variant.PRESIGNED_GET
+    ]
+    return entries, metered

@@ -33,12 +33,15 @@ from testbed.samples import (
     Variant,
     access_log_key,
     access_log_line,
+    cloudtrail_log_file,
     cloudtrail_log_key,
     cloudtrail_record,
     eventbridge_api_call,
+    minio_body,
     minio_entry,
     random_download,
     utc,
+    webhook_post,
 )
 from testbed.stack_template import synthesized_templates
 
@@ -79,7 +82,7 @@ def _write_log_files(s3: Any, log_bucket: str, rng: random.Random) -> list[Downl
                 metered.append(download)
         records.append(records[0])  # CloudTrail delivered one event twice
         key = cloudtrail_log_key(_START + timedelta(minutes=5 * file_number), f"demo{file_number}")
-        s3.put_object(Bucket=log_bucket, Key=key, Body=gzip.compress(json.dumps({"Records": records}).encode()))
+        s3.put_object(Bucket=log_bucket, Key=key, Body=cloudtrail_log_file(records))
     digest_key = f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/ap-south-1/2025/10/27/{ACCOUNT}_CloudTrail-Digest_demo.json.gz"
     s3.put_object(Bucket=log_bucket, Key=digest_key, Body=gzip.compress(b'{"digestStartTime":"2025-10-27T10:00:00Z"}'))
     return metered
@@ -122,9 +125,7 @@ def _event_path(aws: Any, resources: FlowResources, rng: random.Random, out: Tex
     out.write(f"  4 events (one repeated) -> s3_audit invocations: {pumped.invocations}, failed: {pumped.failed}\n")
     records = [cloudtrail_record(seen[0]), cloudtrail_record(seen[1]), cloudtrail_record(missed)]
     key = cloudtrail_log_key(_START + timedelta(minutes=15), "demoevents")
-    aws.client("s3").put_object(
-        Bucket=resources.log_bucket, Key=key, Body=gzip.compress(json.dumps({"Records": records}).encode())
-    )
+    aws.client("s3").put_object(Bucket=resources.log_bucket, Key=key, Body=cloudtrail_log_file(records))
     pump_queue(resources.s3_audit, queue_url=resources.log_file_queue_url)
     out.write("  then its log file: 2 downloads already delivered by their events, 1 EventBridge missed\n")
     return [*seen, missed]
@@ -134,13 +135,13 @@ def _minio_bodies(rng: random.Random) -> tuple[list[bytes], list[Download]]:
     """The start-up probe, a single entry, an NDJSON batch, and the batch again (MinIO re-sending it)."""
     single = random_download(rng, _START)
     batch = [(random_download(rng, _START), variant) for variant in _MINIO_VARIANTS]
-    batch_body = b"".join(json.dumps(minio_entry(d, v)).encode() + b"\n" for d, v in batch)
+    batch_body = minio_body(minio_entry(d, v) for d, v in batch)
     legacy = random_download(rng, _START)
     bodies = [
         b"{}\n",
-        json.dumps(minio_entry(single)).encode() + b"\n",
+        minio_body([minio_entry(single)]),
         batch_body,
-        json.dumps(minio_entry(legacy, legacy=True)).encode() + b"\n",
+        minio_body([minio_entry(legacy, legacy=True)]),
         batch_body,
     ]
     metered = [single, *(d for d, v in batch if v is Variant.PRESIGNED_GET), legacy]
@@ -157,17 +158,6 @@ def _tallies(summary: dict[str, Any]) -> str:
         else:
             parts.append(f"{name} {value}")
     return ", ".join(parts)
-
-
-def _webhook_event(body: bytes, token: str) -> dict[str, Any]:
-    return {
-        "resource": "/auditlogs/processor",
-        "path": "/auditlogs/processor",
-        "httpMethod": "POST",
-        "headers": {"Authorization": token, "User-Agent": "MinIO (linux; amd64)", "x-minio-version": "RELEASE.2025"},
-        "body": body.decode(),
-        "isBase64Encoded": False,
-    }
 
 
 def _print_rows(rs: ReferenceOgcRs, out: TextIO) -> None:
@@ -242,10 +232,10 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
     out.write("MinIO flow: audit webhook -> webhook handler -> SQS -> deliver handler -> OGC RS\n")
     bodies, minio_expected = _minio_bodies(rng)
     for body in bodies:
-        response = resources.webhook.invoke(_webhook_event(body, f"Bearer {WEBHOOK_TOKEN}"))
+        response = resources.webhook.invoke(webhook_post(body, f"Bearer {WEBHOOK_TOKEN}"))
         answer = _tallies(json.loads(response["body"]))
         out.write(f"  POST {len(body):>5} bytes -> {response['statusCode']}: {answer}\n")
-    denied = resources.webhook.invoke(_webhook_event(bodies[1], "Bearer wrong-token"))
+    denied = resources.webhook.invoke(webhook_post(bodies[1], "Bearer wrong-token"))
     out.write(f"  POST with a wrong token -> {denied['statusCode']}\n")
     pumped = pump_queue(resources.deliver)
     out.write(f"  deliver invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")

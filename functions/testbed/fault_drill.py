@@ -60,6 +60,7 @@ from testbed.local_aws import (
 )
 from testbed.reference_rs import Fault, FaultKind, FaultPlan, JobRecord, ReferenceOgcRs
 from testbed.samples import (
+    MINIO_DEPLOYMENT,
     Download,
     Variant,
     cloudtrail_log_key,
@@ -67,6 +68,7 @@ from testbed.samples import (
     minio_entry,
     random_download,
     utc,
+    webhook_post,
 )
 
 _PREFIX = "ogc-drill"
@@ -80,26 +82,19 @@ DEFAULT_FAULTS = "503=0.15,500=0.05,429=0.05,delay=0.05,drop=0.05,store_then_dro
 _HUGE_MARKER = "__HUGE_NUMBER__"
 _HUGE_NUMBER = "9" * 5_000  # past Python's 4,300-digit int-from-str limit
 
-# What a CloudTrail log file of asset downloads holds besides metered downloads (weights, roughly a day's mix).
-_S3_MIX = [
-    (Variant.PRESIGNED_GET, 60),
-    (Variant.FAILED_403, 6),
-    (Variant.FAILED_404, 4),
-    (Variant.HEADER_SIGNED, 8),
-    (Variant.HEAD_OBJECT, 10),
-    (Variant.PUT_OBJECT, 5),
-    (Variant.MISSING_USER, 4),
-    (Variant.NON_UUID_USER, 3),
-]
-_MINIO_MIX = [
-    (Variant.PRESIGNED_GET, 60),
-    (Variant.FAILED_404, 8),
-    (Variant.FAILED_403, 5),
-    (Variant.HEAD_OBJECT, 10),
-    (Variant.HEADER_SIGNED, 10),
-    (Variant.PUT_OBJECT, 4),
-    (Variant.MISSING_USER, 3),
-]
+# What the inputs hold besides metered downloads, roughly a day's mix: the weight of each kind of entry in a
+# CloudTrail log file and in a MinIO audit batch.
+_WEIGHTS_BY_FLOW: dict[Variant, tuple[int, int]] = {  # variant: (weight in aws_s3, weight in minio)
+    Variant.PRESIGNED_GET: (60, 60),
+    Variant.FAILED_403: (6, 5),
+    Variant.FAILED_404: (4, 8),
+    Variant.HEADER_SIGNED: (8, 10),
+    Variant.HEAD_OBJECT: (10, 10),
+    Variant.PUT_OBJECT: (5, 4),
+    Variant.MISSING_USER: (4, 3),
+    Variant.NON_UUID_USER: (3, 0),
+}
+_FLOW_COLUMN = {"aws_s3": 0, "minio": 1}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,8 +200,10 @@ class DrillInputs:
     poisoned_values: int = 0
 
 
-def _pick(rng: random.Random, mix: Sequence[tuple[Variant, int]]) -> Variant:
-    return rng.choices([variant for variant, _ in mix], weights=[weight for _, weight in mix])[0]
+def _pick(rng: random.Random, flow: str) -> Variant:
+    """A kind of entry drawn with the weights of ``flow`` ("aws_s3" or "minio")."""
+    column = _FLOW_COLUMN[flow]
+    return rng.choices(list(_WEIGHTS_BY_FLOW), weights=[weights[column] for weights in _WEIGHTS_BY_FLOW.values()])[0]
 
 
 def _poisoned(download: Download, number: int) -> Download:
@@ -284,7 +281,7 @@ class _Generator:
                 inputs.repeated_across_files += 1
             for position in range(config.records_per_file):
                 poison = number * config.records_per_file + position in self.s3_poison
-                download, variant = self._download(when, "aws_s3", _pick(rng, _S3_MIX), poison)
+                download, variant = self._download(when, "aws_s3", _pick(rng, "aws_s3"), poison)
                 records.append(cloudtrail_record(download, variant, float_bytes=rng.random() < 0.3))
                 if number * config.records_per_file + position in self.s3_poisoned_values:
                     records.append(self._poisoned_record(when))
@@ -315,9 +312,7 @@ class _Generator:
                 elif entries and roll < 0.10:  # the same entry twice in one body
                     entries.append(rng.choice(entries))
                 else:
-                    download, variant = self._download(
-                        _START, "minio", _pick(rng, _MINIO_MIX), slot in self.minio_poison
-                    )
+                    download, variant = self._download(_START, "minio", _pick(rng, "minio"), slot in self.minio_poison)
                     entries.append(minio_entry(download, variant, legacy=rng.random() < 0.1))
                     if slot in self.minio_poisoned_values:
                         entries.append(self._poisoned_entry())
@@ -589,21 +584,12 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
 # --------------------------------------------------------------------------------------------------
 
 
-def _webhook_event(body: bytes) -> dict[str, Any]:
-    """An API Gateway proxy event as MinIO's audit_webhook POST arrives (NDJSON without Content-Type)."""
-    return {
-        "resource": "/auditlogs/processor",
-        "path": "/auditlogs/processor",
-        "httpMethod": "POST",
-        "headers": {
-            "Authorization": f"Bearer {WEBHOOK_TOKEN}",
-            "User-Agent": "MinIO (linux; amd64) madmin-go/3.0.70",
-            "x-minio-version": "RELEASE.2025-09-07T16-13-09Z",
-            "x-minio-deployment-id": "8f3c1f2e-5b7a-4c1d-9e2f-0a1b2c3d4e5f",
-        },
-        "body": body.decode(),
-        "isBase64Encoded": False,
-    }
+# MinIO's audit_webhook headers, as a current release sends them.
+_MINIO_HEADERS = {
+    "User-Agent": "MinIO (linux; amd64) madmin-go/3.0.70",
+    "x-minio-version": "RELEASE.2025-09-07T16-13-09Z",
+    "x-minio-deployment-id": MINIO_DEPLOYMENT,
+}
 
 
 def _s3_notification(bucket: str, key: str, size: int) -> str:
@@ -656,7 +642,7 @@ class MinioSender:
         """Post up to ``limit`` pending bodies through the real webhook handler."""
         for _ in range(min(limit, len(self.pending))):
             body = self.pending.popleft()
-            response = self._webhook.invoke(_webhook_event(body))
+            response = self._webhook.invoke(webhook_post(body, f"Bearer {WEBHOOK_TOKEN}", _MINIO_HEADERS))
             status = int(response["statusCode"])
             self._stats.webhook_posts += 1
             self._stats.webhook_statuses[str(status)] += 1

@@ -6,13 +6,18 @@ variations the metering rules must tell apart (failed, header-signed, HEAD, PUT,
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
+
+from minio_relay.routes import WEBHOOK_PATH
 
 ACCOUNT = "111122223333"
 REGION = "ap-south-1"
@@ -141,6 +146,11 @@ def cloudtrail_record(
         )
         record["additionalEventData"]["bytesTransferredOut"] = 243
     return record
+
+
+def cloudtrail_log_file(records: Iterable[object]) -> bytes:
+    """The bytes of a CloudTrail log file holding ``records``: one ``{"Records": [...]}`` document, gzipped."""
+    return gzip.compress(json.dumps({"Records": list(records)}).encode())
 
 
 def eventbridge_api_call(download: Download, variant: Variant = Variant.PRESIGNED_GET) -> dict[str, Any]:
@@ -291,6 +301,25 @@ def minio_entry(
     if variant is Variant.HEADER_SIGNED:
         entry["requestHeader"]["Authorization"] = "AWS4-HMAC-SHA256 Credential=stacpresigner/..."
     return entry
+
+
+def minio_body(entries: Iterable[Mapping[str, Any]]) -> bytes:
+    """An audit webhook body as MinIO's ``audit_webhook`` sends a batch: one JSON entry per line."""
+    return b"".join(json.dumps(entry).encode() + b"\n" for entry in entries)
+
+
+def webhook_post(body: bytes, authorization: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """MinIO's POST of ``body`` to the webhook, as API Gateway's proxy integration hands it to the function (MinIO
+    sends NDJSON without a Content-Type; ``headers`` replace the default User-Agent and version)."""
+    default = {"User-Agent": "MinIO (linux; amd64)", "x-minio-version": "RELEASE.2025-09-07T16-13-09Z"}
+    return {
+        "resource": WEBHOOK_PATH,
+        "path": WEBHOOK_PATH,
+        "httpMethod": "POST",
+        "headers": {"Authorization": authorization, **(default if headers is None else headers)},
+        "body": body.decode(),
+        "isBase64Encoded": False,
+    }
 
 
 def utc(text: str) -> datetime:

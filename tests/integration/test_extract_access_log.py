@@ -14,11 +14,10 @@ import boto3
 import pytest
 
 from ogc_audit.cli import main
-from testbed.local_aws import local_aws
 from testbed.reference_rs import ReferenceOgcRs
-from testbed.samples import Variant, access_log_key, access_log_line, random_download, utc
+from testbed.samples import access_log_key, access_log_line, utc
 from tests.events import event_bytes
-from tests.helpers import create_ledger_table, run_replay
+from tests.helpers import log_file_entries, replay_emulator, run_replay
 
 USER = "3f1c9a52-7a4e-4c1e-9f0b-2d5f8e6a1b7c"
 COLLECTION = "8b2d4e6f-1a3c-4b5d-8e7f-9a0b1c2d3e4f"
@@ -104,21 +103,15 @@ def access_logs() -> Iterator[list[str]]:
     """A moto server with three access-log objects (10:00, 10:20, 12:00), each with 2 downloads among 4 records."""
     rng = random.Random(11)
     start = utc("2025-10-27T10:00:00")
-    with local_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        create_ledger_table(boto3.client("dynamodb"))
+    with replay_emulator(BUCKET) as s3:
         expected: list[str] = []
         for offset in (0, 20, 120):
             when = start + timedelta(minutes=offset)
-            lines = []
-            for variant in (Variant.PRESIGNED_GET, Variant.FAILED_403, Variant.PRESIGNED_GET, Variant.HEAD_OBJECT):
-                download = random_download(rng, when - timedelta(hours=1))  # records older than their object
-                lines.append(access_log_line(download, variant))
-                if variant is Variant.PRESIGNED_GET and offset < 120:
-                    expected.append(f"{download.user_id}|{download.collection_id}|{download.item_id}|")
+            entries, metered = log_file_entries(rng, when - timedelta(hours=1))  # records older than their object
+            lines = [access_log_line(download, variant) for download, variant in entries]
             lines.append(lines[0])  # delivered twice
             s3.put_object(Bucket=BUCKET, Key=access_log_key(when, f"R{offset}"), Body="".join(lines).encode())
+            expected += metered if offset < 120 else []
         yield expected
 
 

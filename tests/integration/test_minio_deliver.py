@@ -18,6 +18,7 @@ from minio_relay.deliver import BatchDelivery, deliver_message
 from minio_relay.delivery_queue import pack_messages
 from testbed.local_aws import lambda_context
 from testbed.reference_rs import Fault, ReferenceOgcRs
+from testbed.samples import webhook_post
 from tests.events import event_bytes, load_event
 from tests.helpers import client_for
 
@@ -168,15 +169,7 @@ def relay(monkeypatch: pytest.MonkeyPatch, reference_rs: ReferenceOgcRs, relay_a
 
 
 def post_body(body: bytes) -> int:
-    event = {
-        "resource": "/auditlogs/processor",
-        "path": "/auditlogs/processor",
-        "httpMethod": "POST",
-        "headers": {"Authorization": f"Bearer {TOKEN}", "X-Minio-Version": "RELEASE.2025-09-07T16-13-09Z"},
-        "body": body.decode(),
-        "isBase64Encoded": False,
-    }
-    response = handler.webhook(event, CONTEXT)
+    response = handler.webhook(webhook_post(body, f"Bearer {TOKEN}"), CONTEXT)
     status: int = response["statusCode"]
     return status
 

@@ -14,10 +14,9 @@ from moto import mock_aws
 
 from ogc_audit.redrive import redrive, source_queue_of
 from ogc_audit.replay import log_file_time
-from testbed.local_aws import local_aws
 from testbed.reference_rs import ReferenceOgcRs
-from testbed.samples import Variant, cloudtrail_log_key, cloudtrail_record, random_download, utc
-from tests.helpers import create_ledger_table, run_replay
+from testbed.samples import cloudtrail_log_file, cloudtrail_log_key, cloudtrail_record, utc
+from tests.helpers import log_file_entries, replay_emulator, run_replay
 
 BUCKET = "replay-trail-logs"
 START = utc("2025-10-27T10:00:00")
@@ -27,22 +26,15 @@ START = utc("2025-10-27T10:00:00")
 def trail_logs() -> Iterator[list[str]]:
     """A moto server holding three log files (10:00, 10:05, 11:00), each with 3 downloads among 5 records."""
     rng = random.Random(7)
-    with local_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        create_ledger_table(boto3.client("dynamodb"))
+    with replay_emulator(BUCKET) as s3:
         expected: list[str] = []
         for offset in (0, 5, 60):
             when = START + timedelta(minutes=offset)
-            records = []
-            for variant in (Variant.PRESIGNED_GET, Variant.FAILED_403, Variant.PRESIGNED_GET, Variant.HEAD_OBJECT):
-                download = random_download(rng, when)
-                records.append(cloudtrail_record(download, variant))
-                if variant is Variant.PRESIGNED_GET and offset < 60:
-                    expected.append(f"{download.user_id}|{download.collection_id}|{download.item_id}|")
+            entries, metered = log_file_entries(rng, when)
+            records = [cloudtrail_record(download, variant) for download, variant in entries]
             records.append(records[0])  # a repeated event
-            body = gzip.compress(json.dumps({"Records": records}).encode())
-            s3.put_object(Bucket=BUCKET, Key=cloudtrail_log_key(when, f"r{offset}"), Body=body)
+            s3.put_object(Bucket=BUCKET, Key=cloudtrail_log_key(when, f"r{offset}"), Body=cloudtrail_log_file(records))
+            expected += metered if offset < 60 else []
         digest = (
             "AWSLogs/111122223333/CloudTrail-Digest/ap-south-1/2025/10/27/x_CloudTrail-Digest_20251027T1000Z.json.gz"
         )

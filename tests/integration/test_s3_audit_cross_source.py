@@ -4,8 +4,6 @@ fed the same requests by CloudTrail log files, EventBridge events and S3 server 
 from __future__ import annotations
 
 import copy
-import gzip
-import json
 from typing import Any
 
 import pytest
@@ -14,6 +12,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from metering.ledger import SqliteLedger
 from s3_audit.handler import handler
 from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import cloudtrail_log_file
 from tests.events import event_bytes, load_event
 from tests.helpers import client_for
 from tests.integration.test_s3_audit_handler import CONTEXT, line, record, request_id_for, s3, stored, use
@@ -34,7 +33,7 @@ def access_log_line(item: str, event_id: str) -> str:
 
 
 def cloudtrail_file(*records: dict[str, Any]) -> bytes:
-    return gzip.compress(json.dumps({"Records": list(records)}).encode())
+    return cloudtrail_log_file(records)
 
 
 def notification(key: str) -> dict[str, Any]:

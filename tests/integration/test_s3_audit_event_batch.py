@@ -102,6 +102,15 @@ def wire(
     use(monkeypatch, s3, client_for(rs, batch_max_lines=batch_max_lines), ledger)
 
 
+@pytest.fixture
+def rs(
+    monkeypatch: pytest.MonkeyPatch, s3: Any, ledger: DeliveryLedger, reference_rs: ReferenceOgcRs
+) -> ReferenceOgcRs:
+    """The reference OGC RS, with the handler wired to it, to the moto S3 and to the ledger (default batch size)."""
+    wire(monkeypatch, s3, reference_rs, ledger)
+    return reference_rs
+
+
 def test_a_batch_of_events_is_delivered_in_chunked_posts(
     monkeypatch: pytest.MonkeyPatch, s3: Any, ledger: DeliveryLedger, reference_rs: ReferenceOgcRs
 ) -> None:
@@ -116,23 +125,17 @@ def test_a_batch_of_events_is_delivered_in_chunked_posts(
     assert reference_rs.token_requests == 1
 
 
-def test_a_request_repeated_in_a_batch_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, s3: Any, ledger: DeliveryLedger, reference_rs: ReferenceOgcRs
-) -> None:
-    wire(monkeypatch, s3, reference_rs, ledger)
+def test_a_request_repeated_in_a_batch_is_one_line(rs: ReferenceOgcRs) -> None:
     twice = api_call_event("r", "e-r")  # EventBridge delivers at least once: the same event in two messages
 
     response = handler(sqs_batch(twice, api_call_event("s", "e-s"), twice), CONTEXT)
 
     assert failures(response) == []
-    assert stored(reference_rs) == [line("r"), line("s")]
-    assert posts(reference_rs) == [2]
+    assert stored(rs) == [line("r"), line("s")]
+    assert posts(rs) == [2]
 
 
-def test_filtered_malformed_and_unknown_messages_beside_events_do_not_fail(
-    monkeypatch: pytest.MonkeyPatch, s3: Any, ledger: DeliveryLedger, reference_rs: ReferenceOgcRs
-) -> None:
-    wire(monkeypatch, s3, reference_rs, ledger)
+def test_filtered_malformed_and_unknown_messages_beside_events_do_not_fail(rs: ReferenceOgcRs) -> None:
     malformed = api_call_event("m", "e-m")
     malformed["detail"]["requestParameters"] = ["not", "an", "object"]
     batch = sqs_batch(
@@ -146,17 +149,12 @@ def test_filtered_malformed_and_unknown_messages_beside_events_do_not_fail(
     response = handler(batch, CONTEXT)
 
     assert failures(response) == []
-    assert stored(reference_rs) == [line("ok")]
+    assert stored(rs) == [line("ok")]
 
 
 def test_event_batch_outcomes_and_path_are_published_as_metrics(
-    monkeypatch: pytest.MonkeyPatch,
-    s3: Any,
-    ledger: DeliveryLedger,
-    reference_rs: ReferenceOgcRs,
-    capsys: pytest.CaptureFixture[str],
+    rs: ReferenceOgcRs, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    wire(monkeypatch, s3, reference_rs, ledger)
     batch = sqs_batch(api_call_event("a", "e-a"), api_call_event("b", "e-b"), api_call_event("f", "e-f", "failed_403"))
 
     handler(batch, CONTEXT)
@@ -212,22 +210,18 @@ def test_failed_messages_retried_in_another_batch_are_delivered_once(
     assert stored(reference_rs) == [line("q1"), line("q2"), line("q3")]
 
 
-def test_an_event_held_by_another_invocation_fails_only_its_message(
-    monkeypatch: pytest.MonkeyPatch, s3: Any, ledger: DeliveryLedger, reference_rs: ReferenceOgcRs
-) -> None:
-    wire(monkeypatch, s3, reference_rs, ledger)
+def test_an_event_held_by_another_invocation_fails_only_its_message(rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
     ledger.claim([busy_key()])  # another invocation is sending it now
 
     response = handler(sqs_batch(api_call_event("free", "e-free"), api_call_event("busy", "e-busy")), CONTEXT)
 
     assert failures(response) == ["m2"]
-    assert stored(reference_rs) == [line("free")]
+    assert stored(rs) == [line("free")]
 
 
 def test_direct_invocation_raises_when_the_event_line_is_not_delivered(
-    monkeypatch: pytest.MonkeyPatch, s3: Any, ledger: DeliveryLedger, reference_rs: ReferenceOgcRs
+    rs: ReferenceOgcRs, ledger: DeliveryLedger
 ) -> None:
-    wire(monkeypatch, s3, reference_rs, ledger)
     ledger.claim([busy_key()])
 
     with pytest.raises(InFlightError):
@@ -253,21 +247,14 @@ def test_ledger_unreachable_fails_every_event_message(
 # --- one line per S3 request, whichever path brings it first -------------------------------------------------------
 
 
-def test_event_then_its_log_file_is_one_line(
-    monkeypatch: pytest.MonkeyPatch,
-    s3: Any,
-    ledger: DeliveryLedger,
-    reference_rs: ReferenceOgcRs,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    wire(monkeypatch, s3, reference_rs, ledger)
+def test_event_then_its_log_file_is_one_line(rs: ReferenceOgcRs, s3: Any, capsys: pytest.CaptureFixture[str]) -> None:
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=cloudtrail_file(record("x", "e-x"), record("y", "e-y")))
 
     assert failures(handler(sqs_batch(api_call_event("x", "e-x")), CONTEXT)) == []
     capsys.readouterr()
     response = handler(notification(KEY), CONTEXT)
 
-    assert stored(reference_rs) == [line("x"), line("y")]  # y: EventBridge missed it, the log file has it
+    assert stored(rs) == [line("x"), line("y")]  # y: EventBridge missed it, the log file has it
     assert (response["metered"], response["delivered"], response["already_delivered"]) == (2, 1, 1)
     documents = emf_documents(capsys.readouterr().out)
     known = {d["path"]: d["RequestsAlreadyDelivered"] for d in documents if "RequestsAlreadyDelivered" in d}
@@ -275,28 +262,22 @@ def test_event_then_its_log_file_is_one_line(
     assert (known, by_path) == ({"log_file": [1.0]}, {"log_file": [1.0]})
 
 
-def test_log_file_then_its_event_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, s3: Any, ledger: DeliveryLedger, reference_rs: ReferenceOgcRs
-) -> None:
+def test_log_file_then_its_event_is_one_line(rs: ReferenceOgcRs, s3: Any) -> None:
     # EventBridge is best effort and can be late: the log file may win.
-    wire(monkeypatch, s3, reference_rs, ledger)
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=cloudtrail_file(record("x", "e-x"), record("y", "e-y")))
 
     handler(notification(KEY), CONTEXT)
     response = handler(sqs_batch(api_call_event("y", "e-y"), api_call_event("z", "e-z")), CONTEXT)
 
     assert failures(response) == []
-    assert stored(reference_rs) == [line("x"), line("y"), line("z")]
-    assert posts(reference_rs) == [2, 1]  # the log file's two lines, then only z
+    assert stored(rs) == [line("x"), line("y"), line("z")]
+    assert posts(rs) == [2, 1]  # the log file's two lines, then only z
 
 
-def test_event_retried_after_its_log_file_delivered_the_request_is_not_sent_again(
-    monkeypatch: pytest.MonkeyPatch, s3: Any, ledger: DeliveryLedger, reference_rs: ReferenceOgcRs
-) -> None:
+def test_event_retried_after_its_log_file_delivered_the_request_is_not_sent_again(rs: ReferenceOgcRs, s3: Any) -> None:
     # The event's first try failed (OGC RS down); by its retry the log file has delivered the request.
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=cloudtrail_file(record("w", "e-w")))
-    wire(monkeypatch, s3, reference_rs, ledger)
-    reference_rs.faults.push("status", 503, times=2)
+    rs.faults.push("status", 503, times=2)
     with pytest.raises(BatchProcessingError):  # every message of the batch failed: Lambda retries the batch
         handler(sqs_batch(api_call_event("w", "e-w")), CONTEXT)
 
@@ -304,4 +285,4 @@ def test_event_retried_after_its_log_file_delivered_the_request_is_not_sent_agai
     response = handler(sqs_batch(api_call_event("w", "e-w"), first=5), CONTEXT)
 
     assert failures(response) == []
-    assert stored(reference_rs) == [line("w")]
+    assert stored(rs) == [line("w")]

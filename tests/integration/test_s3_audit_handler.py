@@ -22,6 +22,7 @@ from s3_audit.handler import Dependencies, handler
 from s3_audit.ingest import LineSink
 from testbed.local_aws import lambda_context
 from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import cloudtrail_log_file
 from tests.events import load_event
 from tests.helpers import client_for
 from tests.unit.test_envelopes import BUCKET, DIRECT_NOTIFICATIONS, KEY, ORG_KEY, SPACE_KEY
@@ -55,7 +56,7 @@ def log_file(name: str) -> bytes:
         record(f"{name}-4", f"{name}-e4", "header_signed"),
         record(f"{name}-5", f"{name}-e5", "non_uuid_user"),
     ]
-    return gzip.compress(json.dumps({"Records": records}).encode())
+    return cloudtrail_log_file(records)
 
 
 def line(item: str, size: int = 16384) -> str:
@@ -187,7 +188,7 @@ def test_records_before_the_damage_are_delivered(s3: Any, wired: ReferenceOgcRs)
 
 def test_duplicate_event_ids_in_a_file_are_metered_once(s3: Any, wired: ReferenceOgcRs) -> None:
     first, repeat = record("d-1", "same-id"), record("d-1", "same-id")
-    body = gzip.compress(json.dumps({"Records": [first, record("d-2", "other-id"), repeat]}).encode())
+    body = cloudtrail_log_file([first, record("d-2", "other-id"), repeat])
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=body)
 
     response = handler(load_event("envelopes/s3_notification"), CONTEXT)
@@ -315,7 +316,7 @@ def test_an_event_repeated_in_a_later_log_file_is_metered_once(
     assert later_key != KEY
     repeated = [record("x-1", "x-e1"), record("y-1", "y-e1")]  # x-e1 was in the first file already
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=log_file("x"))
-    s3.put_object(Bucket=BUCKET, Key=later_key, Body=gzip.compress(json.dumps({"Records": repeated}).encode()))
+    s3.put_object(Bucket=BUCKET, Key=later_key, Body=cloudtrail_log_file(repeated))
     use(monkeypatch, s3, client_for(reference_rs), SqliteLedger())
     event = load_event("envelopes/s3_notification")
 

@@ -4,9 +4,7 @@ bucket, log bucket), a real presigned download, the real s3_audit handler, a led
 from __future__ import annotations
 
 import copy
-import gzip
 import io
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +17,7 @@ from ogc_audit.verify import Marker, Waiting, places_for, print_report, verify
 from s3_audit.handler import handler
 from testbed.local_aws import local_aws
 from testbed.reference_rs import ReferenceOgcRs
+from testbed.samples import cloudtrail_log_file
 from tests.events import event_bytes, load_event
 from tests.helpers import client_for
 from tests.integration.test_s3_audit_handler import CONTEXT, use
@@ -52,7 +51,7 @@ def trail_file(marker: Marker) -> bytes:
     params["bucketName"], params["key"] = marker.bucket, marker.key
     for name in ("userId", "collectionId", "itemId"):
         del params[name]
-    return gzip.compress(json.dumps({"Records": [record]}).encode())
+    return cloudtrail_log_file([record])
 
 
 def access_log(marker: Marker) -> bytes:

@@ -114,61 +114,47 @@ def test_unicode_item_id_is_kept_as_sent() -> None:
     assert outcome.item_id == "Bänd_04 \u2013 東京 ✓"
 
 
-def test_record_without_event_id_is_known_by_its_request_id() -> None:
-    record = decode_record(json.dumps(load_event("cloudtrail/missing_event_id")).encode())
-    assert not isinstance(record, Skip)
-    seen = EventIdSet()
-
-    first, second = meter(record, seen), meter(record, seen)
-
-    assert isinstance(first, MeteredDownload)
-    assert first.event_id == "s3-request:stac-assets-prod/7KQ4B1S9XW2M00FF"
-    assert second == Skip.filtered(Reason.DUPLICATE_EVENT)
-
-
-def test_record_without_request_id_is_known_by_its_event_id() -> None:
-    value = load_event("cloudtrail/presigned_get")
-    del value["requestID"]
+def metered_twice(fixture: str, *, drop: str = "") -> tuple[MeteredDownload | Skip, MeteredDownload | Skip]:
+    """A fixture record (less its field ``drop``) metered twice against one set of seen ids, as in one log file."""
+    value = load_event(f"cloudtrail/{fixture}")
+    value.pop(drop, None)
     record = decode_record(json.dumps(value).encode())
     assert not isinstance(record, Skip)
     seen = EventIdSet()
+    return meter(record, seen), meter(record, seen)
 
-    first, second = meter(record, seen), meter(record, seen)
+
+@pytest.mark.parametrize(
+    ("fixture", "drop", "identity"),
+    [
+        ("missing_event_id", "", "s3-request:stac-assets-prod/7KQ4B1S9XW2M00FF"),
+        ("presigned_get", "requestID", "cloudtrail-event:5c0e3f0a-9d1b-4e8f-a2c3-6b7d8e9f0a1b"),
+    ],
+    ids=["no-event-id-known-by-request-id", "no-request-id-known-by-event-id"],
+)
+def test_a_record_is_known_by_the_id_it_has_and_metered_once(fixture: str, drop: str, identity: str) -> None:
+    first, second = metered_twice(fixture, drop=drop)
 
     assert isinstance(first, MeteredDownload)
-    assert first.event_id == "cloudtrail-event:5c0e3f0a-9d1b-4e8f-a2c3-6b7d8e9f0a1b"
+    assert first.event_id == identity
     assert second == Skip.filtered(Reason.DUPLICATE_EVENT)
 
 
 def test_record_without_any_id_is_still_metered_every_time() -> None:
-    value = load_event("cloudtrail/missing_event_id")
-    del value["requestID"]
-    record = decode_record(json.dumps(value).encode())
-    assert not isinstance(record, Skip)
-    seen = EventIdSet()
-
-    outcomes = [meter(record, seen), meter(record, seen)]
+    outcomes = metered_twice("missing_event_id", drop="requestID")
 
     assert all(isinstance(outcome, MeteredDownload) for outcome in outcomes)
 
 
 def test_duplicate_event_id_is_metered_once() -> None:
-    record = decode_record(json.dumps(load_event("cloudtrail/presigned_get")).encode())
-    assert not isinstance(record, Skip)
-    seen = EventIdSet()
-
-    first, second = meter(record, seen), meter(record, seen)
+    first, second = metered_twice("presigned_get")
 
     assert isinstance(first, MeteredDownload)
     assert second == Skip.filtered(Reason.DUPLICATE_EVENT)
 
 
 def test_repeated_filtered_event_keeps_its_own_reason() -> None:
-    record = decode_record(json.dumps(load_event("cloudtrail/failed_403")).encode())
-    assert not isinstance(record, Skip)
-    seen = EventIdSet()
-
-    assert [meter(record, seen), meter(record, seen)] == [Skip.filtered(Reason.FAILED_REQUEST)] * 2
+    assert list(metered_twice("failed_403")) == [Skip.filtered(Reason.FAILED_REQUEST)] * 2
 
 
 def test_eventbridge_detail_with_float_bytes_is_metered() -> None:
