@@ -20,7 +20,6 @@ then ours once more on a file ``--scale`` times larger, to show its peak RSS doe
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 from collections.abc import Iterator
@@ -34,7 +33,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "functions")]
 from bench.cloudtrail_extract import Measurement, alternate, measure  # noqa: E402
 
 DATA_DIR = Path(__file__).parent / "data"
-SEED = 20251027
 TARGET_SPEED = 2.0
 TARGET_RSS_MIB = 64.0
 # AWS's Athena RegexSerDe for S3 server access logs: 18 fields, then 8 optional ones, then anything.
@@ -49,24 +47,13 @@ ATHENA_PATTERN = (
 
 
 def generate(path: Path, count: int) -> None:
-    """Write the access log: realistic records from ``testbed.samples`` in the mix of ``bench.record_mix``."""
-    from bench.record_mix import LIST_BUCKET, Kind, records
-    from testbed.samples import Variant, access_log_line, random_download, utc
-
-    rng = random.Random(SEED)
-    start = utc("2025-10-27T10:00:00")
-
-    def line(_index: int, kind: Kind) -> str:
-        download = random_download(rng, start, spread_s=3600)
-        if kind == LIST_BUCKET:
-            return access_log_line(download).replace("REST.GET.OBJECT", "REST.GET.BUCKET", 1)
-        assert isinstance(kind, Variant)
-        return access_log_line(download, kind)
+    """Write the access log of ``bench.record_mix``'s records, streamed to disk."""
+    from bench.record_mix import access_log_lines
 
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".partial")
     with open(temporary, "w", encoding="utf-8") as out:
-        out.writelines(records(rng, count, line))
+        out.writelines(access_log_lines(count))
     temporary.replace(path)
 
 

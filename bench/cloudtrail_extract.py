@@ -21,35 +21,18 @@ import argparse
 import gzip
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "functions")]
-
-from bench.record_mix import LIST_BUCKET, Kind, records  # noqa: E402
-from testbed.samples import ACCOUNT, Download, Variant, cloudtrail_record, utc  # noqa: E402
-
+sys.path[:0] = [str(ROOT), str(ROOT / "functions")]  # bench.record_mix and testbed, when run as a script
 DATA_DIR = Path(__file__).parent / "data"
-SEED = 20251027
-START = utc("2025-10-27T10:00:00")
-USER_AGENTS = [
-    "python-requests/2.32.3",
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36",
-    "GDAL/3.9.2 (curl 8.9.1)",
-    "QGIS/34000/Ubuntu 24.04.1 LTS",
-]
-ID_2_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 TARGET_SPEED = 4.0
 TARGET_MEMORY = 3.0
 
@@ -57,85 +40,15 @@ TARGET_MEMORY = 3.0
 # --- the generated log file -------------------------------------------------------------------------------
 
 
-class RecordFactory:
-    """Realistic CloudTrail S3 data events (about 2 KB each): ``testbed.samples`` records made varied by a seeded
-    random generator (who, from where, with what, which object of which item, how large)."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.users = [self.uuid() for _ in range(400)]
-        self.collections = [self.uuid() for _ in range(40)]
-
-    def uuid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-
-    def token(self, length: int, alphabet: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") -> str:
-        return "".join(self.rng.choices(alphabet, k=length))
-
-    def record(self, index: int, kind: Kind) -> dict[str, Any]:
-        """The record at ``index`` of the file, of a kind drawn from ``bench.record_mix.MIX``."""
-        download = self.download(index)
-        variant = kind if isinstance(kind, Variant) else Variant.PRESIGNED_GET
-        # EventBridge-style floats for a third of the records: the seed printed them as "16384.0".
-        record = cloudtrail_record(download, variant, float_bytes=index % 3 == 0)
-        record.update(
-            userIdentity=self.user_identity(),
-            sourceIPAddress=f"203.0.{self.rng.randrange(256)}.{self.rng.randrange(256)}",
-            userAgent=self.rng.choice(USER_AGENTS),
-        )
-        record["requestParameters"]["response-content-disposition"] = f'attachment; filename="{download.item_id}.tif"'
-        record["additionalEventData"]["x-amz-id-2"] = self.token(76, ID_2_ALPHABET)
-        if kind == LIST_BUCKET:  # samples has no listing: the same request made a ListObjects of the bucket
-            bucket = {name: record["requestParameters"][name] for name in ("bucketName", "Host")}
-            record.update(
-                eventName="ListObjects",
-                requestParameters={**bucket, "list-type": "2", "prefix": "collections/"},
-                resources=record["resources"][1:],
-            )
-        return record
-
-    def download(self, index: int) -> Download:
-        """One asset of a STAC item, fetched by one of the users about 5 ms after the one before."""
-        return Download(
-            user_id=self.rng.choice(self.users),
-            collection_id=self.rng.choice(self.collections),
-            item_id=f"S2B_MSIL2A_20251026T{index:06d}_N0511_R019_T43PGQ",
-            asset=f"{self.rng.choice(['B02', 'B03', 'B04', 'B08', 'SCL'])}.tif",
-            when=START + timedelta(seconds=index * 5 // 1000),
-            size=self.rng.randrange(1024, 250_000_000),
-            event_id=self.uuid(),
-        )
-
-    def user_identity(self) -> dict[str, Any]:
-        """The presigning role's session, as CloudTrail writes it for a presigned URL's requests."""
-        session = self.token(16)
-        return {
-            "type": "AssumedRole",
-            "principalId": f"AROAQX2EXAMPLE{session}:stac-presigner",
-            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/ogc-rs-presigner/stac-presigner",
-            "accountId": ACCOUNT,
-            "accessKeyId": f"ASIA{self.token(16)}",
-            "sessionContext": {
-                "sessionIssuer": {
-                    "type": "Role",
-                    "principalId": f"AROAQX2EXAMPLE{session}",
-                    "arn": f"arn:aws:iam::{ACCOUNT}:role/ogc-rs-presigner",
-                    "accountId": ACCOUNT,
-                    "userName": "ogc-rs-presigner",
-                },
-                "attributes": {"creationDate": "2025-10-27T09:58:12Z", "mfaAuthenticated": "false"},
-            },
-        }
-
-
 def generate(path: Path, count: int) -> None:
-    """Write the gzipped log file, streaming the JSON so generating needs little memory."""
+    """Write the gzipped log file of ``bench.record_mix``'s records, streaming the JSON (little memory)."""
+    from bench.record_mix import cloudtrail_records
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(SEED)
     temporary = path.with_suffix(".partial")
     with gzip.GzipFile(temporary, "wb", compresslevel=6, mtime=0) as out:
         out.write(b'{"Records":[')
-        for index, record in enumerate(records(rng, count, RecordFactory(rng).record)):
+        for index, record in enumerate(cloudtrail_records(count)):
             if index:
                 out.write(b",")
             out.write(json.dumps(record, separators=(",", ":")).encode())
