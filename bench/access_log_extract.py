@@ -20,7 +20,6 @@ then ours once more on a file ``--scale`` times larger, to show its peak RSS doe
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 from collections.abc import Iterator
@@ -34,21 +33,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "functions")]
 from bench.cloudtrail_extract import Measurement, alternate, measure  # noqa: E402
 
 DATA_DIR = Path(__file__).parent / "data"
-SEED = 20251027
 TARGET_SPEED = 2.0
 TARGET_RSS_MIB = 64.0
-# Share of each kind of record (the rest of 1.0 is presigned successes), as in bench/cloudtrail_extract.py.
-MIX = {
-    "failed_403": 0.08,
-    "failed_404": 0.04,
-    "header_signed": 0.08,
-    "head_object": 0.07,
-    "put_object": 0.05,
-    "list_bucket": 0.04,
-    "missing_user": 0.05,
-    "non_uuid_user": 0.04,
-    "duplicate": 0.03,
-}
 # AWS's Athena RegexSerDe for S3 server access logs: 18 fields, then 8 optional ones, then anything.
 ATHENA_PATTERN = (
     r'([^ ]*) ([^ ]*) \[(.*?)\] ([^ ]*) ([^ ]*) ([^ ]*) ([^ ]*) ([^ ]*) ("[^"]*"|-) (-|[0-9]*) ([^ ]*) ([^ ]*) '
@@ -61,46 +47,14 @@ ATHENA_PATTERN = (
 
 
 def generate(path: Path, count: int) -> None:
-    """Write the access log: realistic records from ``testbed.samples``, streamed to disk."""
-    from testbed.samples import Variant, access_log_line, random_download, utc
+    """Write the access log of ``bench.record_mix``'s records, streamed to disk."""
+    from bench.record_mix import access_log_lines
 
-    variants = {
-        "failed_403": Variant.FAILED_403,
-        "failed_404": Variant.FAILED_404,
-        "header_signed": Variant.HEADER_SIGNED,
-        "head_object": Variant.HEAD_OBJECT,
-        "put_object": Variant.PUT_OBJECT,
-        "missing_user": Variant.MISSING_USER,
-        "non_uuid_user": Variant.NON_UUID_USER,
-    }
-    rng = random.Random(SEED)
-    start = utc("2025-10-27T10:00:00")
-    issued: list[str] = []
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".partial")
     with open(temporary, "w", encoding="utf-8") as out:
-        for _ in range(count):
-            kind = _draw(rng)
-            if kind == "duplicate" and issued:
-                out.write(issued[rng.randrange(len(issued))])
-                continue
-            download = random_download(rng, start, spread_s=3600)
-            line = access_log_line(download, variants.get(kind, Variant.PRESIGNED_GET))
-            if kind == "list_bucket":
-                line = line.replace("REST.GET.OBJECT", "REST.GET.BUCKET", 1)
-            elif kind not in variants:
-                issued.append(line)
-            out.write(line)
+        out.writelines(access_log_lines(count))
     temporary.replace(path)
-
-
-def _draw(rng: random.Random) -> str:
-    draw = rng.random()
-    for name, share in MIX.items():
-        if draw < share:
-            return name
-        draw -= share
-    return "presigned"
 
 
 # --- the baseline ----------------------------------------------------------------------------------------------

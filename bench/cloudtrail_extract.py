@@ -21,205 +21,37 @@ import argparse
 import gzip
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "functions")]  # bench.record_mix and testbed, when run as a script
 DATA_DIR = Path(__file__).parent / "data"
-ROOT = Path(__file__).parent.parent
-SEED = 20251027
-ACCOUNT = "111122223333"
-BUCKET = "stac-assets-prod"
-HOST = f"{BUCKET}.s3.ap-south-1.amazonaws.com"
 TARGET_SPEED = 4.0
 TARGET_MEMORY = 3.0
-
-# Share of each kind of record in the generated file (the rest of 1.0 is presigned successes).
-MIX = {
-    "failed_403": 0.08,
-    "failed_404": 0.04,
-    "header_signed": 0.08,
-    "head_object": 0.07,
-    "put_object": 0.05,
-    "list_objects": 0.04,
-    "missing_user_id": 0.05,
-    "non_uuid_user_id": 0.04,
-    "duplicate": 0.03,
-}
 
 
 # --- the generated log file -------------------------------------------------------------------------------
 
 
-class RecordFactory:
-    """Realistic CloudTrail S3 data events (about 2 KB each), from a seeded random generator."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.users = [self.uuid() for _ in range(400)]
-        self.collections = [self.uuid() for _ in range(40)]
-        self.issued: list[dict[str, Any]] = []  # presigned successes, some re-delivered as duplicates
-
-    def uuid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-
-    def token(self, length: int, alphabet: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") -> str:
-        return "".join(self.rng.choices(alphabet, k=length))
-
-    def record(self, index: int) -> dict[str, Any]:
-        """The record at ``index`` of the file, of a kind drawn from MIX."""
-        draw, kind = self.rng.random(), "presigned"
-        for name, share in MIX.items():
-            if draw < share:
-                kind = name
-                break
-            draw -= share
-        if kind == "duplicate" and self.issued:
-            return self.issued[self.rng.randrange(len(self.issued))]
-        record = self.presigned_get(index)
-        getattr(self, f"_make_{kind}", lambda _record: None)(record)
-        if kind == "presigned":
-            self.issued.append(record)
-        return record
-
-    def presigned_get(self, index: int) -> dict[str, Any]:
-        """A successful presigned GetObject of one asset of a STAC item."""
-        collection, item = self.rng.choice(self.collections), f"S2B_MSIL2A_20251026T{index:06d}_N0511_R019_T43PGQ"
-        key = f"collections/{collection}/items/{item}/{self.rng.choice(['B02', 'B03', 'B04', 'B08', 'SCL'])}.tif"
-        size = self.rng.randrange(1024, 250_000_000)
-        second = index * 5 // 1000
-        return {
-            "eventVersion": "1.11",
-            "userIdentity": self.user_identity(),
-            "eventTime": f"2025-10-27T{10 + second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}Z",
-            "eventSource": "s3.amazonaws.com",
-            "eventName": "GetObject",
-            "awsRegion": "ap-south-1",
-            "sourceIPAddress": f"203.0.{self.rng.randrange(256)}.{self.rng.randrange(256)}",
-            "userAgent": self.rng.choice(
-                [
-                    "python-requests/2.32.3",
-                    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36",
-                    "GDAL/3.9.2 (curl 8.9.1)",
-                    "QGIS/34000/Ubuntu 24.04.1 LTS",
-                ]
-            ),
-            "requestParameters": {
-                "X-Amz-Date": "20251027T100000Z",
-                "bucketName": BUCKET,
-                "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-                "response-content-disposition": f'attachment; filename="{item}.tif"',
-                "x-id": "GetObject",
-                "userId": self.rng.choice(self.users),
-                "collectionId": collection,
-                "itemId": item,
-                "X-Amz-SignedHeaders": "host",
-                "Host": HOST,
-                "X-Amz-Expires": "3600",
-                "key": key,
-            },
-            "responseElements": None,
-            "additionalEventData": {
-                "SignatureVersion": "SigV4",
-                "CipherSuite": "TLS_AES_128_GCM_SHA256",
-                "bytesTransferredIn": 0,
-                "AuthenticationMethod": "QueryString",
-                "x-amz-id-2": self.token(76, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"),
-                # EventBridge-style floats for a third of the records: the seed printed them as "16384.0".
-                "bytesTransferredOut": float(size) if index % 3 == 0 else size,
-            },
-            "requestID": self.token(16, "0123456789ABCDEF"),
-            "eventID": self.uuid(),
-            "readOnly": True,
-            "resources": [
-                {"type": "AWS::S3::Object", "ARN": f"arn:aws:s3:::{BUCKET}/{key}"},
-                {"accountId": ACCOUNT, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{BUCKET}"},
-            ],
-            "eventType": "AwsApiCall",
-            "managementEvent": False,
-            "recipientAccountId": ACCOUNT,
-            "eventCategory": "Data",
-            "tlsDetails": {
-                "tlsVersion": "TLSv1.3",
-                "cipherSuite": "TLS_AES_128_GCM_SHA256",
-                "clientProvidedHostHeader": HOST,
-            },
-        }
-
-    def user_identity(self) -> dict[str, Any]:
-        """The presigning role's session, as CloudTrail writes it for a presigned URL's requests."""
-        session = self.token(16)
-        return {
-            "type": "AssumedRole",
-            "principalId": f"AROAQX2EXAMPLE{session}:stac-presigner",
-            "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/ogc-rs-presigner/stac-presigner",
-            "accountId": ACCOUNT,
-            "accessKeyId": f"ASIA{self.token(16)}",
-            "sessionContext": {
-                "sessionIssuer": {
-                    "type": "Role",
-                    "principalId": f"AROAQX2EXAMPLE{session}",
-                    "arn": f"arn:aws:iam::{ACCOUNT}:role/ogc-rs-presigner",
-                    "accountId": ACCOUNT,
-                    "userName": "ogc-rs-presigner",
-                },
-                "attributes": {"creationDate": "2025-10-27T09:58:12Z", "mfaAuthenticated": "false"},
-            },
-        }
-
-    def _make_failed_403(self, record: dict[str, Any]) -> None:
-        record.update(errorCode="AccessDenied", errorMessage="Access Denied")
-        record["additionalEventData"]["bytesTransferredOut"] = 243
-
-    def _make_failed_404(self, record: dict[str, Any]) -> None:
-        record.update(errorCode="NoSuchKey", errorMessage="The specified key does not exist.")
-        record["additionalEventData"]["bytesTransferredOut"] = 346
-
-    def _make_header_signed(self, record: dict[str, Any]) -> None:
-        record["additionalEventData"]["AuthenticationMethod"] = "AuthHeader"
-        for name in ("X-Amz-Date", "X-Amz-Algorithm", "X-Amz-SignedHeaders", "X-Amz-Expires"):
-            del record["requestParameters"][name]
-
-    def _make_head_object(self, record: dict[str, Any]) -> None:
-        record["eventName"] = "HeadObject"
-        record["additionalEventData"]["bytesTransferredOut"] = 0
-
-    def _make_put_object(self, record: dict[str, Any]) -> None:
-        record.update(eventName="PutObject", readOnly=False)
-        record["additionalEventData"].update(bytesTransferredIn=record["additionalEventData"]["bytesTransferredOut"])
-        record["additionalEventData"]["bytesTransferredOut"] = 0
-
-    def _make_list_objects(self, record: dict[str, Any]) -> None:
-        record["eventName"] = "ListObjects"
-        record["requestParameters"] = {"bucketName": BUCKET, "Host": HOST, "list-type": "2", "prefix": "collections/"}
-        record["resources"] = record["resources"][1:]
-
-    def _make_missing_user_id(self, record: dict[str, Any]) -> None:
-        del record["requestParameters"]["userId"]
-
-    def _make_non_uuid_user_id(self, record: dict[str, Any]) -> None:
-        record["requestParameters"]["userId"] = self.rng.choice(["alice", "guest", "user@example.org", "12345"])
-
-
 def generate(path: Path, count: int) -> None:
-    """Write the gzipped log file, streaming the JSON so generating needs little memory."""
+    """Write the gzipped log file of ``bench.record_mix``'s records, streaming the JSON (little memory)."""
+    from bench.record_mix import cloudtrail_records
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    factory = RecordFactory(random.Random(SEED))
     temporary = path.with_suffix(".partial")
     with gzip.GzipFile(temporary, "wb", compresslevel=6, mtime=0) as out:
         out.write(b'{"Records":[')
-        for index in range(count):
+        for index, record in enumerate(cloudtrail_records(count)):
             if index:
                 out.write(b",")
-            out.write(json.dumps(factory.record(index), separators=(",", ":")).encode())
+            out.write(json.dumps(record, separators=(",", ":")).encode())
         out.write(b"]}")
     temporary.replace(path)
 

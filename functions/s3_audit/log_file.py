@@ -15,9 +15,10 @@ A file that does not start with ``{"Records":[`` (a single record, NDJSON, a JSO
 one document; that path holds the whole file and is meant for the command line.
 
 Memory stays bounded whatever arrives (a 1.5 MB gzip can inflate to 1.5 GB): a record larger than 1 MiB
-(CloudTrail's own records stay under 256 KB) is RECORD_TOO_LARGE, a whole document past MAX_DOCUMENT_BYTES and a
-file that inflates past ``MAX_LOG_FILE_BYTES`` are FILE_TOO_LARGE, each refused as soon as the bound is crossed,
-after the records before it have been handed out.
+(CloudTrail's own records stay under 256 KB) is RECORD_TOO_LARGE: skipped unread (``value_skipper``) and the records
+after it read, up to MAX_SKIPPED_RECORD_BYTES, past which the rest of the file is refused. A whole document past
+MAX_DOCUMENT_BYTES and a file that inflates past ``MAX_LOG_FILE_BYTES`` are FILE_TOO_LARGE, each refused as soon as
+the bound is crossed, after the records before it have been handed out.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import importlib
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -37,6 +38,7 @@ from metering import env_names
 from metering.outcomes import Reason, Skip
 from metering.settings import positive_int
 from s3_audit.cloudtrail import CloudTrailRecord, decode_record
+from s3_audit.value_skipper import ValueSkipper
 
 # Decompressed bytes decoded at once: big enough to amortize a call, small enough to bound memory, and half the record
 # bound, so a piece longer than MAX_RECORD_BYTES (then checked record by record) is rare in a real file.
@@ -56,6 +58,9 @@ _CUT_TRIES = 16
 _SALVAGE_TRIES = 256
 MAX_RECORD_BYTES = 1 << 20
 """A record larger than this is refused (RECORD_TOO_LARGE): CloudTrail's records stay under 256 KB."""
+MAX_SKIPPED_RECORD_BYTES = 64 << 20
+"""A record too large is skipped up to this size, the records after it still read; a larger one ends the reading of
+its file (the skip is fast inside strings, a bracket at a time between them: this bounds the time)."""
 MAX_LOG_FILE_BYTES_ENV = env_names.MAX_LOG_FILE_BYTES
 DEFAULT_MAX_LOG_FILE_BYTES = 1 << 30
 """Inflated bytes read from one log file before it is refused (FILE_TOO_LARGE). CloudTrail starts a new file about
@@ -249,6 +254,16 @@ class _Corrupt(Exception):
         self.position = position
 
 
+@dataclass(slots=True)
+class _OversizedRecord:
+    """A record past the bound, skipped as its bytes arrive: its number, where it starts, how long it is so far."""
+
+    number: int
+    start: int
+    length: int = 0
+    scanner: ValueSkipper = field(default_factory=ValueSkipper)
+
+
 class _RecordSplitter:
     """Accumulates decompressed bytes and hands out decoded records piece by piece.
 
@@ -265,27 +280,105 @@ class _RecordSplitter:
         self.records = 0  # records handed out, to number malformed ones
         self.streaming: bool | None = None  # None until the start of the document has been seen
         self.fault: Skip | None = None  # set when the JSON is damaged; nothing after it is decoded
+        self.skipping: _OversizedRecord | None = None  # the record too large being skipped, while it lasts
+        self.after_skip = False  # the bytes after a skipped record: its comma is still to come
 
     def feed(self, block: bytes) -> Iterator[LogRecord]:
         """Take more bytes; hand out the whole records they complete once a piece is full."""
+        if self.skipping is not None:
+            block = yield from self._skip(block)
+            if self.skipping is not None or self.fault is not None:
+                return
+        if self.after_skip:
+            block = self._resume_after_skip(block)
         self.buffer += block
         if self.streaming is None:
             self._detect_start(final=False)
         if self.streaming and len(self.buffer) >= self.piece_size:
             yield from self._emit_complete(max_tries=_CUT_TRIES)
-            # What is left is the record in progress (after a piece that found no cut): past the bound, refuse it.
+            # What is left is the record in progress (after a piece that found no cut): past the bound, skip it.
             # A record between the bound and twice it still completes, then is refused alone (as any chunking does).
             if len(self.buffer) > max(2 * self.max_record_bytes, self.max_record_bytes + self.piece_size):
-                self._refuse(
-                    Reason.RECORD_TOO_LARGE,
-                    f"record {self.records} (at decompressed byte {self.offset}) is larger than "
-                    f"{self.max_record_bytes} bytes",
-                )
+                yield from self._take_values()
         elif self.streaming is False and len(self.buffer) > MAX_DOCUMENT_BYTES:
             self._refuse(
                 Reason.FILE_TOO_LARGE,
                 f"a file that is not a CloudTrail Records document is read whole, up to {MAX_DOCUMENT_BYTES} bytes",
             )
+
+    def _take_values(self) -> Iterator[LogRecord]:
+        """No record boundary in more than the bound: take the buffer's values one at a time. A record too large is
+        skipped (to its end if it is in the buffer, else as the bytes arrive); a small value is decoded (a value
+        that is not an object leaves no ``},{`` to cut at); the rest goes back to the buffer once it is short."""
+        data, base, position = bytes(self.buffer), self.offset, 1  # data[0] is the spare byte
+        self.buffer = bytearray()
+        while True:
+            scanner = ValueSkipper()
+            end = scanner.end_in(memoryview(data)[position:])
+            if end is None:  # the record goes on: skip it as it arrives
+                self.skipping = _OversizedRecord(self.records, base + position, len(data) - position, scanner)
+                self.offset = base + len(data)
+                return
+            value = data[position : position + end]
+            if not value.strip():
+                self._refuse(Reason.BAD_JSON, f"invalid JSON at decompressed byte {base + position}: no value")
+                return
+            yield self._value_taken(value, base + position)
+            after = _skip_whitespace(data, position + end)
+            if after == len(data):
+                self.after_skip, self.offset = True, base + after
+                return
+            if data[after] != _COMMA or len(data) - after <= self.max_record_bytes:
+                # Its comma is the spare byte; anything else (the end of the array, damage) gets a spare before it.
+                spare = after if data[after] == _COMMA else after - 1
+                self.buffer = bytearray(data[spare:]) if spare == after else bytearray(b" " + data[after:])
+                self.offset = base + spare
+                return
+            position = after + 1
+
+    def _value_taken(self, value: bytes, start: int) -> LogRecord:
+        """A value taken whole from the buffer: decoded when small, else quarantined unread."""
+        number = self.records
+        self.records += 1
+        if len(value) <= self.max_record_bytes:
+            return _numbered(decode_record(value), number)
+        return _skipped(number, start, len(value), self.max_record_bytes)
+
+    def _skip(self, block: bytes) -> Generator[LogRecord, None, bytes]:
+        """Pass the bytes of the record being skipped; once it ends, quarantine it and return the bytes after it."""
+        skipping = self.skipping
+        assert skipping is not None
+        end = skipping.scanner.end_in(block)
+        if end is None:
+            skipping.length += len(block)
+            self.offset += len(block)
+            if skipping.length > MAX_SKIPPED_RECORD_BYTES:
+                self.skipping = None
+                self._refuse(
+                    Reason.RECORD_TOO_LARGE,
+                    f"record {skipping.number} (at decompressed byte {skipping.start}) is larger than "
+                    f"{MAX_SKIPPED_RECORD_BYTES} bytes: the rest of the file is not read",
+                )
+            return b""
+        skipping.length += end
+        self.offset += end
+        self.skipping = None
+        self.after_skip = True
+        self.records += 1
+        yield _skipped(skipping.number, skipping.start, skipping.length, self.max_record_bytes)
+        return block[end:]
+
+    def _resume_after_skip(self, block: bytes) -> bytes:
+        """Drop the white space after a skipped record; its comma (or the closing bracket) becomes the spare byte."""
+        stripped = block.lstrip(_WHITESPACE)
+        self.offset += len(block) - len(stripped)
+        if not stripped:
+            return b""
+        self.after_skip = False
+        if stripped[0] == _COMMA:
+            return stripped
+        self.offset -= 1
+        return b" " + stripped  # the end of the array: a spare byte before it
 
     def _refuse(self, reason: Reason, detail: str) -> None:
         """Stop reading: the rest of the buffer is dropped at once, so memory stays bounded."""
@@ -294,6 +387,13 @@ class _RecordSplitter:
 
     def finish(self) -> Iterator[LogRecord]:
         """The input ended normally: hand out the rest, or quarantine what cannot be decoded."""
+        if self.skipping is not None:
+            self.fault = Skip.quarantined(
+                Reason.BAD_JSON,
+                f"JSON ends at decompressed byte {self.offset} inside record {self.skipping.number}, "
+                f"a record larger than {self.max_record_bytes} bytes",
+            )
+            return
         if self.streaming is None:
             self._detect_start(final=True)
         if not self.streaming:
@@ -318,7 +418,7 @@ class _RecordSplitter:
 
     def salvage(self) -> Iterator[LogRecord]:
         """The input broke off: hand out the whole records still in the buffer (a whole document is lost)."""
-        if self.streaming:
+        if self.streaming and self.skipping is None:
             yield from self._emit_complete(max_tries=_SALVAGE_TRIES)
 
     def _detect_start(self, *, final: bool) -> None:
@@ -445,10 +545,17 @@ def _boundaries_backwards(buffer: bytearray) -> Iterator[tuple[int, int]]:
         end = brace
 
 
-def _skip_whitespace(buffer: bytearray, position: int) -> int:
+def _skip_whitespace(buffer: bytes | bytearray, position: int) -> int:
     while position < len(buffer) and buffer[position] in _WHITESPACE:
         position += 1
     return position
+
+
+def _skipped(number: int, start: int, length: int, bound: int) -> Skip:
+    return Skip.quarantined(
+        Reason.RECORD_TOO_LARGE,
+        f"record {number} (at decompressed byte {start}): {length} bytes, larger than {bound}; skipped unread",
+    )
 
 
 def _numbered(outcome: LogRecord, index: int) -> LogRecord:

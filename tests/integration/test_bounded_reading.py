@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 
 from metering.outcomes import Reason, Skip
+from s3_audit import log_file
 from s3_audit.cloudtrail import CloudTrailRecord
 from s3_audit.log_file import MAX_RECORD_BYTES, ReadLimits, read_log_records
 from tests import bombs
 from tests.events import load_event
 from tests.helpers import cli_env
+from tests.property.strategies import chunked
 
 PEAK_MB = 300
 
@@ -46,6 +48,71 @@ def test_a_record_over_one_mib_is_refused_and_the_records_beside_it_are_kept() -
     kept = [record.event_id for record in outcomes if isinstance(record, CloudTrailRecord)]
     assert kept == [presigned(0)["eventID"], presigned(2)["eventID"]]
     assert reasons(outcomes) == [Reason.RECORD_TOO_LARGE.value]
+
+
+def oversized(index: int, mebibytes: int = 3) -> dict[str, Any]:
+    """A record past twice the bound (so it cannot complete in memory), full of what a skipper trips over."""
+    record = presigned(index)
+    tricky = 'a}],{"b":"\\"[' * 16
+    record["requestParameters"]["padding"] = [{"n": i, "s": tricky, "deeper": [[{}], []]} for i in range(16)]
+    record["requestParameters"]["bulk"] = tricky * (mebibytes * bombs.MIB // len(tricky))
+    return record
+
+
+def ids_and_reasons(data: bytes, chunk: int) -> tuple[list[str | None], list[str], list[str]]:
+    outcomes = list(read_log_records(chunked(data, chunk)))
+    kept = [record.event_id for record in outcomes if isinstance(record, CloudTrailRecord)]
+    return kept, reasons(outcomes), [outcome.detail for outcome in outcomes if isinstance(outcome, Skip)]
+
+
+@pytest.mark.parametrize("chunk", [1000, 65_536, 1 << 22])
+@pytest.mark.parametrize(
+    "layout",
+    ["middle", "first", "last", "two-in-a-row", "huge-string-element", "scalars-before"],
+)
+def test_a_record_past_twice_the_bound_is_skipped_and_the_records_after_it_are_read(chunk: int, layout: str) -> None:
+    small = [presigned(n) for n in range(4)]
+    huge: Any = oversized(9) if layout != "huge-string-element" else "x\\" * bombs.MIB
+    records: list[Any] = {
+        "middle": [small[0], small[1], huge, small[2], small[3]],
+        "first": [huge, *small],
+        "last": [*small, huge],
+        "two-in-a-row": [small[0], huge, oversized(8), small[1], small[2], small[3]],
+        "huge-string-element": [small[0], small[1], huge, small[2], small[3]],
+        "scalars-before": [small[0], 7, small[1], "s", None, huge, small[2], [1], small[3]],
+    }[layout]
+    data = gzip.compress(json.dumps({"Records": records}, indent=1).encode(), compresslevel=1)
+
+    kept, why, details = ids_and_reasons(data, chunk)
+
+    assert kept == [record["eventID"] for record in small]
+    too_large = [detail for detail in details if "skipped unread" in detail]
+    assert len(too_large) == why.count(Reason.RECORD_TOO_LARGE.value) == (2 if layout == "two-in-a-row" else 1)
+    # Elements that are not objects: each its own malformed entry, in its place.
+    assert why.count(Reason.MALFORMED_ENTRY.value) == (4 if layout == "scalars-before" else 0)
+
+
+def test_a_file_ending_inside_a_skipped_record_keeps_the_records_before_it() -> None:
+    text = json.dumps({"Records": [presigned(0), presigned(1), oversized(2)]}).encode()
+    data = text[: len(text) - bombs.MIB]
+
+    kept, why, details = ids_and_reasons(data, 65_536)
+
+    assert kept == [presigned(0)["eventID"], presigned(1)["eventID"]]
+    assert why == [Reason.BAD_JSON.value]
+    assert "inside record 2" in details[0]
+
+
+def test_a_record_past_the_skip_bound_ends_the_reading_of_its_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_file, "MAX_SKIPPED_RECORD_BYTES", 4 * bombs.MIB)
+    records = [presigned(0), oversized(1, mebibytes=6), presigned(2)]
+    data = gzip.compress(json.dumps({"Records": records}).encode(), compresslevel=1)
+
+    kept, why, details = ids_and_reasons(data, 65_536)
+
+    assert kept == [presigned(0)["eventID"]]
+    assert why == [Reason.RECORD_TOO_LARGE.value]
+    assert "the rest of the file is not read" in details[0]
 
 
 def test_a_record_just_under_one_mib_is_read() -> None:

@@ -312,6 +312,23 @@ class Mutation:
             parent[last] = self.value
 
 
+def replaced(path: Path, value: Json) -> Mutation:
+    return Mutation("replace", path, value)
+
+
+def dropped(path: Path) -> Mutation:
+    return Mutation("drop", path)
+
+
+def one_change(path: Path, values: st.SearchStrategy[Json]) -> st.SearchStrategy[list[Mutation]]:
+    """The field at ``path`` set to one of ``values``: the single change of a rule breaker."""
+    return values.map(lambda value: [replaced(path, value)])
+
+
+# Values an id rule treats as missing: empty, white space, control characters.
+BLANK_IDS = st.sampled_from(["", " ", "\t", "\u00a0", "\x01", "\x00\x1f"])
+
+
 @dataclass(frozen=True, slots=True)
 class MutationKit:
     """A realistic record and a pool of values drawn by hypothesis, from which a seeded PRNG derives variants.

@@ -24,6 +24,7 @@ from s3_audit.log_file import MAX_RECORD_BYTES, LogRecord, read_log_records
 from testbed.reference_rs import parse_log_line
 from testbed.samples import Download, cloudtrail_record
 from tests.property.strategies import (
+    BLANK_IDS,
     GENERATED,
     HUGE,
     Expected,
@@ -34,11 +35,14 @@ from tests.property.strategies import (
     bit_flips,
     chunked,
     cloudtrail_kits,
+    dropped,
     examples,
     expected_id_outcome,
     gzipped,
     json_styles,
     min_inputs,
+    one_change,
+    replaced,
     sizes,
     timestamps,
     to_json,
@@ -342,64 +346,53 @@ def test_unrelated_changes_keep_the_line(kit: MutationKit) -> None:
         GENERATED.add("cloudtrail.metamorphic", len(outcomes))
 
 
-def _set(path: Path, value: Json) -> Mutation:
-    return Mutation("replace", path, value)
-
-
-def _drop(path: Path) -> Mutation:
-    return Mutation("drop", path)
-
-
 _NOT_UUID = st.sampled_from(["user-6f1d2c8e", "6f1d2c8e3b4a4f5e9a7b1c2d3e4f5a6b", "{}", "not a uuid", "\u0661" * 8])
-_BLANK = st.sampled_from(["", " ", "\t", "\u00a0", "\x01", "\x00\x1f"])
 _PARAMS, _EXTRA = "requestParameters", "additionalEventData"
-
-
-def _one(path: Path, values: st.SearchStrategy[Json]) -> st.SearchStrategy[list[Mutation]]:
-    return values.map(lambda value: [_set(path, value)])
 
 
 # (mutations, expected kind, expected reason)
 RULE_BREAKERS: list[tuple[st.SearchStrategy[list[Mutation]], str, Reason]] = [
-    (_one(("errorCode",), st.sampled_from(["AccessDenied", "NoSuchKey", ""])), "filtered", Reason.FAILED_REQUEST),
+    (one_change(("errorCode",), st.sampled_from(["AccessDenied", "NoSuchKey", ""])), "filtered", Reason.FAILED_REQUEST),
     (
         st.sampled_from(["AuthHeader", "", "querystring"]).map(
-            lambda method: [_set((_EXTRA, "AuthenticationMethod"), method), _drop((_PARAMS, "X-Amz-Expires"))]
+            lambda method: [replaced((_EXTRA, "AuthenticationMethod"), method), dropped((_PARAMS, "X-Amz-Expires"))]
         ),
         "filtered",
         Reason.NOT_PRESIGNED,
     ),
-    (st.just([_drop((_EXTRA,)), _drop((_PARAMS, "X-Amz-Expires"))]), "filtered", Reason.NOT_PRESIGNED),
+    (st.just([dropped((_EXTRA,)), dropped((_PARAMS, "X-Amz-Expires"))]), "filtered", Reason.NOT_PRESIGNED),
     (
-        _one(("eventName",), st.sampled_from(["HeadObject", "PutObject", "getobject"])),
+        one_change(("eventName",), st.sampled_from(["HeadObject", "PutObject", "getobject"])),
         "filtered",
         Reason.NOT_GET_OBJECT,
     ),
     (
-        _one(("eventSource",), st.sampled_from(["kms.amazonaws.com", "", "s3.amazonaws.com "])),
+        one_change(("eventSource",), st.sampled_from(["kms.amazonaws.com", "", "s3.amazonaws.com "])),
         "filtered",
         Reason.NOT_S3_EVENT,
     ),
-    (_one((_PARAMS, "userId"), _NOT_UUID), "filtered", Reason.INVALID_USER_ID),
-    (_one((_PARAMS, "collectionId"), _NOT_UUID), "filtered", Reason.INVALID_COLLECTION_ID),
-    (_one((_PARAMS, "itemId"), st.sampled_from(["a|b", "|", "item|"])), "filtered", Reason.INVALID_ITEM_ID),
+    (one_change((_PARAMS, "userId"), _NOT_UUID), "filtered", Reason.INVALID_USER_ID),
+    (one_change((_PARAMS, "collectionId"), _NOT_UUID), "filtered", Reason.INVALID_COLLECTION_ID),
+    (one_change((_PARAMS, "itemId"), st.sampled_from(["a|b", "|", "item|"])), "filtered", Reason.INVALID_ITEM_ID),
     (
-        _one((_PARAMS, "itemId"), st.sampled_from(["a\x00b", "item\x1f", "\x7fitem", "a\nb"])),
+        one_change((_PARAMS, "itemId"), st.sampled_from(["a\x00b", "item\x1f", "\x7fitem", "a\nb"])),
         "filtered",
         Reason.INVALID_ITEM_ID,
     ),
-    (_one((_PARAMS, "userId"), _BLANK), "filtered", Reason.MISSING_USER_ID),
-    (st.just([_drop((_PARAMS, "collectionId"))]), "filtered", Reason.MISSING_COLLECTION_ID),
-    (_one((_PARAMS, "itemId"), _BLANK), "filtered", Reason.MISSING_ITEM_ID),
-    (_one(("eventTime",), st.sampled_from([5, True, [], {}])), "quarantined", Reason.MALFORMED_ENTRY),
-    (_one((_PARAMS, "userId"), st.sampled_from([5, [], {}])), "quarantined", Reason.MALFORMED_ENTRY),
+    (one_change((_PARAMS, "userId"), BLANK_IDS), "filtered", Reason.MISSING_USER_ID),
+    (st.just([dropped((_PARAMS, "collectionId"))]), "filtered", Reason.MISSING_COLLECTION_ID),
+    (one_change((_PARAMS, "itemId"), BLANK_IDS), "filtered", Reason.MISSING_ITEM_ID),
+    (one_change(("eventTime",), st.sampled_from([5, True, [], {}])), "quarantined", Reason.MALFORMED_ENTRY),
+    (one_change((_PARAMS, "userId"), st.sampled_from([5, [], {}])), "quarantined", Reason.MALFORMED_ENTRY),
     (
-        _one(("eventTime",), st.sampled_from(["yesterday", "2025-10-27T10:12:30", "2025-13-01T00:00:00Z", ""])),
+        one_change(("eventTime",), st.sampled_from(["yesterday", "2025-10-27T10:12:30", "2025-13-01T00:00:00Z", ""])),
         "quarantined",
         Reason.INVALID_TIMESTAMP,
     ),
     (
-        _one((_EXTRA, "bytesTransferredOut"), st.sampled_from([-1, 1.5, "many", 2**63, "-3", "9" * 20, "9" * 5_000])),
+        one_change(
+            (_EXTRA, "bytesTransferredOut"), st.sampled_from([-1, 1.5, "many", 2**63, "-3", "9" * 20, "9" * 5_000])
+        ),
         "quarantined",
         Reason.INVALID_BYTES,
     ),

@@ -238,20 +238,26 @@ def test_any_method_and_path_gets_a_client_answer(
     GENERATED.add("webhook.handle")
 
 
-@pytest.mark.parametrize("character", ["\ufffe", "\uffff"])
-def test_an_item_id_sqs_cannot_carry_is_still_enqueued(character: str) -> None:
-    """SQS refuses U+FFFE and U+FFFF in a message; a metered item id holding one must not block the body."""
-    entry = {
-        "time": "2025-10-27T10:12:30.123456789Z",
+def presigned_get(item_id: str, **fields: Json) -> Json:
+    """The smallest MinIO entry of a metered download (5 bytes of ``item_id``), with ``fields`` added or replaced."""
+    return {
+        "time": "2025-10-27T10:12:30Z",
         "requestID": "18A2B3C4D5E6F708",
         "api": {"name": "GetObject", "statusCode": 200, "tx": 5},
         "requestQuery": {
             "X-Amz-Signature": "x",
             "userId": "6f1d2c8e-3b4a-4f5e-9a7b-1c2d3e4f5a6b",
             "collectionId": "0b8e6c1a-9d2f-4e3b-8a7c-5d6e7f8a9b0c",
-            "itemId": f"item{character}",
+            "itemId": item_id,
         },
+        **fields,
     }
+
+
+@pytest.mark.parametrize("character", ["\ufffe", "\uffff"])
+def test_an_item_id_sqs_cannot_carry_is_still_enqueued(character: str) -> None:
+    """SQS refuses U+FFFE and U+FFFF in a message; a metered item id holding one must not block the body."""
+    entry = presigned_get(f"item{character}", time="2025-10-27T10:12:30.123456789Z")
     sink = CheckingSink()
     response = post(Webhook(token=lambda: TOKEN, sink=sink), line_of(entry), TOKEN)
     assert response.status == 200
@@ -261,18 +267,7 @@ def test_an_item_id_sqs_cannot_carry_is_still_enqueued(character: str) -> None:
 
 
 def test_an_entry_too_large_for_sqs_does_not_block_its_body() -> None:
-    entry = {
-        "time": "2025-10-27T10:12:30Z",
-        "deploymentid": "d" * 300_000,
-        "requestID": "18A2B3C4D5E6F708",
-        "api": {"name": "GetObject", "statusCode": 200, "tx": 5},
-        "requestQuery": {
-            "X-Amz-Signature": "x",
-            "userId": "6f1d2c8e-3b4a-4f5e-9a7b-1c2d3e4f5a6b",
-            "collectionId": "0b8e6c1a-9d2f-4e3b-8a7c-5d6e7f8a9b0c",
-            "itemId": "item",
-        },
-    }
+    entry = presigned_get("item", deploymentid="d" * 300_000)
     for message in pack_messages(_metered(entry)):
         assert len(message) <= SQS_MAX_MESSAGE_BYTES
 
