@@ -44,20 +44,12 @@ class FlowStackNames:
     handler: str
 
 
-FLOW_STACKS = {
+FLOW_STACKS = {  # stack: (delivering function, queue label, queue outputs prefix, service, handler)
     S3_AUDIT_STACK_NAME: FlowStackNames(
-        delivering_function="S3AuditFunction",
-        queue="LogFiles",
-        queue_outputs="LogFile",
-        service="s3_audit",
-        handler="s3_audit.handler.handler",
+        "S3AuditFunction", "LogFiles", "LogFile", "s3_audit", "s3_audit.handler.handler"
     ),
     MINIO_RELAY_STACK_NAME: FlowStackNames(
-        delivering_function="DeliverFunction",
-        queue="Delivery",
-        queue_outputs="Delivery",
-        service="minio_relay",
-        handler="minio_relay.handler.deliver",
+        "DeliverFunction", "Delivery", "Delivery", "minio_relay", "minio_relay.handler.deliver"
     ),
 }
 
