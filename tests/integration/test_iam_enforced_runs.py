@@ -20,28 +20,15 @@ import pytest
 from metering import env_names
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
 from metering.ledger import DYNAMODB_ACTIONS
+from testbed import samples
 from testbed.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
 from testbed.reference_rs import ReferenceOgcRs
-from testbed.samples import (
-    Download,
-    Variant,
-    access_log_key,
-    access_log_line,
-    cloudtrail_log_file,
-    cloudtrail_log_key,
-    cloudtrail_record,
-    eventbridge_api_call,
-    minio_body,
-    minio_entry,
-    random_download,
-    utc,
-    webhook_post,
-)
+from testbed.samples import Download, Variant
 from tests.events import load_event
 
 Templates = Mapping[str, Mapping[str, Any]]
 TOKEN = "iam-test-webhook-token-3b9d0c5a"
-START = utc("2025-10-27T10:10:00")
+START = samples.utc("2025-10-27T10:10:00")
 S3_AUDIT = "s3_audit.handler.handler"
 WEBHOOK = "minio_relay.handler.webhook"
 DELIVER = "minio_relay.handler.deliver"
@@ -83,23 +70,23 @@ def write_log_file(flow: FlowResources, name: str, rng: random.Random, repeat: d
     records: list[dict[str, Any]] = [repeat] if repeat else []
     downloads = []
     for variant in [*[Variant.PRESIGNED_GET] * 5, Variant.FAILED_403, Variant.HEADER_SIGNED, Variant.HEAD_OBJECT]:
-        download = random_download(rng, START)
-        records.append(cloudtrail_record(download, variant))
+        download = samples.random_download(rng, START)
+        records.append(samples.cloudtrail_record(download, variant))
         if variant is Variant.PRESIGNED_GET:
             downloads.append(download)
     boto3.client("s3").put_object(
-        Bucket=flow.log_bucket, Key=cloudtrail_log_key(START, name), Body=cloudtrail_log_file(records)
+        Bucket=flow.log_bucket, Key=samples.cloudtrail_log_key(START, name), Body=samples.cloudtrail_log_file(records)
     )
     return downloads, records
 
 
 def webhook_event(body: bytes) -> dict[str, Any]:
-    return webhook_post(body, f"Bearer {TOKEN}")
+    return samples.webhook_post(body, f"Bearer {TOKEN}")
 
 
 def minio_batch(rng: random.Random, size: int) -> tuple[bytes, list[Download]]:
-    entries = [(random_download(rng, START), variant) for variant in [Variant.PRESIGNED_GET] * size]
-    body = minio_body(minio_entry(download, variant) for download, variant in entries)
+    entries = [(samples.random_download(rng, START), variant) for variant in [Variant.PRESIGNED_GET] * size]
+    body = samples.minio_body(samples.minio_entry(download, variant) for download, variant in entries)
     return body, [download for download, _ in entries]
 
 
@@ -213,20 +200,20 @@ def test_s3_audit_meters_access_logs_and_eventbridge_batches_under_its_role(
     rng = random.Random(7)
     in_trail, _ = write_log_file(flow, "trail", rng)
     # S3 writes the access-log object into the template's access-log bucket; its notification feeds the queue.
-    only_in_access_log = [random_download(rng, START) for _ in range(3)]
+    only_in_access_log = [samples.random_download(rng, START) for _ in range(3)]
     lines = [
-        access_log_line(in_trail[0]),  # the same S3 request CloudTrail reported: metered once
-        *(access_log_line(download) for download in only_in_access_log),
-        access_log_line(random_download(rng, START), Variant.FAILED_403),
-        access_log_line(random_download(rng, START), Variant.HEADER_SIGNED),
+        samples.access_log_line(in_trail[0]),  # the same S3 request CloudTrail reported: metered once
+        *(samples.access_log_line(download) for download in only_in_access_log),
+        samples.access_log_line(samples.random_download(rng, START), Variant.FAILED_403),
+        samples.access_log_line(samples.random_download(rng, START), Variant.HEADER_SIGNED),
     ]
-    key = access_log_key(START, "0A1B2C3D4E5F6A7B")
+    key = samples.access_log_key(START, "0A1B2C3D4E5F6A7B")
     boto3.client("s3").put_object(Bucket=flow.access_log_bucket, Key=key, Body="".join(lines).encode())
     # EventBridge: one event the log file holds too, new downloads, one event delivered twice.
-    only_in_events = [random_download(rng, START) for _ in range(4)]
+    only_in_events = [samples.random_download(rng, START) for _ in range(4)]
     for download in [in_trail[1], *only_in_events, only_in_events[0]]:
         boto3.client("sqs").send_message(
-            QueueUrl=flow.event_queue_url, MessageBody=json.dumps(eventbridge_api_call(download))
+            QueueUrl=flow.event_queue_url, MessageBody=json.dumps(samples.eventbridge_api_call(download))
         )
 
     events = pump_queue(flow.s3_audit, queue_url=flow.event_queue_url)
