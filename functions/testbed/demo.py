@@ -70,7 +70,7 @@ _MINIO_VARIANTS = [
 ]
 
 
-def _write_log_files(s3: Any, log_bucket: str, rng: random.Random) -> list[Download]:
+def _write_log_files(s3: Any, resources: FlowResources, rng: random.Random) -> list[Download]:
     """Two CloudTrail log files (one repeating an event), a digest file; returns the metered downloads."""
     metered: list[Download] = []
     for file_number in range(2):
@@ -82,9 +82,9 @@ def _write_log_files(s3: Any, log_bucket: str, rng: random.Random) -> list[Downl
                 metered.append(download)
         records.append(records[0])  # CloudTrail delivered one event twice
         key = cloudtrail_log_key(_START + timedelta(minutes=5 * file_number), f"demo{file_number}")
-        s3.put_object(Bucket=log_bucket, Key=key, Body=cloudtrail_log_file(records))
+        resources.put_log_file(s3, key, cloudtrail_log_file(records))
     digest_key = f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/ap-south-1/2025/10/27/{ACCOUNT}_CloudTrail-Digest_demo.json.gz"
-    s3.put_object(Bucket=log_bucket, Key=digest_key, Body=gzip.compress(b'{"digestStartTime":"2025-10-27T10:00:00Z"}'))
+    resources.put_log_file(s3, digest_key, gzip.compress(b'{"digestStartTime":"2025-10-27T10:00:00Z"}'))
     return metered
 
 
@@ -125,7 +125,7 @@ def _event_path(aws: Any, resources: FlowResources, rng: random.Random, out: Tex
     out.write(f"  4 events (one repeated) -> s3_audit invocations: {pumped.invocations}, failed: {pumped.failed}\n")
     records = [cloudtrail_record(seen[0]), cloudtrail_record(seen[1]), cloudtrail_record(missed)]
     key = cloudtrail_log_key(_START + timedelta(minutes=15), "demoevents")
-    aws.client("s3").put_object(Bucket=resources.log_bucket, Key=key, Body=cloudtrail_log_file(records))
+    resources.put_log_file(aws.client("s3"), key, cloudtrail_log_file(records))
     pump_queue(resources.s3_audit, queue_url=resources.log_file_queue_url)
     out.write("  then its log file: 2 downloads already delivered by their events, 1 EventBridge missed\n")
     return [*seen, missed]
@@ -216,7 +216,7 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
     from s3_audit.extract import extract_downloads
 
     out.write("AWS S3 flow: CloudTrail log files -> log bucket -> SQS -> s3_audit handler -> OGC RS\n")
-    s3_expected = _write_log_files(aws.client("s3"), resources.log_bucket, rng)
+    s3_expected = _write_log_files(aws.client("s3"), resources, rng)
     pumped = pump_queue(resources.s3_audit, queue_url=resources.log_file_queue_url)
     out.write(f"  s3_audit invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
     tally = OutcomeTally()

@@ -693,10 +693,10 @@ class Driver:
     def upload(self, files: Sequence[LogFile]) -> None:
         """Write log files (and their re-deliveries) to the log bucket; S3 notifies the log-file queue."""
         for log_file in files:
-            self.s3.put_object(Bucket=self.resources.log_bucket, Key=log_file.key, Body=log_file.body)
+            self.resources.put_log_file(self.s3, log_file.key, log_file.body)
             self.stats.uploads += 1
             if log_file.copy_key:
-                self.s3.put_object(Bucket=self.resources.log_bucket, Key=log_file.copy_key, Body=log_file.body)
+                self.resources.put_log_file(self.s3, log_file.copy_key, log_file.body)
                 self.stats.uploads += 1
             if log_file.notify_twice:
                 body = _s3_notification(self.resources.log_bucket, log_file.key, len(log_file.body))

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from metering import env_names
-from testbed import stack_template
+from testbed import caller_kms, stack_template
 from testbed.stack_template import ACCOUNT, REGION, Physical, StackResolver, Template, short_name
 
 if TYPE_CHECKING:
@@ -93,12 +93,16 @@ def _teach_moto_resource_arns() -> None:
     """Make the in-process moto's IAM check read requests as AWS does.
 
     moto passes the requested resource's ARN to its IAM check only for S3, SQS, IAM and STS; for other services it
-    checks against ``*``, which a statement naming a table or secret never matches (every call would be denied).
-    Two methods give the check the table's and the secret's ARN. And moto names the action after the API call,
-    while IAM authorizes SQS's batch calls with the single-message action (SendMessageBatch needs sqs:SendMessage).
+    checks against ``*``, which a statement naming a table, secret or key never matches (every call would be
+    denied). Three methods give the check the table's, the secret's and the KMS key's ARN. moto names the action
+    after the API call, while IAM authorizes SQS's batch calls with the single-message action (SendMessageBatch
+    needs sqs:SendMessage). And once a call is allowed, the check asks for the kms actions the service needs on
+    the resource's customer managed key, which AWS checks against the caller and moto never does
+    (``caller_kms``): a role without them fails here with AccessDenied naming the kms action.
     """
     from moto.dynamodb.responses import DynamoHandler
-    from moto.iam.access_control import IAMRequest
+    from moto.iam.access_control import IAMRequestBase
+    from moto.kms.responses import KmsResponse
     from moto.secretsmanager.responses import SecretsManagerResponse
 
     def table_arn(self: Any) -> str:
@@ -116,15 +120,41 @@ def _teach_moto_resource_arns() -> None:
 
     DynamoHandler._determine_resource = table_arn  # type: ignore[attr-defined]
     SecretsManagerResponse._determine_resource = secret_arn  # type: ignore[attr-defined]
-    if not getattr(IAMRequest.check_action_permitted, "_iam_action_names", False):
-        checked = IAMRequest.check_action_permitted
+    KmsResponse._determine_resource = caller_kms.key_arn_of_request  # type: ignore[attr-defined]
+    if not getattr(IAMRequestBase.check_action_permitted, "_iam_action_names", False):
+        checked = IAMRequestBase.check_action_permitted
 
         def check_action_permitted(self: Any, resource: str) -> None:
             self._action = _IAM_ACTION_OF_API.get(self._action, self._action)
             checked(self, resource)
+            _check_kms_in_caller_context(self, resource)
 
         check_action_permitted._iam_action_names = True  # type: ignore[attr-defined]
-        IAMRequest.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+        IAMRequestBase.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+
+
+def _check_kms_in_caller_context(request: Any, resource: str) -> None:
+    """Refuse an allowed call whose service would fail to use the resource's customer managed key for the caller."""
+    from moto.core.exceptions import AccessDeniedError
+    from moto.iam.access_control import IAMPolicy, PermissionResult, S3IAMRequest
+    from moto.s3.exceptions import S3ClientError
+
+    policies = [IAMPolicy(policy) for policy in request._access_key.collect_policies()]
+
+    def is_allowed(kms_action: str, key_arn: str) -> bool:
+        results = {policy.is_action_permitted(kms_action, key_arn) for policy in policies}
+        return PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results
+
+    account, region = request.account_id, request._region
+    key_arn, missing = caller_kms.kms_actions_missing(account, region, request._action, resource, is_allowed)
+    if missing:
+        # AWS passes KMS's refusal on: "<caller> is not authorized to perform: kms:... on resource: <key>".
+        refused = f"{missing[0]} on resource: {key_arn} (needed by {request._action})"
+        if isinstance(request, S3IAMRequest):
+            raise S3ClientError(
+                "AccessDenied", f"User: {request._access_key.arn} is not authorized to perform: {refused}"
+            )
+        raise AccessDeniedError(user_arn=request._access_key.arn, action=refused)
 
 
 @contextmanager
@@ -373,6 +403,12 @@ class FlowResources:
     dead_letter_urls: Mapping[str, str]
     """The DLQ of each queue that has a redrive policy, by the queue's URL."""
     secret_arns: Mapping[str, str]
+    writer_encryption: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """By bucket name, the ``put_object`` encryption of the service writing into it (CloudTrail: its trail's key)."""
+
+    def put_log_file(self, s3: Any, key: str, body: bytes) -> None:
+        """Write a file into the log bucket as CloudTrail does: SSE-KMS under the trail's key when it names one."""
+        s3.put_object(Bucket=self.log_bucket, Key=key, Body=body, **self.writer_encryption.get(self.log_bucket, {}))
 
     @property
     def s3_audit(self) -> LocalFunction:
@@ -446,9 +482,14 @@ def create_flow_resources(
     global _ACTIVE_FUNCTION  # noqa: PLW0603 - a new deployment: the next invocation of any function is a cold start
     _ACTIVE_FUNCTION = None
     builder = _FlowBuilder(aws, prefix)
-    # Exporting stacks first: the others import their outputs (Fn::ImportValue).
-    for stack_name in sorted(templates, key=lambda name: "Fn::ImportValue" in json.dumps(templates[name])):
-        builder.create_stack(stack_name, templates[stack_name])
+    # A stack after those whose outputs it imports (Fn::ImportValue): key, credentials, then the flows.
+    pending = dict(templates)
+    while pending:
+        ready = [name for name, template in pending.items() if stack_template.imports(template) <= set(builder.exports)]
+        if not ready:
+            raise stack_template.TemplateError(f"{sorted(pending)} import outputs no other stack exports")
+        for stack_name in ready:
+            builder.create_stack(stack_name, pending.pop(stack_name))
     credentials = {"clientId": ogc_rs.client_id, "clientSecret": ogc_rs.client_secret}
     secret_values = {
         env_names.CLIENT_CREDENTIALS_SECRET_ARN: json.dumps(credentials),
@@ -474,7 +515,18 @@ def create_flow_resources(
         buckets=dict(builder.buckets),
         dead_letter_urls=dict(builder.dead_letters),
         secret_arns=dict(builder.secret_arns),
+        writer_encryption=dict(builder.writer_encryption),
     )
+
+
+def _table_encryption(specification: Mapping[str, Any]) -> dict[str, Any]:
+    """A template's ``SSESpecification`` as CreateTable takes it (CloudFormation's SSEEnabled is its Enabled)."""
+    if not specification.get("SSEEnabled"):
+        return {}
+    sse = {"Enabled": True, "SSEType": specification.get("SSEType", "KMS")}
+    if "KMSMasterKeyId" in specification:
+        sse["KMSMasterKeyId"] = specification["KMSMasterKeyId"]
+    return {"SSESpecification": sse}
 
 
 class _FlowBuilder:
@@ -488,6 +540,7 @@ class _FlowBuilder:
         self.buckets: dict[str, str] = {}
         self.dead_letters: dict[str, str] = {}
         self.secret_arns: dict[str, str] = {}
+        self.writer_encryption: dict[str, dict[str, str]] = {}
         self._secret_users: dict[str, str] = {}
         self._harness_arn = aws.client("sts").get_caller_identity()["Arn"]
 
@@ -495,10 +548,12 @@ class _FlowBuilder:
         """Create the resources of one stack that the functions and the harness use."""
         stack = stack_name.removeprefix("OgcAudit").lower() or stack_name.lower()
         resolver = StackResolver(template, self.exports, lambda logical: self._elsewhere(stack, template, logical))
+        self._keys(template, resolver)
         self._secrets(stack, template, resolver)
         self._queues(stack, template, resolver)
         self._tables(stack, template, resolver)
         self._buckets(stack, template, resolver)
+        self._trails(template, resolver)
         self._functions(stack, template, resolver)
         self._notifications(template, resolver)
         self.exports.update(resolver.exports())
@@ -517,11 +572,23 @@ class _FlowBuilder:
         }
         return Physical(name, {"Arn": arns.get(resource_type, f"arn:aws:{service}:{REGION}:{ACCOUNT}:{name}")})
 
+    def _keys(self, template: Template, resolver: StackResolver) -> None:
+        """The customer managed keys (``kmsKey=create``): the stacks that import a key get its emulator ARN."""
+        client = self.aws.client("kms")
+        for logical_id, properties in stack_template.resources_of_type(template, "AWS::KMS::Key"):
+            # The key policy is not passed: moto evaluates none (see caller_kms), and the policy's conditions
+            # name service principals moto's policy validation does not know.
+            key = client.create_key(Description=properties.get("Description", logical_id))["KeyMetadata"]
+            if properties.get("EnableKeyRotation"):
+                client.enable_key_rotation(KeyId=key["KeyId"])
+            resolver.physical[logical_id] = Physical(key["KeyId"], {"Arn": key["Arn"], "KeyId": key["KeyId"]})
+
     def _secrets(self, stack: str, template: Template, resolver: StackResolver) -> None:
         client = self.aws.client("secretsmanager")
-        for logical_id, _ in stack_template.resources_of_type(template, "AWS::SecretsManager::Secret"):
+        for logical_id, properties in stack_template.resources_of_type(template, "AWS::SecretsManager::Secret"):
             name = f"{self.prefix}/{stack}/{short_name(logical_id)}"
-            arn = client.create_secret(Name=name)["ARN"]  # the value comes from the caller (fill_secrets)
+            key = {"KmsKeyId": resolver.resolve(properties["KmsKeyId"])} if "KmsKeyId" in properties else {}
+            arn = client.create_secret(Name=name, **key)["ARN"]  # the value comes from the caller (fill_secrets)
             resolver.physical[logical_id] = Physical(arn, {"Id": arn})
             self.secret_arns[short_name(logical_id)] = arn
 
@@ -531,8 +598,15 @@ class _FlowBuilder:
         # Dead-letter queues first: a redrive policy names its DLQ's ARN.
         for logical_id, properties in sorted(queues, key=lambda queue: "RedrivePolicy" in queue[1]):
             attributes = {
-                name: str(properties[name])
-                for name in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "MaximumMessageSize")
+                name: str(resolver.resolve(properties[name]))
+                for name in (
+                    "VisibilityTimeout",
+                    "MessageRetentionPeriod",
+                    "DelaySeconds",
+                    "MaximumMessageSize",
+                    "KmsMasterKeyId",
+                    "KmsDataKeyReusePeriodSeconds",
+                )
                 if name in properties
             }
             if "RedrivePolicy" in properties:
@@ -562,6 +636,7 @@ class _FlowBuilder:
                     if "ProvisionedThroughput" in properties
                     else {}
                 ),
+                **_table_encryption(resolver.resolve(properties.get("SSESpecification", {}))),
             )
             ttl = properties.get("TimeToLiveSpecification")
             if ttl:
@@ -571,14 +646,31 @@ class _FlowBuilder:
 
     def _buckets(self, stack: str, template: Template, resolver: StackResolver) -> None:
         client = self.aws.client("s3")
-        for logical_id, _ in stack_template.resources_of_type(template, "AWS::S3::Bucket"):
+        for logical_id, properties in stack_template.resources_of_type(template, "AWS::S3::Bucket"):
             name = self._name(stack, logical_id).lower()
             client.create_bucket(Bucket=name)
+            if "BucketEncryption" in properties:
+                # The default encryption of new objects (CloudFormation's rule names it without "Apply").
+                rules = [
+                    {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+                    | ({"BucketKeyEnabled": rule["BucketKeyEnabled"]} if "BucketKeyEnabled" in rule else {})
+                    for rule in resolver.resolve(properties["BucketEncryption"]["ServerSideEncryptionConfiguration"])
+                ]
+                client.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
             arn = f"arn:aws:s3:::{name}"
             resolver.physical[logical_id] = Physical(
                 name, {"Arn": arn, "DomainName": f"{name}.s3.amazonaws.com", "RegionalDomainName": name}
             )
             self.buckets[short_name(logical_id)] = name
+
+    def _trails(self, template: Template, resolver: StackResolver) -> None:
+        """The trails' log files: with a key, CloudTrail writes them SSE-KMS under it (else the bucket's default)."""
+        for _, properties in stack_template.resources_of_type(template, "AWS::CloudTrail::Trail"):
+            if "KMSKeyId" in properties:
+                self.writer_encryption[resolver.resolve(properties["S3BucketName"])] = {
+                    "ServerSideEncryption": "aws:kms",
+                    "SSEKMSKeyId": resolver.resolve(properties["KMSKeyId"]),
+                }
 
     def _notifications(self, template: Template, resolver: StackResolver) -> None:
         """The bucket notifications CDK writes through its Custom::S3BucketNotifications resource."""

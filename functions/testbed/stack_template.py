@@ -203,6 +203,24 @@ def role_policy_documents(template: Template, role_id: str) -> list[tuple[str, M
     return documents
 
 
+def imports(template: Template) -> set[str]:
+    """The export names the template imports (``Fn::ImportValue``): its stack comes after the exporting ones."""
+    found: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            if "Fn::ImportValue" in value and isinstance(value["Fn::ImportValue"], str):
+                found.add(value["Fn::ImportValue"])
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(template)
+    return found
+
+
 def short_name(logical_id: str) -> str:
     """A logical id without the 8-character hash CDK appends (``LogFilesQueue67F5A26B`` -> ``LogFilesQueue``)."""
     tail = logical_id[-8:]

@@ -10,6 +10,7 @@ from testbed.stack_template import (
     Physical,
     StackResolver,
     TemplateError,
+    imports,
     role_policy_documents,
     short_name,
 )
@@ -91,6 +92,18 @@ def test_what_cannot_be_resolved_is_named(value: Any, message: str) -> None:
 
 def test_exports_are_resolved_for_the_stacks_that_import_them() -> None:
     assert resolver().exports() == {"Stack:QueueArn": "arn:aws:sqs:us-east-1:123456789012:q"}
+
+
+def test_a_stack_imports_every_export_its_template_names_at_any_depth() -> None:
+    queue = {
+        "KmsMasterKeyId": {"Fn::ImportValue": "Key:Arn"},
+        "Tags": [{"Key": "secret", "Value": {"Fn::Join": ["", [{"Fn::ImportValue": "Credentials:SecretArn"}]]}}],
+    }
+    assert imports({"Resources": {"Q": {"Type": "AWS::SQS::Queue", "Properties": queue}}}) == {
+        "Key:Arn",
+        "Credentials:SecretArn",
+    }
+    assert imports(TEMPLATE) == set()
 
 
 def test_a_roles_policies_are_its_inline_ones_and_those_attached_to_it() -> None:

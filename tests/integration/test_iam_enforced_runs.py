@@ -4,6 +4,10 @@ The resources come from the templates too (``create_flow_resources``): queues wi
 ledger tables, the log bucket's notification, the event-source settings and each function's environment. A call a
 function makes that its policy does not allow fails here exactly as it would in an AWS account; the last tests
 take one action out of each function's synthesized policy and watch the run fail with AccessDenied.
+
+The runs go twice: with cdk.json's context (AWS-managed encryption) and with ``kmsKey=create``, where every queue,
+the ledger table, the secrets and the trail's log files are under the app's customer managed key. The services
+then use the key in the caller's context (``testbed.caller_kms``): a kms action missing from a role fails here too.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from metering import env_names
 from metering.aws_calls import QUEUE_CONSUMER_ACTIONS
 from metering.ledger import DYNAMODB_ACTIONS
 from testbed import samples
-from testbed.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue
+from testbed.local_aws import FlowResources, create_flow_resources, local_aws, pump_queue, sqs_event
 from testbed.reference_rs import ReferenceOgcRs
 from testbed.samples import Download, Variant
 from tests.events import load_event
@@ -53,9 +58,23 @@ def emulator() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def key_templates() -> Templates:
+    """The app with its customer managed key (``kmsKey=create``): stack OgcAuditKey, and the roles' kms grants."""
+    from testbed.stack_template import synthesized_templates
+
+    return synthesized_templates(kmsKey="create")
+
+
+@pytest.fixture(params=["aws-managed-encryption", "kmsKey=create"])
+def templates(request: pytest.FixtureRequest, flow_templates: Templates) -> Templates:
+    """cdk.json's templates, then those with the app's key: each realistic run goes under both."""
+    return flow_templates if request.param == "aws-managed-encryption" else request.getfixturevalue("key_templates")
+
+
 @pytest.fixture
-def flow(emulator: str, reference_rs: ReferenceOgcRs, flow_templates: Templates) -> FlowResources:
-    return start_flow(reference_rs, flow_templates)
+def flow(emulator: str, reference_rs: ReferenceOgcRs, templates: Templates) -> FlowResources:
+    return start_flow(reference_rs, templates)
 
 
 def line(download: Download, backend: str) -> str:
@@ -74,9 +93,7 @@ def write_log_file(flow: FlowResources, name: str, rng: random.Random, repeat: d
         records.append(samples.cloudtrail_record(download, variant))
         if variant is Variant.PRESIGNED_GET:
             downloads.append(download)
-    boto3.client("s3").put_object(
-        Bucket=flow.log_bucket, Key=samples.cloudtrail_log_key(START, name), Body=samples.cloudtrail_log_file(records)
-    )
+    flow.put_log_file(boto3.client("s3"), samples.cloudtrail_log_key(START, name), samples.cloudtrail_log_file(records))
     return downloads, records
 
 
@@ -185,12 +202,13 @@ def test_webhook_and_deliver_meter_minio_batches_under_their_roles(
     assert queue_depth(flow.delivery_dead_letter_url) == 0
 
 
-@pytest.fixture(scope="module")
-def every_source_templates() -> Templates:
+@pytest.fixture(scope="module", params=["aws-managed-encryption", "kmsKey=create"])
+def every_source_templates(request: pytest.FixtureRequest) -> Templates:
     """The S3 flow with every AWS source: the trail's log files, the asset bucket's access logs, EventBridge."""
     from testbed.stack_template import synthesized_templates
 
-    return synthesized_templates(awsSource="both", eventBridge=True, enableMinioRelay=False)
+    key = {"kmsKey": "create"} if request.param == "kmsKey=create" else {}
+    return synthesized_templates(awsSource="both", eventBridge=True, enableMinioRelay=False, **key)
 
 
 def test_s3_audit_meters_access_logs_and_eventbridge_batches_under_its_role(
@@ -266,9 +284,14 @@ def output(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture)
 @pytest.fixture
 def flow_without(
     emulator: str, reference_rs: ReferenceOgcRs, flow_templates: Templates
-) -> Callable[[str, str], FlowResources]:
-    """Starts the flow with one action taken out of one function's template policy: ``(function, action)``."""
-    return lambda function, action: start_flow(reference_rs, without_action(flow_templates, function, action))
+) -> Callable[..., FlowResources]:
+    """Starts the flow with one action taken out of one function's template policy: ``(function, action)``, and
+    optionally the ``templates`` to take it from (default: cdk.json's)."""
+
+    def start(function: str, action: str, templates: Templates = flow_templates) -> FlowResources:
+        return start_flow(reference_rs, without_action(templates, function, action))
+
+    return start
 
 
 def assert_access_denied(printed: str, action: str) -> None:
@@ -320,4 +343,97 @@ def test_deliver_without_put_item_fails_with_access_denied(
     assert pumped.failed >= 1
     printed = "".join(pumped.errors) + output()
     assert_access_denied(printed, "dynamodb:PutItem")
+    assert reference_rs.row_count() == 0
+
+
+# --- With the app's key (kmsKey=create): one kms action less, and the service cannot use the key for the role ------
+
+
+def assert_kms_denied(printed: str, kms_action: str, call: str) -> None:
+    """The failure is KMS refusing the role ``kms_action`` on the app's key, which the service needed for ``call``."""
+    assert f"is not authorized to perform: {kms_action} on resource: arn:aws:kms:" in printed
+    assert f"(needed by {call})" in printed
+
+
+def test_with_the_key_every_store_is_under_it_and_kms_calls_are_checked_against_its_arn(
+    emulator: str, reference_rs: ReferenceOgcRs, key_templates: Templates
+) -> None:
+    flow = start_flow(reference_rs, key_templates)
+    sqs = boto3.client("sqs")
+    key_arn = sqs.get_queue_attributes(QueueUrl=flow.log_file_queue_url, AttributeNames=["KmsMasterKeyId"])[
+        "Attributes"
+    ]["KmsMasterKeyId"]
+    assert boto3.client("kms").describe_key(KeyId=key_arn)["KeyMetadata"]["KeyManager"] == "CUSTOMER"
+    for url in flow.queue_urls.values():
+        assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])["Attributes"] == {
+            "KmsMasterKeyId": key_arn
+        }
+    table = boto3.client("dynamodb").describe_table(
+        TableName=flow.deliver.environment[env_names.IDEMPOTENCY_TABLE_NAME]
+    )
+    assert table["Table"]["SSEDescription"]["KMSMasterKeyArn"] == key_arn
+    for arn in flow.secret_arns.values():
+        assert boto3.client("secretsmanager").describe_secret(SecretId=arn)["KmsKeyId"] == key_arn
+    flow.put_log_file(boto3.client("s3"), "AWSLogs/written-as-cloudtrail.json.gz", b"{}")
+    written = boto3.client("s3").head_object(Bucket=flow.log_bucket, Key="AWSLogs/written-as-cloudtrail.json.gz")
+    assert (written["ServerSideEncryption"], written["SSEKMSKeyId"]) == ("aws:kms", key_arn)
+    # moto checks kms calls against the key's ARN, which the roles' statements name: granted and not granted.
+    kms = flow.s3_audit.session().client("kms")
+    assert kms.encrypt(KeyId=key_arn, Plaintext=b"granted")["KeyId"] == key_arn
+    with pytest.raises(ClientError, match="kms:DescribeKey"):
+        kms.describe_key(KeyId=key_arn)
+
+
+def test_s3_audit_without_kms_decrypt_can_neither_poll_its_queue_nor_read_a_log_file(
+    flow_without: Callable[..., FlowResources],
+    key_templates: Templates,
+    reference_rs: ReferenceOgcRs,
+    output: Callable[[], str],
+) -> None:
+    flow = flow_without(S3_AUDIT, "kms:Decrypt", key_templates)
+    write_log_file(flow, "undecryptable", random.Random(8))
+
+    # Lambda's poller receives with the function's role: SQS cannot decrypt the queue's messages for it.
+    with pytest.raises(ClientError) as polling:
+        pump_queue(flow.s3_audit)
+    # The notifications handed to the function anyway: S3 cannot decrypt the log file for it.
+    source = flow.s3_audit.event_source()
+    messages = boto3.client("sqs").receive_message(QueueUrl=source.queue_url, MaxNumberOfMessages=10)["Messages"]
+    flow.s3_audit.invoke(sqs_event(messages, source.queue_arn))
+
+    assert_kms_denied(str(polling.value), "kms:Decrypt", "sqs:ReceiveMessage")
+    assert_kms_denied(output(), "kms:Decrypt", "s3:GetObject")
+    assert reference_rs.row_count() == 0
+
+
+def test_webhook_without_kms_generate_data_key_cannot_send_to_the_encrypted_delivery_queue(
+    flow_without: Callable[..., FlowResources],
+    key_templates: Templates,
+    output: Callable[[], str],
+) -> None:
+    flow = flow_without(WEBHOOK, "kms:GenerateDataKey", key_templates)
+    body, _ = minio_batch(random.Random(9), 3)
+
+    response = flow.webhook.invoke(webhook_event(body))
+
+    assert response["statusCode"] == 503  # MinIO keeps the body and sends it again
+    assert_kms_denied(output(), "kms:GenerateDataKey", "sqs:SendMessage")
+    assert queue_depth(flow.delivery_queue_url) == 0
+
+
+def test_deliver_without_kms_encrypt_cannot_write_its_ledger_claims(
+    flow_without: Callable[..., FlowResources],
+    key_templates: Templates,
+    reference_rs: ReferenceOgcRs,
+    output: Callable[[], str],
+) -> None:
+    flow = flow_without(DELIVER, "kms:Encrypt", key_templates)
+    body, _ = minio_batch(random.Random(10), 3)
+    assert flow.webhook.invoke(webhook_event(body))["statusCode"] == 200
+
+    pumped = pump_queue(flow.deliver, max_rounds=1)
+
+    assert (pumped.invocations, pumped.succeeded) == (1, 0)
+    assert pumped.failed >= 1
+    assert_kms_denied("".join(pumped.errors) + output(), "kms:Encrypt", "dynamodb:PutItem")
     assert reference_rs.row_count() == 0
