@@ -349,6 +349,14 @@ def test_deliver_without_put_item_fails_with_access_denied(
 # --- With the app's key (kmsKey=create): one kms action less, and the service cannot use the key for the role ------
 
 
+@pytest.fixture
+def key_flow_without(
+    flow_without: Callable[..., FlowResources], key_templates: Templates
+) -> Callable[[str, str], FlowResources]:
+    """``flow_without`` over the templates with the app's key (``kmsKey=create``)."""
+    return lambda function, action: flow_without(function, action, key_templates)
+
+
 def assert_kms_denied(printed: str, kms_action: str, call: str) -> None:
     """The failure is KMS refusing the role ``kms_action`` on the app's key, which the service needed for ``call``."""
     assert f"is not authorized to perform: {kms_action} on resource: arn:aws:kms:" in printed
@@ -385,12 +393,11 @@ def test_with_the_key_every_store_is_under_it_and_kms_calls_are_checked_against_
 
 
 def test_s3_audit_without_kms_decrypt_can_neither_poll_its_queue_nor_read_a_log_file(
-    flow_without: Callable[..., FlowResources],
-    key_templates: Templates,
+    key_flow_without: Callable[[str, str], FlowResources],
     reference_rs: ReferenceOgcRs,
     output: Callable[[], str],
 ) -> None:
-    flow = flow_without(S3_AUDIT, "kms:Decrypt", key_templates)
+    flow = key_flow_without(S3_AUDIT, "kms:Decrypt")
     write_log_file(flow, "undecryptable", random.Random(8))
 
     # Lambda's poller receives with the function's role: SQS cannot decrypt the queue's messages for it.
@@ -407,11 +414,10 @@ def test_s3_audit_without_kms_decrypt_can_neither_poll_its_queue_nor_read_a_log_
 
 
 def test_webhook_without_kms_generate_data_key_cannot_send_to_the_encrypted_delivery_queue(
-    flow_without: Callable[..., FlowResources],
-    key_templates: Templates,
+    key_flow_without: Callable[[str, str], FlowResources],
     output: Callable[[], str],
 ) -> None:
-    flow = flow_without(WEBHOOK, "kms:GenerateDataKey", key_templates)
+    flow = key_flow_without(WEBHOOK, "kms:GenerateDataKey")
     body, _ = minio_batch(random.Random(9), 3)
 
     response = flow.webhook.invoke(webhook_event(body))
@@ -422,12 +428,11 @@ def test_webhook_without_kms_generate_data_key_cannot_send_to_the_encrypted_deli
 
 
 def test_deliver_without_kms_encrypt_cannot_write_its_ledger_claims(
-    flow_without: Callable[..., FlowResources],
-    key_templates: Templates,
+    key_flow_without: Callable[[str, str], FlowResources],
     reference_rs: ReferenceOgcRs,
     output: Callable[[], str],
 ) -> None:
-    flow = flow_without(DELIVER, "kms:Encrypt", key_templates)
+    flow = key_flow_without(DELIVER, "kms:Encrypt")
     body, _ = minio_batch(random.Random(10), 3)
     assert flow.webhook.invoke(webhook_event(body))["statusCode"] == 200
 
