@@ -330,18 +330,25 @@ def test_webhook_without_send_message_fails_with_access_denied(
     assert queue_depth(flow.delivery_queue_url) == 0
 
 
-def test_deliver_without_put_item_fails_with_access_denied(
-    flow_without: Callable[[str, str], FlowResources], reference_rs: ReferenceOgcRs, output: Callable[[], str]
-) -> None:
-    flow = flow_without(DELIVER, "dynamodb:PutItem")
-    body, _ = minio_batch(random.Random(6), 3)
+def failed_delivery(flow: FlowResources, rng: random.Random, output: Callable[[], str]) -> str:
+    """A MinIO batch the webhook queues, on which deliver's one invocation fails whole: what it raised and printed."""
+    body, _ = minio_batch(rng, 3)
     assert flow.webhook.invoke(webhook_event(body))["statusCode"] == 200
 
     pumped = pump_queue(flow.deliver, max_rounds=1)
 
     assert (pumped.invocations, pumped.succeeded) == (1, 0)
     assert pumped.failed >= 1
-    printed = "".join(pumped.errors) + output()
+    return "".join(pumped.errors) + output()
+
+
+def test_deliver_without_put_item_fails_with_access_denied(
+    flow_without: Callable[[str, str], FlowResources], reference_rs: ReferenceOgcRs, output: Callable[[], str]
+) -> None:
+    flow = flow_without(DELIVER, "dynamodb:PutItem")
+
+    printed = failed_delivery(flow, random.Random(6), output)
+
     assert_access_denied(printed, "dynamodb:PutItem")
     assert reference_rs.row_count() == 0
 
@@ -433,12 +440,8 @@ def test_deliver_without_kms_encrypt_cannot_write_its_ledger_claims(
     output: Callable[[], str],
 ) -> None:
     flow = key_flow_without(DELIVER, "kms:Encrypt")
-    body, _ = minio_batch(random.Random(10), 3)
-    assert flow.webhook.invoke(webhook_event(body))["statusCode"] == 200
 
-    pumped = pump_queue(flow.deliver, max_rounds=1)
+    printed = failed_delivery(flow, random.Random(10), output)
 
-    assert (pumped.invocations, pumped.succeeded) == (1, 0)
-    assert pumped.failed >= 1
-    assert_kms_denied("".join(pumped.errors) + output(), "kms:Encrypt", "dynamodb:PutItem")
+    assert_kms_denied(printed, "kms:Encrypt", "dynamodb:PutItem")
     assert reference_rs.row_count() == 0
