@@ -32,6 +32,8 @@ from testbed.samples import Download, Variant
 from tests.events import load_event
 
 Templates = Mapping[str, Mapping[str, Any]]
+FlowWithout = Callable[[str, str], FlowResources]
+"""Starts the flow with one action taken out of one function's template policy: ``(function, action)``."""
 TOKEN = "iam-test-webhook-token-3b9d0c5a"
 START = samples.utc("2025-10-27T10:10:00")
 S3_AUDIT = "s3_audit.handler.handler"
@@ -301,7 +303,7 @@ def assert_access_denied(printed: str, action: str) -> None:
 
 
 def test_s3_audit_without_batch_get_item_fails_with_access_denied(
-    flow_without: Callable[[str, str], FlowResources], reference_rs: ReferenceOgcRs, output: Callable[[], str]
+    flow_without: FlowWithout, reference_rs: ReferenceOgcRs, output: Callable[[], str]
 ) -> None:
     flow = flow_without(S3_AUDIT, "dynamodb:BatchGetItem")
     write_log_file(flow, "denied", random.Random(4))
@@ -317,7 +319,7 @@ def test_s3_audit_without_batch_get_item_fails_with_access_denied(
 
 
 def test_webhook_without_send_message_fails_with_access_denied(
-    flow_without: Callable[[str, str], FlowResources], reference_rs: ReferenceOgcRs, output: Callable[[], str]
+    flow_without: FlowWithout, reference_rs: ReferenceOgcRs, output: Callable[[], str]
 ) -> None:
     flow = flow_without(WEBHOOK, "sqs:SendMessage")
     body, _ = minio_batch(random.Random(5), 3)
@@ -343,7 +345,7 @@ def failed_delivery(flow: FlowResources, rng: random.Random, output: Callable[[]
 
 
 def test_deliver_without_put_item_fails_with_access_denied(
-    flow_without: Callable[[str, str], FlowResources], reference_rs: ReferenceOgcRs, output: Callable[[], str]
+    flow_without: FlowWithout, reference_rs: ReferenceOgcRs, output: Callable[[], str]
 ) -> None:
     flow = flow_without(DELIVER, "dynamodb:PutItem")
 
@@ -357,9 +359,7 @@ def test_deliver_without_put_item_fails_with_access_denied(
 
 
 @pytest.fixture
-def key_flow_without(
-    flow_without: Callable[..., FlowResources], key_templates: Templates
-) -> Callable[[str, str], FlowResources]:
+def key_flow_without(flow_without: Callable[..., FlowResources], key_templates: Templates) -> FlowWithout:
     """``flow_without`` over the templates with the app's key (``kmsKey=create``)."""
     return lambda function, action: flow_without(function, action, key_templates)
 
@@ -400,9 +400,7 @@ def test_with_the_key_every_store_is_under_it_and_kms_calls_are_checked_against_
 
 
 def test_s3_audit_without_kms_decrypt_can_neither_poll_its_queue_nor_read_a_log_file(
-    key_flow_without: Callable[[str, str], FlowResources],
-    reference_rs: ReferenceOgcRs,
-    output: Callable[[], str],
+    key_flow_without: FlowWithout, reference_rs: ReferenceOgcRs, output: Callable[[], str]
 ) -> None:
     flow = key_flow_without(S3_AUDIT, "kms:Decrypt")
     write_log_file(flow, "undecryptable", random.Random(8))
@@ -421,8 +419,7 @@ def test_s3_audit_without_kms_decrypt_can_neither_poll_its_queue_nor_read_a_log_
 
 
 def test_webhook_without_kms_generate_data_key_cannot_send_to_the_encrypted_delivery_queue(
-    key_flow_without: Callable[[str, str], FlowResources],
-    output: Callable[[], str],
+    key_flow_without: FlowWithout, output: Callable[[], str]
 ) -> None:
     flow = key_flow_without(WEBHOOK, "kms:GenerateDataKey")
     body, _ = minio_batch(random.Random(9), 3)
@@ -435,9 +432,7 @@ def test_webhook_without_kms_generate_data_key_cannot_send_to_the_encrypted_deli
 
 
 def test_deliver_without_kms_encrypt_cannot_write_its_ledger_claims(
-    key_flow_without: Callable[[str, str], FlowResources],
-    reference_rs: ReferenceOgcRs,
-    output: Callable[[], str],
+    key_flow_without: FlowWithout, reference_rs: ReferenceOgcRs, output: Callable[[], str]
 ) -> None:
     flow = key_flow_without(DELIVER, "kms:Encrypt")
 
