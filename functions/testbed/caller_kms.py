@@ -5,11 +5,11 @@ managed key: a role allowed ``sqs:ReceiveMessage`` but not ``kms:Decrypt`` on th
 AccessDenied, and so does every message the function would have read. moto never calls KMS for these services, so
 the same role reads the queue locally and fails only in the account.
 
-``kms_actions_missing`` is what moto's IAM check asks once the call itself is allowed: it finds the customer
-managed key of the resource the call touches (the queue's ``KmsMasterKeyId``, the table's ``SSESpecification``, the
-secret's ``KmsKeyId``, the object's SSE-KMS key) and returns the kms actions the service needs for that call
-(``KMS_ACTIONS_OF_CALL``, from the services' documentation) that the caller's identity policies do not allow on the
-key's ARN. ``local_aws`` fails the call with AccessDenied naming the first of them.
+``check_key_use`` runs in moto's IAM check once the call itself is allowed (``local_aws`` installs it): it finds
+the customer managed key of the resource the call touches (the queue's ``KmsMasterKeyId``, the table's
+``SSESpecification``, the secret's ``KmsKeyId``, the object's SSE-KMS key), and fails the call with AccessDenied
+naming the first kms action the service needs for it (``KMS_ACTIONS_OF_CALL``, from the services' documentation)
+that the caller's identity policies do not allow on the key's ARN.
 
 Limits: only identity policies are evaluated, as for every other call in moto: key policies and grants are not
 (``key_stack``'s policy and its ``kms:ViaService`` conditions are checked by the infra tests, not here). AWS managed
@@ -115,12 +115,25 @@ def kms_actions_missing(
     return key_arn, [kms_action for kms_action in needed if not is_allowed(kms_action, key_arn)]
 
 
-def key_arn_of_request(response: Any) -> str:
-    """The ARN of the key a KMS request names (``KeyId``), for moto's IAM check of kms calls; ``*`` without one."""
-    key_id = response._get_param("KeyId")
-    if not key_id:
-        return "*"
-    try:
-        return str(response.kms_backend.describe_key(key_id).arn)
-    except Exception:  # an unknown key: KMS answers AccessDenied (NotFound only to the key's account)
-        return "*"
+def check_key_use(request: Any, resource: str) -> None:
+    """Refuse the call moto's IAM ``request`` allowed on ``resource`` when the caller may not use the resource's
+    customer managed key as the service needs to for that call."""
+    from moto.core.exceptions import AccessDeniedError
+    from moto.iam.access_control import IAMPolicy, PermissionResult, S3IAMRequest
+    from moto.s3.exceptions import S3ClientError
+
+    policies = [IAMPolicy(policy) for policy in request._access_key.collect_policies()]
+
+    def is_allowed(kms_action: str, key_arn: str) -> bool:
+        results = {policy.is_action_permitted(kms_action, key_arn) for policy in policies}
+        return PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results
+
+    key_arn, missing = kms_actions_missing(request.account_id, request._region, request._action, resource, is_allowed)
+    if missing:
+        # AWS passes KMS's refusal on: "<caller> is not authorized to perform: kms:... on resource: <key>".
+        refused = f"{missing[0]} on resource: {key_arn} (needed by {request._action})"
+        if isinstance(request, S3IAMRequest):  # S3's own error shape
+            raise S3ClientError(
+                "AccessDenied", f"User: {request._access_key.arn} is not authorized to perform: {refused}"
+            )
+        raise AccessDeniedError(user_arn=request._access_key.arn, action=refused)

@@ -111,50 +111,35 @@ def _teach_moto_resource_arns() -> None:
         # A batch over several tables is checked against its first one (the functions use one table).
         return f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{name}" if name else "*"
 
-    def secret_arn(self: Any) -> str:
-        secret_id = self._get_param("SecretId")
-        try:
-            return str(self.backend.describe_secret(secret_id).arn) if secret_id else "*"
-        except Exception:  # an unknown secret: AWS answers AccessDenied too
-            return "*"
+    def named_by(parameter: str, describe: Callable[[Any, str], Any]) -> Callable[[Any], str]:
+        """The ARN of the resource a request names by ``parameter`` (an id, a name or an ARN)."""
+
+        def resource_arn(self: Any) -> str:
+            resource_id = self._get_param(parameter)
+            try:
+                return str(describe(self, resource_id).arn) if resource_id else "*"
+            except Exception:  # an unknown secret or key: AWS answers AccessDenied too
+                return "*"
+
+        return resource_arn
 
     DynamoHandler._determine_resource = table_arn  # type: ignore[attr-defined]
-    SecretsManagerResponse._determine_resource = secret_arn  # type: ignore[attr-defined]
-    KmsResponse._determine_resource = caller_kms.key_arn_of_request  # type: ignore[attr-defined]
+    SecretsManagerResponse._determine_resource = named_by(  # type: ignore[attr-defined]
+        "SecretId", lambda response, secret_id: response.backend.describe_secret(secret_id)
+    )
+    KmsResponse._determine_resource = named_by(  # type: ignore[attr-defined]
+        "KeyId", lambda response, key_id: response.kms_backend.describe_key(key_id)
+    )
     if not getattr(IAMRequestBase.check_action_permitted, "_iam_action_names", False):
         checked = IAMRequestBase.check_action_permitted
 
         def check_action_permitted(self: Any, resource: str) -> None:
             self._action = _IAM_ACTION_OF_API.get(self._action, self._action)
             checked(self, resource)
-            _check_kms_in_caller_context(self, resource)
+            caller_kms.check_key_use(self, resource)
 
         check_action_permitted._iam_action_names = True  # type: ignore[attr-defined]
         IAMRequestBase.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
-
-
-def _check_kms_in_caller_context(request: Any, resource: str) -> None:
-    """Refuse an allowed call whose service would fail to use the resource's customer managed key for the caller."""
-    from moto.core.exceptions import AccessDeniedError
-    from moto.iam.access_control import IAMPolicy, PermissionResult, S3IAMRequest
-    from moto.s3.exceptions import S3ClientError
-
-    policies = [IAMPolicy(policy) for policy in request._access_key.collect_policies()]
-
-    def is_allowed(kms_action: str, key_arn: str) -> bool:
-        results = {policy.is_action_permitted(kms_action, key_arn) for policy in policies}
-        return PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results
-
-    account, region = request.account_id, request._region
-    key_arn, missing = caller_kms.kms_actions_missing(account, region, request._action, resource, is_allowed)
-    if missing:
-        # AWS passes KMS's refusal on: "<caller> is not authorized to perform: kms:... on resource: <key>".
-        refused = f"{missing[0]} on resource: {key_arn} (needed by {request._action})"
-        if isinstance(request, S3IAMRequest):
-            raise S3ClientError(
-                "AccessDenied", f"User: {request._access_key.arn} is not authorized to perform: {refused}"
-            )
-        raise AccessDeniedError(user_arn=request._access_key.arn, action=refused)
 
 
 @contextmanager
