@@ -298,7 +298,8 @@ class _RecordSplitter:
             yield from self._emit_complete(max_tries=_CUT_TRIES)
             # What is left is the record in progress (after a piece that found no cut): past the bound, skip it.
             # A record between the bound and twice it still completes, then is refused alone (as any chunking does).
-            if len(self.buffer) > max(2 * self.max_record_bytes, self.max_record_bytes + self.piece_size):
+            bound = max(2 * self.max_record_bytes, self.max_record_bytes + self.piece_size)
+            if self.fault is None and len(self.buffer) > bound:
                 yield from self._take_values()
         elif self.streaming is False and len(self.buffer) > MAX_DOCUMENT_BYTES:
             self._refuse(
