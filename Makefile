@@ -18,7 +18,7 @@ KMS_OUT := cdk.out.kms-create
 # cdk.json runs `python3 app.py`: it must be the project's interpreter.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test lint format synth deploy diff bench drill clean
+.PHONY: setup postgres-server demo test lint format synth deploy diff bench drill clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -33,6 +33,15 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
+
+# Tests that need OGC RS's database or the fleet's shared spool start a throwaway PostgreSQL server of their own
+# (functions/testbed/postgres.py) from Debian's server binaries: installed here when missing (CI runs as root).
+postgres-server:
+	@if [ -n "$${PG_BIN:-}" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's PostgreSQL server for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	else echo "make: the tests need PostgreSQL's server binaries: apt-get install postgresql, or set PG_BIN" >&2; exit 2; fi
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -50,7 +59,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint $(CHECKOV_VENV)/.installed  ## lint, then the whole suite (checkov included)
+test: lint $(CHECKOV_VENV)/.installed postgres-server  ## lint, then the whole suite (checkov included)
 	$(BIN)/pytest -n 2 -q
 
 synth: setup $(CHECKOV_VENV)/.installed  ## synthesize (offline, no Docker) with cdk-nag; cfn-lint and checkov

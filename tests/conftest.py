@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
+from testbed.postgres import ThrowawayPostgres
 from testbed.reference_rs import ReferenceOgcRs
 
 
@@ -16,6 +17,22 @@ def reference_rs() -> Iterator[ReferenceOgcRs]:
     """A started reference OGC RS + token endpoint on loopback, with an in-memory metering table."""
     with ReferenceOgcRs() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL server on loopback, one per test process (xdist worker), removed at the end.
+
+    Never skipped: where the server binaries are missing the tests that need it fail, naming what to install.
+    """
+    with ThrowawayPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: ThrowawayPostgres) -> str:
+    """The URL of a new, empty database of ``postgres_server`` for this test alone."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture
