@@ -1,4 +1,7 @@
-"""The delivery ledger (SQLite and DynamoDB under moto) and exactly-once delivery against the reference OGC RS."""
+"""Exactly-once delivery against the reference OGC RS, over the SQLite and DynamoDB (moto) ledgers.
+
+The ledger's own contract is tested against every store in ``test_ledger_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -47,42 +50,6 @@ def ledger(request: pytest.FixtureRequest, clock: Clock) -> Iterator[DeliveryLed
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         create_ledger_table(dynamodb)
         yield DynamoDbLedger("ledger", dynamodb, clock=clock, in_progress_s=60, retention_s=3600)
-
-
-def test_a_key_is_claimed_once(ledger: DeliveryLedger) -> None:
-    first = ledger.claim(["a", "b"])
-    second = ledger.claim(["b", "c"])
-    assert first.claimed == {"a", "b"}
-    assert (second.claimed, second.in_flight) == ({"c"}, {"b"})
-
-
-def test_settled_keys_stay_delivered_until_retention_ends(ledger: DeliveryLedger, clock: Clock) -> None:
-    ledger.claim(["a"])
-    ledger.settle(["a"])
-    assert ledger.claim(["a"]).delivered == {"a"}
-    if isinstance(ledger, SqliteLedger):  # DynamoDB's TTL deletes later, on its own schedule
-        clock.now += 3601
-        assert ledger.claim(["a"]).claimed == {"a"}
-
-
-def test_delivered_reads_settled_keys_only(ledger: DeliveryLedger) -> None:
-    ledger.claim(["claimed"])
-    ledger.settle(["event-1", "event-2"])  # recorded without a claim: events delivered inside a chunk
-    assert ledger.delivered(["event-1", "event-2", "claimed", "unknown"]) == {"event-1", "event-2"}
-    assert ledger.delivered([f"k{i}" for i in range(250)]) == set()  # several batches of 100
-    assert ledger.claim(["event-1"]).delivered == {"event-1"}
-
-
-def test_released_keys_can_be_claimed_again(ledger: DeliveryLedger) -> None:
-    ledger.claim(["a"])
-    ledger.release(["a"])
-    assert ledger.claim(["a"]).claimed == {"a"}
-
-
-def test_an_abandoned_claim_expires(ledger: DeliveryLedger, clock: Clock) -> None:
-    ledger.claim(["a"])
-    clock.now += 61
-    assert ledger.claim(["a"]).claimed == {"a"}
 
 
 def test_redelivered_input_sends_nothing_twice(reference_rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
