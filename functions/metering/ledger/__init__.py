@@ -130,6 +130,8 @@ class Claim:
     delivered: set[str] = field(default_factory=set)
     in_flight: set[str] = field(default_factory=set)
     uncertain: set[str] = field(default_factory=set)
+    retry_after_s: float = 0.0
+    """For ``uncertain`` keys left unresolved (``metering.exactly_once.claim_resolving``): when to try again."""
 
 
 class DeliveryLedger(Protocol):
