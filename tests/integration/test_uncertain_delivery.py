@@ -168,7 +168,7 @@ def distinct_items(rs: ReferenceOgcRs) -> dict[str, int]:
 
 
 def emf_values(printed: str, metric: str) -> list[float]:
-    values = []
+    values: list[float] = []
     for text in printed.splitlines():
         if text.startswith("{") and f'"{metric}"' in text:
             document = json.loads(text)
