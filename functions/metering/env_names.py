@@ -37,6 +37,12 @@ IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"
 LEDGER_PATH: Final = "LEDGER_PATH"
 """The SQLite ledger file of local runs and the standalone server."""
 
+# Uncertain requests (metering.uncertain.UncertainResolver).
+UNCERTAIN_GRACE_S: Final = "UNCERTAIN_GRACE_S"
+"""Seconds an uncertain request is left alone, without OGC RS's database, before its lines are sent once more."""
+OGC_RS_DATABASE_URL: Final = "OGC_RS_DATABASE_URL"
+"""Optional read-only ``postgresql://`` URL of OGC RS's database: uncertain requests are looked up there."""
+
 # The MinIO webhook (minio_relay.webhook.WebhookSettings, minio_relay.handler).
 WEBHOOK_TOKEN_SECRET_ARN: Final = "WEBHOOK_TOKEN_SECRET_ARN"
 """A Secrets Manager secret whose SecretString is the token MinIO sends."""
