@@ -114,7 +114,7 @@ def test_postgres_store_has_ogc_rs_column_types_and_writes_as_audit_logs_ingesti
         assert row.resp_size == 2**63 - 1
         assert rs.stored_lines() == [line]
     with psycopg.connect(postgres_url) as connection:
-        types = dict(
+        types: dict[str, str] = dict(
             connection.execute(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'metering'"
             ).fetchall()
