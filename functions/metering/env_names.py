@@ -37,6 +37,12 @@ IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"
 LEDGER_PATH: Final = "LEDGER_PATH"
 """The SQLite ledger file of local runs and the standalone server."""
 
+# OGC RS's own database, read-only (metering.ogc_rs_database; ogc-audit reconcile).
+OGC_RS_DATABASE_URL: Final = "OGC_RS_DATABASE_URL"
+"""``postgresql://role@host:port/db`` of OGC RS's database, for a role granted SELECT on metering and jobs_table."""
+RECONCILE_LEDGER: Final = "RECONCILE_LEDGER"
+"""The SQLite ledger file of ``ogc-audit reconcile --repair`` (default under ``$XDG_STATE_HOME/ogc-audit/``)."""
+
 # The MinIO webhook (minio_relay.webhook.WebhookSettings, minio_relay.handler).
 WEBHOOK_TOKEN_SECRET_ARN: Final = "WEBHOOK_TOKEN_SECRET_ARN"
 """A Secrets Manager secret whose SecretString is the token MinIO sends."""
