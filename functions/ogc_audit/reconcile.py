@@ -89,23 +89,18 @@ class Period:
 
     since: datetime
     until: datetime
+    since_text: str
+    """``since`` as a line writes time."""
+    until_text: str
+    """``until`` as a line writes time."""
 
     @classmethod
     def of(cls, since: datetime, until: datetime) -> Period:
         """A period from aware datetimes; a fraction of a second rounds up, so truncated times compare exactly."""
         if since >= until:
             raise ReconcileError("--since must be before --until")
-        return cls(_ceil_second(since), _ceil_second(until))
-
-    @property
-    def since_text(self) -> str:
-        """``since`` as a line writes time."""
-        return _line_time(self.since)
-
-    @property
-    def until_text(self) -> str:
-        """``until`` as a line writes time."""
-        return _line_time(self.until)
+        since, until = _ceil_second(since), _ceil_second(until)
+        return cls(since, until, _line_time(since), _line_time(until))
 
     def holds(self, line_time: str) -> bool:
         """Whether a line's time (``YYYY-MM-DDTHH:MM:SSZ``: text order is time order) is in the period."""
