@@ -459,26 +459,26 @@ def period_downloads(
 ) -> Iterator[MeteredDownload]:
     """The downloads the INPUTs report, through the extraction ``extract`` and ``replay`` use.
 
-    An ``s3://bucket/prefix`` stands for every log object under it (CloudTrail log files and S3 access logs alike)
-    named in [since, until + LOG_DELIVERY_LAG); local files and ``-`` are read by ``source``. Across all of them
-    an S3 request is metered once.
+    Local files and ``-`` are read by ``source``. An ``s3://bucket/prefix`` stands for every AWS log object under
+    it, recognised by its name (CloudTrail log files and S3 access logs alike), named in
+    [since, until + LOG_DELIVERY_LAG), whatever ``source`` is: so one run can reconcile a deployment fed by MinIO
+    and AWS S3 (``--source minio bodies.ndjson s3://logs/AWSLogs/``). Across all AWS logs an S3 request is metered
+    once; across MinIO files, an entry.
     """
-    if source == "minio":
-        if any(path.startswith("s3://") for path in inputs):
-            raise ReconcileError("--source minio reads files or -, not s3:// locations")
-        from ogc_audit.extract import extractor_for
-
-        return extractor_for(source)(inputs, tally)
     from s3_audit.extract import downloads_of, path_streams
 
-    def streams() -> Iterator[LogStream]:
-        for path in inputs:
-            if path.startswith("s3://"):
-                yield from _s3_period_streams(path, period)
-            else:
-                yield from path_streams(source, path)
+    local = [path for path in inputs if not path.startswith("s3://")]
+    prefixes = [path for path in inputs if path.startswith("s3://")]
+    if source == "minio":
+        from ogc_audit.extract import extractor_for
 
-    return downloads_of(streams(), tally)
+        aws_streams: Iterator[LogStream] = (stream for url in prefixes for stream in _s3_period_streams(url, period))
+        return itertools.chain(extractor_for(source)(local, tally) if local else (), downloads_of(aws_streams, tally))
+    streams = itertools.chain(
+        (stream for path in local for stream in path_streams(source, path)),
+        (stream for url in prefixes for stream in _s3_period_streams(url, period)),
+    )
+    return downloads_of(streams, tally)
 
 
 def _s3_period_streams(url: str, period: Period) -> Iterator[LogStream]:
