@@ -36,16 +36,31 @@ def extract_access_log_downloads(paths: Sequence[str], tally: OutcomeTally) -> I
     return _extract(source_named(access_log.NAME), paths, tally)
 
 
-def _extract(source: LogSource, paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
+LogStream = tuple[LogSource, Iterable[bytes]]
+"""The bytes of one log object and the source whose rules read it."""
+
+
+def downloads_of(streams: Iterable[LogStream], tally: OutcomeTally) -> Iterator[MeteredDownload]:
+    """The metered downloads of log objects of any source, counting every outcome; an S3 request reported twice
+    (by the same file, another file, or CloudTrail and an access log: one request key) is metered once."""
     seen = EventIdSet()
-    for path in paths:
-        for chunks in _sources(source, path):
-            for outcome in source.outcomes(chunks):
-                if isinstance(outcome, MeteredDownload) and seen.first_time(outcome):
-                    tally.metered += 1
-                    yield outcome
-                else:
-                    tally.count(_DUPLICATE if isinstance(outcome, MeteredDownload) else outcome)
+    for source, chunks in streams:
+        for outcome in source.outcomes(chunks):
+            if isinstance(outcome, MeteredDownload) and seen.first_time(outcome):
+                tally.metered += 1
+                yield outcome
+            else:
+                tally.count(_DUPLICATE if isinstance(outcome, MeteredDownload) else outcome)
+
+
+def path_streams(source_name: str, path: str) -> Iterator[LogStream]:
+    """The log objects PATH stands for, read by the source ``source_name``: a file, ``-``, or an S3 prefix."""
+    source = source_named(source_name)
+    return ((source, chunks) for chunks in _sources(source, path))
+
+
+def _extract(source: LogSource, paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
+    return downloads_of(((source, chunks) for path in paths for chunks in _sources(source, path)), tally)
 
 
 def _sources(source: LogSource, path: str) -> Iterator[Iterable[bytes]]:
