@@ -304,9 +304,9 @@ class S3AuditStack(FlowStack):
         With a key, the log files are encrypted with it (the key policy's CloudTrail statements name the trail).
         """
         # The bucket policy binds CloudTrail to the trail's ARN without a reference to the trail resource (the
-        # trail depends on the bucket policy: a reference back is a cycle). Named only with a key, whose policy
-        # names it: renaming a deployed trail would replace it.
-        trail_name = DOWNLOAD_TRAIL_NAME if key is not None else None
+        # trail depends on the bucket policy: a reference back is a cycle), so the trail has a fixed name: bound to
+        # "any trail of the account", any principal allowed to create a trail could deliver log files here.
+        trail_name = DOWNLOAD_TRAIL_NAME
         self._admit_cloudtrail(trail_name)
         trail = cloudtrail.Trail(
             self,
@@ -361,14 +361,13 @@ class S3AuditStack(FlowStack):
         # cost of every recorded event.
         return trail
 
-    def _admit_cloudtrail(self, trail_name: str | None) -> None:
+    def _admit_cloudtrail(self, trail_name: str) -> None:
         """The log bucket's statements for CloudTrail (AWS CloudTrail user guide, "Amazon S3 bucket policy for
         CloudTrail"): GetBucketAcl on the bucket, PutObject under AWSLogs/<account>/, bound by aws:SourceArn to the
-        trail named ``trail_name``; without a name (CloudFormation names it), to the trails of this account and region.
+        trail named ``trail_name``; and the denies that keep every other writer out of AWSLogs/.
         """
-        trail_arn = self.format_arn(service="cloudtrail", resource="trail", resource_name=trail_name or "*")
-        operator = "StringEquals" if trail_name else "ArnLike"
-        this_trail = {operator: {"aws:SourceArn": trail_arn}}
+        trail_arn = self.format_arn(service="cloudtrail", resource="trail", resource_name=trail_name)
+        this_trail = {"StringEquals": {"aws:SourceArn": trail_arn}}
         principal = iam.ServicePrincipal("cloudtrail.amazonaws.com")
         self.log_bucket.add_to_resource_policy(
             iam.PolicyStatement(
