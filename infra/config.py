@@ -131,26 +131,8 @@ def _is_ip_address(name: str) -> bool:
 
 
 def _bucket_names(key: str, value: object) -> tuple[str, ...]:
-    names: list[object]
-    if value is None:
-        names = []
-    elif isinstance(value, str):
-        text = value.strip()
-        # -c assetBuckets='["a","b"]' and -c assetBuckets=a,b both work.
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
-                raise _fail(key, "a list of S3 bucket names", value) from None
-            if not isinstance(parsed, list):
-                raise _fail(key, "a list of S3 bucket names", value)
-            names = parsed
-        else:
-            names = [part.strip() for part in text.split(",") if part.strip()]
-    elif isinstance(value, list):
-        names = list(value)
-    else:
-        raise _fail(key, "a list of S3 bucket names", value)
+    # -c assetBuckets='["a","b"]' and -c assetBuckets=a,b both work.
+    names = _string_list(key, value, "a list of S3 bucket names")
     result: list[str] = []
     for name in names:
         if not isinstance(name, str) or not _valid_bucket_name(name.strip()):

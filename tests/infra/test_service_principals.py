@@ -215,6 +215,9 @@ def test_eventbridge_may_fill_the_event_queue_and_its_dlq_only_from_the_download
         name for name in resources_of_type(template, "AWS::SQS::QueuePolicy") if name.startswith("DownloadEvents")
     }
     assert {statement["Resource"]["Fn::GetAtt"][0] for statement in statements} == queues
-    for statement in statements:  # the actions CDK's SqsQueue target grants: test_event_bridge.py pins them
-        assert "sqs:SendMessage" in as_list(statement["Action"])
-        assert conditions(statement) == {"ArnEquals aws:SourceArn": f"${{{rule}.Arn}}"}
+    for statement in statements:  # written by download_events.RuleBoundQueueTarget, key or no key
+        assert as_list(statement["Action"]) == ["sqs:SendMessage"]
+        assert conditions(statement) == {
+            "ArnEquals aws:SourceArn": f"${{{rule}.Arn}}",
+            "StringEquals aws:SourceAccount": "${AWS::AccountId}",
+        }
