@@ -31,6 +31,14 @@ OGC_AUDIT_ALLOW_HTTP: Final = "OGC_AUDIT_ALLOW_HTTP"
 MAX_LOG_FILE_BYTES: Final = "MAX_LOG_FILE_BYTES"
 """Inflated bytes read from one log file before it is quarantined as file_too_large."""
 
+# Where s3_audit accepts log files from (s3_audit.sources.registry.LogOrigins); unset in local runs: anywhere.
+CLOUDTRAIL_LOG_BUCKET: Final = "CLOUDTRAIL_LOG_BUCKET"
+"""The bucket the trail writes to: only CloudTrail log files are read from it."""
+ACCESS_LOG_BUCKET: Final = "ACCESS_LOG_BUCKET"
+"""The bucket the asset buckets' server access logs go to: only access-log objects are read from it."""
+TRAIL_ACCOUNT_IDS: Final = "TRAIL_ACCOUNT_IDS"
+"""Comma-separated account ids whose CloudTrail log files (``AWSLogs/[o-id/]<account>/``) are metered."""
+
 # The delivery ledger (metering.runtime.build_ledger).
 IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"
 """The DynamoDB ledger table in AWS."""

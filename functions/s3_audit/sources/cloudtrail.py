@@ -21,6 +21,8 @@ _DIGEST_FOLDER = "/CloudTrail-Digest/"
 _INSIGHT_FOLDER = "/CloudTrail-Insight/"
 _LOG_FOLDER = "/CloudTrail/"
 _LOGS_ROOT = "AWSLogs/"
+# AWSLogs/<account>/CloudTrail/ or, for an organisation trail, AWSLogs/<o-id>/<account>/CloudTrail/, after any prefix.
+_ACCOUNT = re.compile(r"(?:^|/)AWSLogs/(?:o-[a-z0-9]{10,32}/)?(\d{12})/CloudTrail/")
 # CloudTrail names a file <account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<random>.json.gz
 _FILE_TIME = re.compile(r"_CloudTrail_[^_/]+_(\d{8}T\d{4}Z)_[^/]*$")
 
@@ -37,6 +39,12 @@ def recognise(key: str) -> str | None:
     if _LOGS_ROOT in key and _LOG_FOLDER in key and key.endswith(LOG_FILE_SUFFIX):
         return "log_file"
     return None
+
+
+def account_of(key: str) -> str | None:
+    """The account whose events a log file holds, from its name; None when the name shows none."""
+    match = _ACCOUNT.search(key)
+    return match.group(1) if match else None
 
 
 def file_time(key: str) -> datetime | None:
