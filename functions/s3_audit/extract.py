@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from metering.line import MeteredDownload
 from metering.outcomes import OutcomeTally, Reason, Skip
-from s3_audit.cloudtrail import EventIdSet
 from s3_audit.sources import access_log, cloudtrail
+from s3_audit.sources.cloudtrail import EventIdSet
 from s3_audit.sources.registry import LogSource, source_named
 
 if TYPE_CHECKING:
