@@ -45,7 +45,7 @@ PRESIGNED_PARAMETER = "X-Amz-Signature"
 SIGV2_PRESIGNED_PARAMETERS = ("Signature", "AWSAccessKeyId", "Expires")
 # The values S3 writes in the Authentication Type field; any other value there means the fields are shifted.
 _AUTHENTICATION_TYPES = frozenset({"AuthHeader", PRESIGNED_AUTHENTICATION, "-"})
-# Readings of a line whose Referer or User-Agent hold quotes: beyond this many, the line is ambiguous anyway.
+# Readings tried for a line whose Referer or User-Agent hold quotes: beyond this many, it is quarantined.
 _MAX_READINGS = 64
 MAX_LINE_BYTES = 1 << 20  # a record is a few hundred bytes; a longer line is damage or hostile input
 # Authentication Type is the 5th field after the User-Agent (Version Id, Host Id, Signature Version, Cipher Suite).
@@ -137,27 +137,32 @@ def _record(parts: list[str]) -> AccessLogRecord:
 
 def _tail_readings(text: str) -> list[str | None]:
     """The Authentication Type (None: a record older than it) of each way to read the Referer, the User-Agent and
-    the fields after them from ``text``; the first is the reading that ends each quoted field at its first ``" ``.
+    the fields after them from ``text`` that gives a record; the reading that ends each quoted field at its first
+    ``" `` comes first when it is one.
 
-    Raises MalformedLine when the first reading is not a record (it is the one the rules use).
+    Raises MalformedLine (the first reading's fault) when no reading gives a record.
     """
     readings: list[str | None] = []
-    for referer_index, referer_end in enumerate(_closing_quotes(text, last=False)):
+    first_error: MalformedLine | None = None
+    tries = 0
+    for referer_end in _closing_quotes(text, last=False):
         try:
             _referer, after_referer = _quoted(text, "Referer", end=referer_end)
-        except MalformedLine:
-            if referer_index == 0:
-                raise
+        except MalformedLine as error:
+            first_error = first_error or error
             continue
-        for agent_index, agent_end in enumerate(_closing_quotes(after_referer, last=True)):
+        for agent_end in _closing_quotes(after_referer, last=True):
+            tries += 1
+            if tries > _MAX_READINGS:  # each try costs a split of the line: hostile quotes must not make it quadratic
+                raise MalformedLine("the Referer and User-Agent hold too many quotes to be read unambiguously")
             try:
                 _agent, tail = _quoted(after_referer, "User-Agent", last=True, end=agent_end)
                 readings.append(_authentication_type(tail))
-            except MalformedLine:
-                if referer_index == 0 and agent_index == 0:
-                    raise  # the first reading is the one the rules use: it has to be a record
-            if len(readings) > _MAX_READINGS:
-                raise MalformedLine("the Referer and User-Agent hold too many quotes to be read unambiguously")
+            except MalformedLine as error:
+                first_error = first_error or error
+    if not readings:
+        assert first_error is not None
+        raise first_error
     return readings
 
 

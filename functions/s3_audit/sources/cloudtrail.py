@@ -218,5 +218,12 @@ def outcomes(chunks: Iterable[bytes]) -> Iterator[MeteredDownload | Skip]:
     # Imported here: the reader decodes this module's records, so it imports this module.
     from s3_audit.log_file import read_log_records
 
-    for record in read_log_records(chunks):
-        yield record if isinstance(record, Skip) else classify(record)
+    for number, record in enumerate(read_log_records(chunks)):
+        if isinstance(record, Skip):
+            yield record
+            continue
+        outcome = classify(record)
+        if isinstance(outcome, Skip) and outcome.kind == "quarantined":
+            # The reader names the records it refuses; a record the rules refuse is named here the same way.
+            outcome = Skip.quarantined(outcome.reason, f"record {number}: {outcome.detail}")
+        yield outcome
