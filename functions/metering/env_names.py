@@ -36,6 +36,8 @@ IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"
 """The DynamoDB ledger table in AWS."""
 LEDGER_PATH: Final = "LEDGER_PATH"
 """The SQLite ledger file of local runs and the standalone server."""
+LEDGER_DATABASE_URL: Final = "LEDGER_DATABASE_URL"
+"""``postgresql://...``: the standalone server's spool and ledger, shared by a fleet (``serve --database-url``)."""
 
 # The MinIO webhook (minio_relay.webhook.WebhookSettings, minio_relay.handler).
 WEBHOOK_TOKEN_SECRET_ARN: Final = "WEBHOOK_TOKEN_SECRET_ARN"
