@@ -47,31 +47,39 @@ def test_appended_lines_are_claimed_once_per_lease_then_removed(spool: Spool) ->
     spool.append([keyed(2, start=3)])  # a body re-sent while its lines wait: one line per key
     assert spool.stats().depth == 5
 
-    first = spool.claim("a", limit=4, lease_s=30)
+    first = spool.claim("a", limit=4, lease_s=30, round_id="r1")
     assert [line.key for line in first] == [f"minio:dep:{index}" for index in range(4)]
-    second = spool.claim("b", limit=10, lease_s=30)
+    second = spool.claim("b", limit=10, lease_s=30, round_id="r2")
     assert [line.key for line in second] == ["minio:dep:4"]  # the leased lines are not handed out again
-    assert spool.claim("c", limit=10, lease_s=30) == []
+    assert spool.claim("c", limit=10, lease_s=30, round_id="r3") == []
 
     spool.remove([line.id for line in first])
     spool.defer([line.id for line in second], delay_s=0)
-    (again,) = spool.claim("c", limit=10, lease_s=30)
+    (again,) = spool.claim("c", limit=10, lease_s=30, round_id="r4")
     assert (again.key, again.line) == (second[0].key, second[0].line)
     assert spool.stats().depth == 1
 
 
 def test_a_lapsed_lease_is_taken_over_and_a_renewed_one_is_not(spool: Spool) -> None:
     spool.append([keyed(2)])
-    dead = spool.claim("dead-instance", limit=1, lease_s=0.5)
-    alive = spool.claim("live-instance", limit=1, lease_s=0.5)
+    dead = spool.claim("dead-instance", limit=1, lease_s=0.5, round_id="r5")
+    alive = spool.claim("live-instance", limit=1, lease_s=0.5, round_id="r6")
     time.sleep(0.3)
     spool.renew("live-instance", [line.id for line in alive], lease_s=30)
     spool.renew("someone-else", [line.id for line in dead], lease_s=30)  # not the holder: no effect
     time.sleep(0.4)
 
-    taken_over = spool.claim("survivor", limit=10, lease_s=30)
+    taken_over = spool.claim("survivor", limit=10, lease_s=30, round_id="r7")
 
     assert [line.key for line in taken_over] == [dead[0].key]
+    assert taken_over[0].lapsed_round == "r5"  # the round that may have posted it, for the ledger to resolve
+    assert dead[0].lapsed_round is None
+    # The line now belongs to the survivor's round; the lapsed one has no line left under its id.
+    assert spool.round_lines("r5") is None
+    taken = spool.round_lines("r7")
+    assert taken is not None
+    assert [line.key for line in taken.lines] == [dead[0].key]
+    assert abs(taken.started_at - time.time()) < 5
 
 
 def test_deferred_lines_wait_and_stats_age_the_oldest(spool: Spool) -> None:
@@ -83,8 +91,8 @@ def test_deferred_lines_wait_and_stats_age_the_oldest(spool: Spool) -> None:
     assert stats.depth == 2
     assert 0.25 <= stats.oldest_age_s < 5
 
-    spool.defer([line.id for line in spool.claim("a", 10, 30)], delay_s=30)
-    assert spool.claim("a", 10, 30) == []
+    spool.defer([line.id for line in spool.claim("a", 10, 30, round_id="r8")], delay_s=30)
+    assert spool.claim("a", 10, 30, round_id="r9") == []
 
 
 def test_group_commit_stores_every_concurrent_append(spool: Spool) -> None:
@@ -104,7 +112,7 @@ def test_postgres_claims_of_concurrent_instances_never_overlap(postgres_url: str
     claimed: list[list[str]] = [[] for _ in instances]
 
     def drain(index: int) -> None:
-        while batch := instances[index].claim(f"instance-{index}", limit=7, lease_s=30):
+        while batch := instances[index].claim(f"instance-{index}", limit=7, lease_s=30, round_id="r10"):
             claimed[index].extend(line.key for line in batch)
 
     threads = [threading.Thread(target=drain, args=(index,)) for index in range(len(instances))]
@@ -176,12 +184,12 @@ def test_admission_refuses_past_the_depth_and_age_bounds(tmp_path: Path, caplog:
     assert len(caplog.records) == 1  # said once, not once per body
     assert admission.state.stats.depth == 5
 
-    spool.remove([line.id for line in spool.claim("a", 4, 30)])
+    spool.remove([line.id for line in spool.claim("a", 4, 30, round_id="r11")])
     time.sleep(0.6)
     state = admission.measure()
     assert not state.accepting
     assert state.reason.startswith("spool too old: its oldest line waits")
-    spool.remove([line.id for line in spool.claim("a", 4, 30)])
+    spool.remove([line.id for line in spool.claim("a", 4, 30, round_id="r12")])
     assert admission.measure().accepting
 
 
@@ -209,18 +217,18 @@ def test_a_failed_round_keeps_its_lines_and_a_later_one_delivers_them_once(
     spool.append([keyed(5)])
     reference_rs.faults.randomize([(Fault.with_status(503), 1.0)])
 
-    assert loop.deliver_round(spool.claim("test", 500, 30), retry_in_s=0) is False
+    assert loop.deliver_round(spool.claim("test", 500, 30, round_id="r13"), retry_in_s=0) is False
     assert reference_rs.row_count() == 0
     assert spool.stats().depth == 5
 
     reference_rs.faults.clear()
-    assert loop.deliver_round(spool.claim("test", 500, 30), retry_in_s=0) is True
+    assert loop.deliver_round(spool.claim("test", 500, 30, round_id="r14"), retry_in_s=0) is True
     assert spool.stats().depth == 0
     assert sorted(reference_rs.stored_lines()) == sorted(line.line for line in keyed(5))
 
     # The same entries spooled again (MinIO re-sent the body, to this or another instance): removed, never sent.
     spool.append([keyed(5)])
-    assert loop.deliver_round(spool.claim("test", 500, 30), retry_in_s=0) is True
+    assert loop.deliver_round(spool.claim("test", 500, 30, round_id="r15"), retry_in_s=0) is True
     assert (spool.stats().depth, reference_rs.row_count()) == (0, 5)
 
 
@@ -233,7 +241,7 @@ def test_a_line_ogc_rs_refuses_for_good_leaves_the_spool_and_is_logged(
     spool.append([keyed(4)])
 
     with caplog.at_level(logging.ERROR):
-        assert loop.deliver_round(spool.claim("test", 500, 30), retry_in_s=0) is True
+        assert loop.deliver_round(spool.claim("test", 500, 30, round_id="r16"), retry_in_s=0) is True
 
     assert spool.stats().depth == 0
     assert reference_rs.row_count() == 3

@@ -122,6 +122,10 @@ class DeliveryLoop:
         for thread in self._threads:
             thread.join(timeout)
 
+    def _next_round(self) -> int:
+        with self._round_lock:
+            return next(self._round_ids)
+
     def _idle(self, seconds: float) -> None:
         with self._wake:
             if self._pending_wakes == 0 and not self._stopped.is_set():
@@ -132,24 +136,31 @@ class DeliveryLoop:
         backoff = 0.0
         while not self._stopped.is_set():
             try:
-                batch = self._spool.claim(self.owner, self._settings.batch_lines, self._settings.lease_s)
-            except Exception as error:
-                logger.error("could not read the spool: %s", error)
-                self._stopped.wait(self._settings.backoff_initial_s)
-                continue
-            if not batch:
-                self._idle(self._settings.idle_poll_s)
-                continue
-            if self.deliver_round(batch, backoff or self._settings.backoff_initial_s):
-                backoff = 0.0
-            else:
-                backoff = min(self._settings.backoff_max_s, max(self._settings.backoff_initial_s, backoff * 2))
+                backoff = self._one_round(backoff)
+            except Exception:  # a fault of this code or a store: logged, never the end of the deliverer
+                logger.exception("deliverer fault; retrying")
+                backoff = self._settings.backoff_max_s
+            if backoff:
                 self._stopped.wait(backoff)
+
+    def _one_round(self, backoff: float) -> float:
+        """Claim and deliver one batch; the back-off to wait before the next (0 after a success or when idle)."""
+        round_id = f"{self.owner}:{self._next_round()}"
+        try:
+            batch = self._spool.claim(self.owner, self._settings.batch_lines, self._settings.lease_s, round_id)
+        except Exception as error:
+            logger.error("could not read the spool: %s", error)
+            return self._settings.backoff_initial_s
+        if not batch:
+            self._idle(self._settings.idle_poll_s)
+            return 0.0
+        if self.deliver_round(batch, backoff or self._settings.backoff_initial_s):
+            return 0.0
+        return min(self._settings.backoff_max_s, max(self._settings.backoff_initial_s, backoff * 2))
 
     def deliver_round(self, batch: Sequence[SpooledLine], retry_in_s: float) -> bool:
         """Deliver one claimed batch; True when every line of it is settled (nothing left to retry)."""
-        with self._round_lock:
-            round_id = next(self._round_ids)
+        round_id = self._next_round()
         self._leases.hold(round_id, [line.id for line in batch])
         failure: BaseException | None = None
         try:

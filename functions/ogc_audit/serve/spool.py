@@ -4,8 +4,11 @@
 contract: a SQLite file beside the process (one instance; the ledger lives in the same file) and a PostgreSQL table
 shared by a fleet of instances. A line is *claimed* by one deliverer for a lease (the visibility timeout, renewed
 while it is being sent), *removed* once the ledger shows it delivered, or *deferred* to a later try; a lease that
-runs out (its instance died) makes the line claimable again. Each line carries its ledger key (MinIO
-``deploymentid:requestID``): the spool holds one line per key, and the ledger decides whether it is ever sent.
+runs out (its instance died) makes the line claimable again. Each claim is a *round*: its id and start are written
+on the lines before anything is sent, so whoever takes over lines of a round that never finished can tell which
+lines that round may have posted (``round_lines``) and hand them to the ledger as an uncertain request. Each line
+carries its ledger key (MinIO ``deploymentid:requestID``): the spool holds one line per key, and the ledger decides
+whether it is ever sent.
 
 Appends are committed in groups (``GroupCommit``): the requests that arrive while one commit is being synced to disk
 share the next one, so a disk that syncs in 10 ms still accepts thousands of bodies a second.
@@ -42,6 +45,18 @@ class SpooledLine:
     id: int
     key: str
     line: str
+    lapsed_round: str | None = None
+    """When this claim took the line over from a round whose lease ran out (its instance died or stalled): that
+    round's id. None for a line nobody held."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRound:
+    """The lines one claim leased, in the order they are sent, and when that claim was made (epoch seconds)."""
+
+    round_id: str
+    started_at: float
+    lines: list[SpooledLine]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +76,13 @@ class Spool(Protocol):
         once. Raises SpoolUnavailable when the store cannot be written."""
         ...
 
-    def claim(self, owner: str, limit: int, lease_s: float) -> list[SpooledLine]:
-        """Up to ``limit`` lines nobody holds (oldest first), now held by ``owner`` for ``lease_s`` seconds."""
+    def claim(self, owner: str, limit: int, lease_s: float, round_id: str) -> list[SpooledLine]:
+        """Up to ``limit`` lines nobody holds (oldest first), now held by ``owner`` for ``lease_s`` seconds as round
+        ``round_id``, in id order (the order they are sent)."""
+        ...
+
+    def round_lines(self, round_id: str) -> SpoolRound | None:
+        """The lines still spooled under round ``round_id`` (in id order) and its start; None when none is left."""
         ...
 
     def renew(self, owner: str, ids: Sequence[int], lease_s: float) -> None:
@@ -113,8 +133,10 @@ class SqliteSpool:
         self._writer.executescript(
             "CREATE TABLE IF NOT EXISTS ogc_audit_spool ("
             " id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, line TEXT NOT NULL,"
-            " received_at REAL NOT NULL, available_at REAL NOT NULL, owner TEXT, attempts INTEGER NOT NULL DEFAULT 0);"
+            " received_at REAL NOT NULL, available_at REAL NOT NULL, owner TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
+            " round_id TEXT, round_started REAL);"
             "CREATE INDEX IF NOT EXISTS ogc_audit_spool_available ON ogc_audit_spool (available_at);"
+            "CREATE INDEX IF NOT EXISTS ogc_audit_spool_round ON ogc_audit_spool (round_id);"
         )
         self._reader = self._connect(path) if path != ":memory:" else self._writer
         self._write_lock = threading.Lock()
@@ -141,17 +163,31 @@ class SqliteSpool:
         except sqlite3.Error as error:
             raise SpoolUnavailable(f"the spool file cannot be written: {error}") from error
 
-    def claim(self, owner: str, limit: int, lease_s: float) -> list[SpooledLine]:
-        """The oldest available lines, leased to ``owner``."""
+    def claim(self, owner: str, limit: int, lease_s: float, round_id: str) -> list[SpooledLine]:
+        """The oldest available lines, leased to ``owner`` as round ``round_id``."""
         now = self._clock()
         with self._lock, _transaction(self._reader):
             rows = self._reader.execute(
-                "UPDATE ogc_audit_spool SET available_at = ?, owner = ?, attempts = attempts + 1 WHERE id IN"
-                " (SELECT id FROM ogc_audit_spool WHERE available_at <= ? ORDER BY available_at, id LIMIT ?)"
-                " RETURNING id, key, line",
-                (now + lease_s, owner, now, limit),
+                "SELECT id, key, line, CASE WHEN owner IS NULL THEN NULL ELSE round_id END FROM ogc_audit_spool"
+                " WHERE available_at <= ? ORDER BY available_at, id LIMIT ?",
+                (now, limit),
             ).fetchall()
+            self._reader.executemany(
+                "UPDATE ogc_audit_spool SET available_at = ?, owner = ?, attempts = attempts + 1, round_id = ?,"
+                " round_started = ? WHERE id = ?",
+                [(now + lease_s, owner, round_id, now, row[0]) for row in rows],
+            )
         return [SpooledLine(*row) for row in sorted(rows)]
+
+    def round_lines(self, round_id: str) -> SpoolRound | None:
+        """The lines of a round, by its index."""
+        with self._lock:
+            rows = self._reader.execute(
+                "SELECT id, key, line, round_started FROM ogc_audit_spool WHERE round_id = ? ORDER BY id", (round_id,)
+            ).fetchall()
+        if not rows:
+            return None
+        return SpoolRound(round_id, float(rows[0][3]), [SpooledLine(*row[:3]) for row in rows])
 
     def renew(self, owner: str, ids: Sequence[int], lease_s: float) -> None:
         """Extend the lease of lines still held by ``owner``."""
@@ -212,9 +248,12 @@ _POSTGRES_MIGRATIONS = (
         received_at timestamptz NOT NULL DEFAULT now(),
         available_at timestamptz NOT NULL DEFAULT now(),
         owner text,
-        attempts integer NOT NULL DEFAULT 0
+        attempts integer NOT NULL DEFAULT 0,
+        round_id text,
+        round_started timestamptz
     );
     CREATE INDEX IF NOT EXISTS ogc_audit_spool_available ON ogc_audit_spool (available_at);
+    CREATE INDEX IF NOT EXISTS ogc_audit_spool_round ON ogc_audit_spool (round_id);
     """,
 )
 _MIGRATION_LOCK = 0x6F67_6361_7564_6974  # "ogcaudit": one advisory lock id for the spool's migrations
@@ -278,18 +317,32 @@ class PostgresSpool:
                 (keys, lines),
             )
 
-    def claim(self, owner: str, limit: int, lease_s: float) -> list[SpooledLine]:
+    def claim(self, owner: str, limit: int, lease_s: float, round_id: str) -> list[SpooledLine]:
         """Lease the oldest available lines no other instance is claiming at this moment."""
         with self._using("_reader", self._lock) as connection:
             rows = connection.execute(
-                "UPDATE ogc_audit_spool SET available_at = now() + make_interval(secs => %s), owner = %s,"
-                " attempts = attempts + 1 WHERE id IN"
-                " (SELECT id FROM ogc_audit_spool WHERE available_at <= now() ORDER BY available_at, id LIMIT %s"
-                "  FOR UPDATE SKIP LOCKED)"
-                " RETURNING id, key, line",
-                (lease_s, owner, limit),
+                "WITH picked AS (SELECT id, owner, round_id FROM ogc_audit_spool WHERE available_at <= now()"
+                "  ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " UPDATE ogc_audit_spool AS spool SET available_at = now() + make_interval(secs => %s), owner = %s,"
+                " attempts = spool.attempts + 1, round_id = %s, round_started = now() FROM picked"
+                " WHERE spool.id = picked.id"
+                " RETURNING spool.id, spool.key, spool.line,"
+                " CASE WHEN picked.owner IS NULL THEN NULL ELSE picked.round_id END",
+                (limit, lease_s, owner, round_id),
             ).fetchall()
         return [SpooledLine(*row) for row in sorted(rows)]
+
+    def round_lines(self, round_id: str) -> SpoolRound | None:
+        """The lines of a round, by its index."""
+        with self._using("_reader", self._lock) as connection:
+            rows = connection.execute(
+                "SELECT id, key, line, extract(epoch FROM round_started) FROM ogc_audit_spool WHERE round_id = %s"
+                " ORDER BY id",
+                (round_id,),
+            ).fetchall()
+        if not rows:
+            return None
+        return SpoolRound(round_id, float(rows[0][3]), [SpooledLine(*row[:3]) for row in rows])
 
     def renew(self, owner: str, ids: Sequence[int], lease_s: float) -> None:
         """Extend the lease of lines still held by ``owner``."""
