@@ -44,6 +44,8 @@ IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"
 """The DynamoDB ledger table in AWS."""
 LEDGER_PATH: Final = "LEDGER_PATH"
 """The SQLite ledger file of local runs and the standalone server."""
+LEDGER_DATABASE_URL: Final = "LEDGER_DATABASE_URL"
+"""``postgresql://...``: the standalone server's spool and ledger, shared by a fleet (``serve --database-url``)."""
 
 # Uncertain requests (metering.uncertain.UncertainResolver).
 UNCERTAIN_GRACE_S: Final = "UNCERTAIN_GRACE_S"
