@@ -40,7 +40,15 @@ from metering.metrics import (
 from metering.outcomes import OutcomeTally
 from metering.redelivery import delay_redelivery, retry_after_s
 from metering.uncertain import UncertainResolver
-from s3_audit.envelopes import InlineRecord, LogFileRef, SkippedInput, SkipReason, Work, work_in_event, work_in_message
+from s3_audit.envelopes import (
+    ALARMING_SKIPS,
+    InlineRecord,
+    LogFileRef,
+    SkippedInput,
+    Work,
+    work_in_event,
+    work_in_message,
+)
 from s3_audit.event_batch import EventBatchResult, QueuedEvent, ingest_event_batch
 from s3_audit.ingest import IngestResult, LineSink, ingest_log_file
 
@@ -129,8 +137,8 @@ def process_work(items: Iterable[Work], deps: Dependencies, totals: InvocationTo
     for item in work:
         if isinstance(item, SkippedInput):
             totals.skipped_inputs[item.reason.value] += 1
-            # An envelope nobody understood is dropped: ERROR, so an operator sees its excerpt.
-            log = logger.error if item.reason is SkipReason.UNKNOWN_ENVELOPE else logger.info
+            # An envelope nobody understood, or a log file where its source never writes: ERROR, for an operator.
+            log = logger.error if item.reason in ALARMING_SKIPS else logger.info
             log("input skipped", extra={"reason": item.reason.value, "input": item.detail})
         elif isinstance(item, LogFileRef):
             result = ingest_log_file(item, s3=deps.s3, sink=deps.sink, ledger=deps.ledger, resolver=deps.resolver)
