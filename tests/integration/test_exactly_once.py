@@ -314,3 +314,28 @@ def test_the_grace_period_is_configured_in_seconds(value: str, grace: float) -> 
 def test_a_wrong_grace_period_is_refused_naming_the_variable(value: str) -> None:
     with pytest.raises(SettingsError, match="UNCERTAIN_GRACE_S"):
         UncertainResolver.from_env({"UNCERTAIN_GRACE_S": value})
+
+
+@pytest.fixture
+def process_resolver_from(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process-wide resolver built afresh from this test's environment, and forgotten after it."""
+    from metering import runtime
+
+    runtime._cached_resolver.cache_clear()
+    yield
+    runtime._cached_resolver.cache_clear()
+
+
+def test_a_caller_that_passes_no_resolver_gets_the_environments(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str, process_resolver_from: None
+) -> None:
+    """How ``serve`` and the CLI use it: OGC_RS_DATABASE_URL set, nothing else to wire."""
+    with ReferenceOgcRs(database_url=postgres_url) as rs:
+        monkeypatch.setenv("OGC_RS_DATABASE_URL", rs.database_url)
+        client, ledger, items = client_for(rs), SqliteLedger(), keyed(3)
+        rs.faults.push("store_then_drop")
+        with pytest.raises(UncertainDeliveryError):
+            deliver_once(client, ledger, items)
+        report = deliver_once(client, ledger, items)  # found stored in jobs_table: nothing sent
+        assert (report.delivery.requests, report.already_delivered) == (0, 3)
+        assert rs.row_count() == 3
