@@ -13,6 +13,7 @@ from metering import env_names
 from metering.auth import TokenProvider
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
 from metering.ogc_rs import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, OgcRsClient, http_session
+from metering.ogc_rs_database import open_ogc_rs_database
 from metering.settings import ClientCredentials, OgcRsSettings, SettingsError
 from metering.uncertain import LandingCheck, UncertainResolver
 
@@ -110,18 +111,8 @@ def build_uncertain_resolver(env: Mapping[str, str], database: LandingCheck | No
     or ``OGC_RS_DATABASE_URL`` is set (``serve`` and the CLI near OGC RS; the Lambda bundles lack its driver)."""
     url = env.get(env_names.OGC_RS_DATABASE_URL, "").strip()
     if database is None and url:
-        database = open_landing_check(url)
+        database = open_ogc_rs_database(url)
     return UncertainResolver.from_env(env, database)
-
-
-def open_landing_check(url: str) -> LandingCheck:
-    """Read-only access to OGC RS's database at ``url`` (``metering.ogc_rs_database``)."""
-    import importlib
-
-    # Imported when asked for only: it needs psycopg, which the Lambda bundles do not carry.
-    module = importlib.import_module("metering.ogc_rs_database")
-    database: LandingCheck = module.open_ogc_rs_database(url)
-    return database
 
 
 @functools.cache

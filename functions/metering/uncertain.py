@@ -21,17 +21,16 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
 from metering import env_names
 from metering.ledger import DeliveryLedger, UncertainRequest
+from metering.ogc_rs_database import RequestLanding
 from metering.settings import SettingsError
 
 __all__ = [
     "DEFAULT_UNCERTAIN_GRACE_S",
     "LandingCheck",
-    "RequestLanding",
     "Resolution",
     "UncertainResolver",
     "UncertainTally",
@@ -48,22 +47,11 @@ DEFAULT_NOT_STORED_AFTER_S = 60.0
 DEFAULT_ASK_AGAIN_S = 60.0
 
 
-class RequestLanding(StrEnum):
-    """What OGC RS's database says about one request (``metering.ogc_rs_database`` answers in the same terms)."""
-
-    STORED = "stored"
-    """A jobs_table row with exactly that logs array finished SUCCESSFUL: its lines are in ``metering``."""
-    NOT_STORED = "not_stored"
-    """No such row, or only FAILED/DISMISSED ones: the transaction rolled back, nothing is stored."""
-    PENDING = "pending"
-    """ACCEPTED or RUNNING: still running, ask again later."""
-
-
 class LandingCheck(Protocol):
     """Read-only access to OGC RS's database, as far as resolving needs it."""
 
-    def landing(self, logs: Sequence[str]) -> str:
-        """Whether the request with exactly this ``logs`` array landed: a RequestLanding value."""
+    def landing(self, logs: Sequence[str]) -> RequestLanding:
+        """Whether the request with exactly this ``logs`` array landed (``OgcRsDatabase.landing``)."""
         ...
 
 
@@ -218,7 +206,7 @@ class UncertainResolver:
         if self.database is None:
             return None
         try:
-            return RequestLanding(str(self.database.landing(request.logs)))
+            return self.database.landing(request.logs)
         except Exception as error:  # an unreachable database must not stop delivery: the grace period applies
             logger.warning(
                 "OGC RS's database could not be asked about request %s (%s): the grace period applies",
