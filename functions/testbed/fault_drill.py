@@ -134,6 +134,10 @@ class DrillConfig:
     retries: int = 2
     backoff_s: float = 0.01
     rounds: int = 8
+    slow_s: float = 3.0
+    """The slow phase: OGC RS stores each request on receipt and answers this long after (0: no slow phase)."""
+    slow_log_files: int = 4
+    slow_bodies: int = 6
 
     def fault_table(self) -> list[tuple[Fault, float]]:
         """The process endpoint's fault mix as FaultPlan.randomize takes it."""
@@ -156,6 +160,8 @@ class DrillConfig:
             self.delay_s <= self.read_timeout_s
         ):
             raise ValueError("delay_s must exceed read_timeout_s, or a delay is just a slow success")
+        if 0 < self.slow_s <= self.read_timeout_s:
+            raise ValueError("slow_s must exceed read_timeout_s: the slow phase answers after the client gave up")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,11 +228,22 @@ def generate_inputs(config: DrillConfig, rng: random.Random) -> DrillInputs:
     return generator.inputs
 
 
+def generate_slow_inputs(config: DrillConfig, rng: random.Random) -> DrillInputs:
+    """The inputs of the slow phase: log files and bodies of their own (no poison), named apart from the others."""
+    if config.slow_s <= 0:
+        return DrillInputs()
+    sized = replace(config, log_files=config.slow_log_files, bodies=config.slow_bodies)
+    generator = _Generator(replace(sized, poison_lines=0, poisoned_values=0), rng, tag="slow")
+    generator.log_files()
+    generator.bodies()
+    return generator.inputs
+
+
 class _Generator:
     """Draws the inputs from one RNG and notes, as it goes, which lines must reach OGC RS."""
 
-    def __init__(self, config: DrillConfig, rng: random.Random) -> None:
-        self.config, self.rng, self.inputs = config, rng, DrillInputs()
+    def __init__(self, config: DrillConfig, rng: random.Random, tag: str = "drill") -> None:
+        self.config, self.rng, self.inputs, self.tag = config, rng, DrillInputs(), tag
         poison_in_s3 = config.poison_lines // 2 if config.log_files else 0
         poison_in_minio = config.poison_lines - poison_in_s3 if config.bodies else 0
         s3_slots = max(1, config.log_files * config.records_per_file)
@@ -290,8 +307,8 @@ class _Generator:
                     inputs.repeated_events += 1
             inputs.records += len(records)
             earlier.extend(records)
-            key = cloudtrail_log_key(when, f"drill{number:04d}")
-            copy_key = cloudtrail_log_key(when, f"drill{number:04d}copy") if rng.random() < 0.1 else None
+            key = cloudtrail_log_key(when, f"{self.tag}{number:04d}")
+            copy_key = cloudtrail_log_key(when, f"{self.tag}{number:04d}copy") if rng.random() < 0.1 else None
             text = json.dumps({"Records": records}).replace(f'"{_HUGE_MARKER}"', _HUGE_NUMBER)
             body = gzip.compress(text.encode())
             inputs.log_files.append(LogFile(key, body, copy_key=copy_key, notify_twice=rng.random() < 0.1))
@@ -785,6 +802,27 @@ def _recovery_phase(driver: Driver, rs: WitnessedOgcRs, wiring: Wiring) -> None:
         driver.stats.dlq_left[name] = _queue_depth(driver.sqs, driver.names[f"{name}-dlq"])
 
 
+def _slow_phase(driver: Driver, rs: WitnessedOgcRs, slow: DrillInputs, config: DrillConfig, wiring: Wiring) -> None:
+    """A slow OGC RS: every request is stored on receipt and answered ``slow_s`` later, after the client's read
+    timeout. Faults are off; what is not delivered meanwhile is redriven and drained with OGC RS fast again."""
+    if not (slow.log_files or slow.bodies):
+        return
+    rs.answer_latency_s = config.slow_s
+    try:
+        driver.upload(slow.log_files)
+        driver.sender.pending.extend(slow.bodies)
+        driver.drain(timeout_s=max(120.0, 40 * config.slow_s))
+    finally:
+        rs.answer_latency_s = 0.0
+    _recovery_phase(driver, rs, wiring)
+
+
+def copies_per_line(expected: Counter[str], stored: Counter[str]) -> dict[str, int]:
+    """How many rows each expected line produced, as ``{copies: lines}`` (``"0"``: lost, ``"1"``: exactly once)."""
+    histogram = Counter(str(stored[line]) for line in expected)
+    return dict(sorted(histogram.items(), key=lambda item: int(item[0])))
+
+
 # --------------------------------------------------------------------------------------------------
 # Reconciliation
 # --------------------------------------------------------------------------------------------------
@@ -807,6 +845,13 @@ class DrillReport:
     window_lines: int = 0
     window_by_fault: dict[str, int] = field(default_factory=dict)
     unexpected: int = 0
+    copies_per_line: dict[str, int] = field(default_factory=dict)
+    """Rows each expected line produced, ``{copies: lines}``; exactly once is ``{"1": expected_distinct}``."""
+    slow_expected: int = 0
+    slow_copies_per_line: dict[str, int] = field(default_factory=dict)
+    """The same for the lines delivered while OGC RS answered after the client's read timeout."""
+    slow_duplicated: int = 0
+    slow_answer_s: float = 0.0
     poison_quarantined: int = 0
     poison_in_error_logs: int = 0
     poison_stored: int = 0
@@ -867,6 +912,7 @@ def reconcile(
             unexpected.append(line)
             report.unexpected += have
     report.duplicates_inside_window = inside
+    report.copies_per_line = copies_per_line(expected, stored_count)
     report.delivered_distinct = sum(1 for line in expected if stored_count[line] > 0)
     report.poison_stored = sum(stored_count[line] for line in poison)
     report.poison_in_error_logs = sum(1 for line in poison if any(line in text for text in error_texts))
@@ -908,13 +954,14 @@ def run_drill(config: DrillConfig, function_logs: TextIO | None = None) -> Drill
     started = time.monotonic()
     rng = random.Random(config.seed)  # noqa: S311 - reproducible inputs, not security
     inputs = generate_inputs(config, rng)
+    slow = generate_slow_inputs(config, rng)
     sink = function_logs if function_logs is not None else open(os.devnull, "w")  # noqa: SIM115 - closed below
     try:
         with tempfile.TemporaryDirectory() as folder:
             rs = WitnessedOgcRs(db_path=str(Path(folder) / "metering.sqlite3"), fault_seed=config.seed)
             with rs, local_aws():
                 rs.poisoned_item_ids = set(inputs.poison_item_ids)
-                report = _run_in_emulator(config, rs, inputs, rng, sink)
+                report = _run_in_emulator(config, rs, inputs, rng, sink, slow=slow)
     finally:
         if function_logs is None:
             sink.close()
@@ -923,7 +970,7 @@ def run_drill(config: DrillConfig, function_logs: TextIO | None = None) -> Drill
 
 
 def _run_in_emulator(
-    config: DrillConfig, rs: WitnessedOgcRs, inputs: DrillInputs, rng: random.Random, sink: TextIO
+    config: DrillConfig, rs: WitnessedOgcRs, inputs: DrillInputs, rng: random.Random, sink: TextIO, *, slow: DrillInputs
 ) -> DrillReport:
     import boto3
 
@@ -938,16 +985,19 @@ def _run_in_emulator(
             rs.token_faults.randomize(token_faults, seed=config.seed + 1)
         _fault_phase(driver, rs, inputs, config)
         _recovery_phase(driver, rs, wiring)
-        if not rs.wait_idle():
+        _slow_phase(driver, rs, slow, config, wiring)
+        if not rs.wait_idle(timeout_s=15.0 + config.slow_s):
             raise TimeoutError("OGC RS still has requests in progress")
+        stored = rs.stored_lines()
         report = reconcile(
-            expected=inputs.expected,
+            expected=inputs.expected + slow.expected,
             poison=inputs.poison,
-            stored=rs.stored_lines(),
+            stored=stored,
             batches=rs.stored_batches,
             received_jobs=wiring.received_jobs,
             error_texts=errors.texts,
         )
+        _slow_figures(report, slow, stored, config)
         report.token_fetches = sum(client._tokens.fetches for client in wiring.clients)
         stats_flaky = {"sqs_failed_before_send": wiring.flaky_sqs.failed_before}
         stats_flaky["sqs_failed_after_send"] = wiring.flaky_sqs.failed_after
@@ -978,6 +1028,15 @@ def _run_in_emulator(
     report.flows = {**flows, **stats_flaky}
     _judge(report)
     return report
+
+
+def _slow_figures(report: DrillReport, slow: DrillInputs, stored: Sequence[str], config: DrillConfig) -> None:
+    """Copies per line, over all lines and over the slow phase's: a slow answer is no reason for a second copy."""
+    stored_count = Counter(stored)
+    report.slow_answer_s = config.slow_s
+    report.slow_expected = sum(slow.expected.values())
+    report.slow_copies_per_line = copies_per_line(slow.expected, stored_count)
+    report.slow_duplicated = sum(max(0, stored_count[line] - want) for line, want in slow.expected.items())
 
 
 def _fault_name(fault: Fault) -> str:
@@ -1020,6 +1079,14 @@ def print_report(report: DrillReport, out: TextIO) -> None:
         ("lost", str(report.lost)),
         ("duplicated", str(report.duplicated)),
         ("unexpected", str(report.unexpected)),
+        ("copies per line", json.dumps(report.copies_per_line)),
+        (
+            "slow OGC RS",
+            f"answers {report.slow_answer_s:g} s after storing: {report.slow_expected} lines, "
+            f"copies per line {json.dumps(report.slow_copies_per_line)}, duplicated {report.slow_duplicated}"
+            if report.slow_answer_s > 0
+            else "off",
+        ),
         (
             "poison quarantined",
             f"{report.poison_quarantined} of {report.poison_lines} "
@@ -1066,6 +1133,9 @@ def _arguments(argv: Sequence[str] | None) -> tuple[DrillConfig, str | None]:
         ("read-timeout-s", float, "client read timeout"),
         ("retries", int, "client retries per request"),
         ("rounds", int, "rounds in which inputs arrive"),
+        ("slow-s", float, "slow phase: OGC RS answers this long after storing (0: no slow phase)"),
+        ("slow-log-files", int, "log files delivered in the slow phase"),
+        ("slow-bodies", int, "MinIO bodies delivered in the slow phase"),
     ]
     for name, kind, text in options:
         attribute = name.replace("-", "_")

@@ -28,12 +28,13 @@ QUIET: dict[str, Any] = {
     "outage_s": 0.0,
     "sqs_faults": 0.0,
     "lost_answers": 0.0,
+    "slow_s": 0.0,
 }
 
 
 def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
     arguments = ["--log-files", "6", "--records-per-file", "30", "--bodies", "10", "--max-entries", "12"]
-    arguments += ["--rounds", "4", "--seed", "11"]
+    arguments += ["--rounds", "4", "--seed", "11", "--slow-s", "3", "--slow-log-files", "2", "--slow-bodies", "3"]
     result = subprocess.run(
         [sys.executable, "-m", "testbed.fault_drill", *arguments],
         check=False,
@@ -52,6 +53,13 @@ def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
     assert figures["poison_lines"] > 0
     assert figures["poison_quarantined"] == figures["poison_lines"]
     assert figures["delivered_distinct"] == figures["expected_distinct"] > 0
+    # Copies per line: every expected line is stored at least once; the slow phase (OGC RS storing on receipt and
+    # answering 3 s later, past the client's read timeout) delivered lines of its own.
+    assert "0" not in figures["copies_per_line"]
+    assert sum(figures["copies_per_line"].values()) == figures["expected_distinct"]
+    assert figures["slow_expected"] > 0
+    assert sum(figures["slow_copies_per_line"].values()) == figures["slow_expected"]
+    assert "slow OGC RS               answers 3 s after storing" in result.stdout
     assert figures["duplicated"] == figures["duplicates_inside_window"] <= figures["window_lines"]
     assert sum(figures["flows"]["redriven"].values()) > 0  # the outage sent messages to the DLQs
     assert len(figures["faults_applied"]) >= 5  # of 503, 500, 429, delay, drop, store_then_drop, unauthorized
