@@ -7,6 +7,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ogc_audit.serve.settings import (
+    DEFAULT_DELIVERY_WORKERS,
+    DEFAULT_LEASE_S,
+    DEFAULT_SPOOL_MAX_AGE_S,
+    DEFAULT_SPOOL_MAX_LINES,
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -82,12 +89,51 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument("--to", dest="target", help="queue URL to move to (default: the DLQ's source queue)")
     redrive.add_argument("--max", dest="limit", type=int, help="move at most this many messages")
 
-    serve = commands.add_parser("serve", help="run the MinIO audit webhook on a plain host")
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server for MinIO on other hosts
+    serve = commands.add_parser(
+        "serve",
+        help="run the MinIO audit webhook on a plain host (spool, then deliver behind)",
+        description="Answer MinIO as soon as a body's lines are in the spool, and deliver them to OGC RS behind, "
+        "each once. Spool and ledger live in one SQLite file, or in PostgreSQL for a fleet of instances.",
+    )
+    serve.add_argument(
+        "--host",
+        default="0.0.0.0",  # noqa: S104 - serves MinIO hosts; plain HTTP beyond loopback is refused
+        help="address to listen on (default 0.0.0.0: needs --certfile/--keyfile, or --insecure-http)",
+    )
     serve.add_argument("--port", type=int, default=8092)
-    serve.add_argument("--workers", type=int, default=2)
     serve.add_argument("--certfile", help="PEM certificate (chain) to serve HTTPS; needs --keyfile")
     serve.add_argument("--keyfile", help="PEM private key of --certfile")
+    serve.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)",
+    )
+    serve.add_argument(
+        "--database-url",
+        help="postgresql://... (spool and ledger shared by a fleet) or sqlite:///PATH; default LEDGER_DATABASE_URL, "
+        "else the SQLite file LEDGER_PATH (ogc-audit-ledger.sqlite3)",
+    )
+    serve.add_argument(
+        "--spool-max-lines", type=int, default=DEFAULT_SPOOL_MAX_LINES, help="answer 503 past this many spooled lines"
+    )
+    serve.add_argument(
+        "--spool-max-age",
+        type=float,
+        default=DEFAULT_SPOOL_MAX_AGE_S,
+        metavar="SECONDS",
+        help="answer 503 while the oldest spooled line is older than this",
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes accepting bodies (each with its deliverers); default 1"
+    )
+    serve.add_argument("--delivery-workers", type=int, default=DEFAULT_DELIVERY_WORKERS, help="parallel deliverers")
+    serve.add_argument(
+        "--lease",
+        type=float,
+        default=DEFAULT_LEASE_S,
+        metavar="SECONDS",
+        help="how long a deliverer holds spooled lines before another instance may take them over (renewed)",
+    )
 
     verify = commands.add_parser(
         "verify",
@@ -147,11 +193,17 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
 
         return run_redrive(args.dead_letter_queue_url, args.target, args.limit)
     if args.command == "serve":
-        from ogc_audit.serve import run_serve
+        from ogc_audit.serve.server import Listener, ServeOptions, run_serve
 
-        return run_serve(
-            host=args.host, port=args.port, workers=args.workers, certfile=args.certfile, keyfile=args.keyfile
+        listener = Listener(args.host, args.port, args.certfile, args.keyfile, args.insecure_http)
+        options = ServeOptions(
+            database_url=args.database_url,
+            spool_max_lines=args.spool_max_lines,
+            spool_max_age_s=args.spool_max_age,
+            delivery_workers=args.delivery_workers,
+            lease_s=args.lease,
         )
+        return run_serve(listener, options, workers=args.workers)
     if args.command == "verify":
         from ogc_audit.verify import run_verify
 

@@ -485,12 +485,13 @@ def _s3_period_streams(url: str, period: Period) -> Iterator[LogStream]:
     import boto3
 
     from ogc_audit.replay import log_files_in_period
+    from s3_audit.extract import LogStream
     from s3_audit.ingest import s3_object_chunks
     from s3_audit.sources.registry import source_named
 
     s3 = boto3.client("s3")
     for ref in log_files_in_period(s3, url, period.since, period.until + LOG_DELIVERY_LAG):
-        yield source_named(ref.source), s3_object_chunks(s3, ref)
+        yield LogStream(source_named(ref.source), ref.uri, s3_object_chunks(s3, ref))
 
 
 # --------------------------------------------------------------------------------------------------
