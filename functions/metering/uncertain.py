@@ -21,11 +21,11 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
 from metering import env_names
 from metering.ledger import DeliveryLedger, UncertainRequest
+from metering.ogc_rs_database import RequestLanding  # one definition (psycopg is imported only to open a URL)
 from metering.settings import SettingsError
 
 __all__ = [
@@ -46,17 +46,6 @@ DEFAULT_UNCERTAIN_GRACE_S = 15 * 60.0
 DEFAULT_NOT_STORED_AFTER_S = 60.0
 # How soon to ask again when OGC RS is still running the request, or another resolver holds it.
 DEFAULT_ASK_AGAIN_S = 60.0
-
-
-class RequestLanding(StrEnum):
-    """What OGC RS's database says about one request (``metering.ogc_rs_database`` answers in the same terms)."""
-
-    STORED = "stored"
-    """A jobs_table row with exactly that logs array finished SUCCESSFUL: its lines are in ``metering``."""
-    NOT_STORED = "not_stored"
-    """No such row, or only FAILED/DISMISSED ones: the transaction rolled back, nothing is stored."""
-    PENDING = "pending"
-    """ACCEPTED or RUNNING: still running, ask again later."""
 
 
 class LandingCheck(Protocol):
