@@ -138,6 +138,12 @@ class DrillConfig:
     """The slow phase: OGC RS stores each request on receipt and answers this long after (0: no slow phase)."""
     slow_log_files: int = 4
     slow_bodies: int = 6
+    database: bool = True
+    """The functions resolve uncertain requests through OGC RS's database (a Lambda in OGC RS's network, serve, the
+    CLI); False: without it, by the grace period, counting possible duplicates."""
+    grace_s: float = 2.0
+    """Without the database: how long an uncertain request is left alone (900 s in production, scaled down here
+    like every other timeout of the drill)."""
 
     def fault_table(self) -> list[tuple[Fault, float]]:
         """The process endpoint's fault mix as FaultPlan.randomize takes it."""
@@ -544,7 +550,9 @@ def _patch(module: ModuleType, name: str, value: object, saved: list[tuple[Modul
 
 
 @contextlib.contextmanager
-def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.Random) -> Iterator[Wiring]:
+def _wired_handlers(
+    config: DrillConfig, resources: FlowResources, rng: random.Random, rs: ReferenceOgcRs
+) -> Iterator[Wiring]:
     """Give the real handlers a short-timeout OGC RS client, the DynamoDB ledger and a flaky SQS; undo after.
 
     Every client is made with the credentials of the function that uses it, so the template policies still apply.
@@ -553,8 +561,10 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
 
     from metering.ledger import DynamoDbLedger
     from metering.ogc_rs import http_session
+    from metering.ogc_rs_database import open_ogc_rs_database
     from metering.runtime import build_ogc_rs_client
     from metering.settings import OgcRsSettings
+    from metering.uncertain import UncertainResolver
     from minio_relay import handler as minio_handler
     from s3_audit import handler as s3_handler
 
@@ -562,12 +572,22 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
     # pointing at its (stopped) emulator.
     powertools_parameters.DEFAULT_PROVIDERS.pop("secrets", None)
     received: set[str] = set()
+    databases: list[Any] = []
     timeout = (config.connect_timeout_s, config.read_timeout_s)
 
     def client(env: Mapping[str, str]) -> Any:
         # One client per function, as each Lambda function has its own process and token cache.
         session = AnswerWitnessSession(http_session(retries=config.retries, backoff_factor=config.backoff_s), received)
         return build_ogc_rs_client(OgcRsSettings.from_env(env), session=session, timeout=timeout)
+
+    def resolver() -> UncertainResolver:
+        # Each function its own, as each has its own process. Times scaled like the drill's timeouts: a request is
+        # trusted NOT_STORED once older than an injected delay, and asked about again soon.
+        database = open_ogc_rs_database(rs.database_url) if config.database else None
+        if database is not None:
+            databases.append(database)
+        scaled = 2 * max(config.delay_s, config.read_timeout_s)
+        return UncertainResolver(database, grace_s=config.grace_s, not_stored_after_s=scaled, ask_again_s=0.5)
 
     def ledger(function: Any) -> DynamoDbLedger:
         return DynamoDbLedger(
@@ -577,7 +597,10 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
     s3_audit, webhook, deliver = resources.s3_audit, resources.webhook, resources.deliver
     s3_client, minio_client = client(s3_audit.environment), client(deliver.environment)
     deliver_ledger = ledger(deliver)
-    deps = s3_handler.Dependencies(s3=s3_audit.session().client("s3"), sink=s3_client, ledger=ledger(s3_audit))
+    deps = s3_handler.Dependencies(
+        s3=s3_audit.session().client("s3"), sink=s3_client, ledger=ledger(s3_audit), resolver=resolver()
+    )
+    deliver_resolver = resolver()
     flaky = FlakySqs(webhook.session().client("sqs"), config.sqs_faults, random.Random(rng.random()))  # noqa: S311
     saved: list[tuple[ModuleType, str, object]] = []
     minio_handler._webhook.cache_clear()  # built from the environment: must see the drill's queue and secret
@@ -585,11 +608,14 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
         _patch(s3_handler, "dependencies", lambda: deps, saved)
         _patch(minio_handler, "deliver_client", lambda: minio_client, saved)
         _patch(minio_handler, "deliver_ledger", lambda: deliver_ledger, saved)
+        _patch(minio_handler, "deliver_resolver", lambda: deliver_resolver, saved)
         _patch(minio_handler, "sqs_client", lambda: flaky, saved)
         yield Wiring(received, flaky, [s3_client, minio_client])
     finally:
         for module, name, value in reversed(saved):
             setattr(module, name, value)
+        for database in databases:
+            database.close()
         minio_handler._webhook.cache_clear()
         minio_handler._sqs_client.cache_clear()
         s3_handler.dependencies.cache_clear()
@@ -976,7 +1002,7 @@ def _run_in_emulator(
 
     resources = _create_resources(boto3, rs, config)
     stats = FlowStats()
-    with _function_logs(sink) as errors, _wired_handlers(config, resources, rng) as wiring:
+    with _function_logs(sink) as errors, _wired_handlers(config, resources, rng, rs) as wiring:
         sender = MinioSender(resources.webhook, random.Random(rng.random()), stats, config.lost_answers)  # noqa: S311
         driver = Driver(aws=boto3, resources=resources, config=config, sender=sender, stats=stats)
         rs.faults.randomize(config.fault_table(), seed=config.seed)
@@ -1136,6 +1162,7 @@ def _arguments(argv: Sequence[str] | None) -> tuple[DrillConfig, str | None]:
         ("slow-s", float, "slow phase: OGC RS answers this long after storing (0: no slow phase)"),
         ("slow-log-files", int, "log files delivered in the slow phase"),
         ("slow-bodies", int, "MinIO bodies delivered in the slow phase"),
+        ("grace-s", float, "with --no-database: seconds an uncertain request waits before it is sent once more"),
     ]
     for name, kind, text in options:
         attribute = name.replace("-", "_")
@@ -1143,8 +1170,15 @@ def _arguments(argv: Sequence[str] | None) -> tuple[DrillConfig, str | None]:
             f"--{name}", type=kind, default=getattr(defaults, attribute), help=f"{text} (default %(default)s)"
         )
     parser.add_argument("--function-logs", help="write the functions' JSON logs to this file (default: discarded)")
+    parser.add_argument(
+        "--no-database",
+        dest="database",
+        action="store_false",
+        help="the functions cannot read OGC RS's database: uncertain requests wait --grace-s, then are sent once more",
+    )
     args = parser.parse_args(argv)
     values = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _, _ in options}
+    values["database"] = args.database
     config = replace(defaults, **values)
     config.check()
     return config, args.function_logs
