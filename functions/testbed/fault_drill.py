@@ -964,6 +964,10 @@ def _judge(report: DrillReport) -> None:
         ),
         (not any(report.flows.get("dlq_left", {}).values()), "messages left in a DLQ"),
         (report.redirects_followed == 0, f"{report.redirects_followed} redirects followed"),
+        (
+            report.slow_duplicated == 0,
+            f"{report.slow_duplicated} duplicates while OGC RS answered after the client's read timeout",
+        ),
     ]
     report.problems = [message for passed, message in checks if not passed and message]
     report.ok = not report.problems
