@@ -456,7 +456,7 @@ def test_a_full_spool_answers_503_and_accepts_again_once_drained(reference_rs: R
         assert "ogc_audit_spool_depth 10" in metrics
 
         reference_rs.faults.clear()  # OGC RS back: the spool drains and accepts again
-        wait_for(lambda: requests.get(base + "/ready", timeout=5).status_code == 200, what="ready again")
+        wait_for(lambda: requests.get(base + "/ready", timeout=5).json() == {"ready": True, "spoolDepth": 0})
         for body in bodies[2:]:
             assert post(base, body).status_code == 200
         wait_for(lambda: reference_rs.row_count() >= len(starts), what="every line delivered")

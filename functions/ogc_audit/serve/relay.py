@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from metering.exactly_once import KeyedLine, LineSender
 from metering.ledger import DeliveryLedger, SqliteLedger
 from metering.line import MeteredDownload
+from metering.ogc_rs import CONNECT_TIMEOUT_S
 from metering.runtime import build_ogc_rs_client
 from metering.settings import OgcRsSettings, SettingsError
 from minio_relay.audit_entry import entry_ledger_key
@@ -91,7 +92,7 @@ class Relay:
     def build(cls, settings: RelaySettings) -> Relay:
         """Open the stores (creating or migrating their schema) and build the OGC RS client."""
         spool, ledger = open_stores(settings.store)
-        client = build_ogc_rs_client(settings.ogc_rs)
+        client = build_ogc_rs_client(settings.ogc_rs, timeout=(CONNECT_TIMEOUT_S, settings.delivery.read_timeout_s))
         return cls(settings.webhook, spool, ledger, client, settings.limits, settings.delivery)
 
     def start(self) -> None:
