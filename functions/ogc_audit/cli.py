@@ -1,4 +1,4 @@
-"""The ``ogc-audit`` command: extract, replay, redrive, serve, verify and demo."""
+"""The ``ogc-audit`` command: extract, replay, reconcile, redrive, serve, verify and demo."""
 
 from __future__ import annotations
 
@@ -47,6 +47,43 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--since", required=True, help="start of the period (ISO 8601; UTC unless an offset is given)")
     replay.add_argument("--until", required=True, help="end of the period, exclusive")
     replay.add_argument("--dry-run", action="store_true", help="meter and count only: nothing sent, ledger untouched")
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare a period's downloads with the rows of OGC RS's metering table (read-only)",
+        description="Compare the downloads the INPUTs report for [--since, --until) with the rows OGC RS's metering "
+        "table holds for that period, as multisets of userId|collectionId|itemId|timestamp|bytes. Reports missing, "
+        "duplicated and unexpected rows (JSON with --json, a summary on stderr). Exit 0 when the period matches "
+        "exactly, 1 when it does not, 2 on a usage, source or connection error.",
+    )
+    reconcile.add_argument("--source", choices=("cloudtrail", "s3-access-log", "minio"), required=True)
+    reconcile.add_argument("--since", required=True, help="start of the period (ISO 8601; UTC unless an offset)")
+    reconcile.add_argument("--until", required=True, help="end of the period, exclusive")
+    reconcile.add_argument(
+        "--database-url",
+        help="OGC RS's database, postgresql://role@host:port/db (default: OGC_RS_DATABASE_URL); "
+        "sqlite:///path reads the reference OGC RS's demo file",
+    )
+    reconcile.add_argument("--json", dest="json_path", metavar="FILE", help="write the JSON report there (- stdout)")
+    reconcile.add_argument(
+        "--repair", action="store_true", help="send the missing lines, once (a second repair sends nothing)"
+    )
+    reconcile.add_argument(
+        "--delete-sql", metavar="FILE", help="write the DELETE of the surplus rows there, for review (never run)"
+    )
+    reconcile.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="SQLite file remembering repaired downloads (default: RECONCILE_LEDGER, "
+        "else $XDG_STATE_HOME/ogc-audit/reconcile-ledger.sqlite3)",
+    )
+    reconcile.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="a log file, - for stdin, or (cloudtrail, s3-access-log) s3://bucket/prefix: its CloudTrail log files "
+        "and access logs together",
+    )
 
     redrive = commands.add_parser("redrive", help="move dead-letter queue messages back to their queue")
     redrive.add_argument("dead_letter_queue_url", metavar="DLQ_URL")
@@ -132,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     """Entry point of the ``ogc-audit`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "extract":
@@ -143,6 +180,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ogc_audit.replay import run_replay
 
         return run_replay(args.location, args.since, args.until, dry_run=args.dry_run)
+    if args.command == "reconcile":
+        from ogc_audit.reconcile import ReconcileRequest, run_reconcile
+
+        return run_reconcile(
+            ReconcileRequest(
+                source=args.source,
+                since=args.since,
+                until=args.until,
+                inputs=args.inputs,
+                database_url=args.database_url,
+                json_path=args.json_path,
+                repair=args.repair,
+                delete_sql=args.delete_sql,
+                ledger=args.ledger,
+            )
+        )
     if args.command == "redrive":
         from ogc_audit.redrive import run_redrive
 

@@ -60,10 +60,8 @@ def open_stores(store: StoreLocation) -> tuple[Spool, DeliveryLedger]:
     except psycopg.Error as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SettingsError(f"cannot use the database {store.redacted()}: {message}") from error
-    try:
-        from metering.ledger.postgres import PostgresLedger  # type: ignore[import-untyped]
-    except ImportError as error:
-        raise SettingsError("this installation has no PostgreSQL ledger (metering.ledger.postgres)") from error
+    from metering.ledger.postgres import PostgresLedger
+
     return spool, PostgresLedger(store.target)
 
 
