@@ -36,6 +36,8 @@ from ogc_audit.serve.spool import Spool, SpooledLine
 logger = logging.getLogger(__name__)
 
 _EXCERPT_CHARS = 200
+# Lines waiting for an uncertain request are looked at again at least this often.
+RESOLVE_AGAIN_S = 10.0
 
 
 def instance_name() -> str:
@@ -234,7 +236,9 @@ class DeliveryLoop:
             kind = delivery_failure_kind(failure)
             self._metrics.delivery_failure(kind)
             if isinstance(failure, UncertainDeliveryError | UncertainPendingError) and failure.retry_after_s:
-                retry_in_s = failure.retry_after_s  # when the ledger can resolve them
+                # When the ledger can resolve them, but no later than RESOLVE_AGAIN_S: a request OGC RS's database
+                # shows stored is settled at any age, so asking again soon delivers the rest of the spool sooner.
+                retry_in_s = min(failure.retry_after_s, RESOLVE_AGAIN_S)
             delivered = self._delivered_keys(batch)
             done = [line.id for line in batch if line.key in delivered]
             rest = [line.id for line in batch if line.key not in delivered]
