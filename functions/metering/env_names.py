@@ -44,6 +44,19 @@ IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"
 """The DynamoDB ledger table in AWS."""
 LEDGER_PATH: Final = "LEDGER_PATH"
 """The SQLite ledger file of local runs and the standalone server."""
+LEDGER_DATABASE_URL: Final = "LEDGER_DATABASE_URL"
+"""``postgresql://...``: the standalone server's spool and ledger, shared by a fleet (``serve --database-url``)."""
+
+# Uncertain requests (metering.uncertain.UncertainResolver).
+UNCERTAIN_GRACE_S: Final = "UNCERTAIN_GRACE_S"
+"""Seconds an uncertain request is left alone, without OGC RS's database, before its lines are sent once more."""
+
+# OGC RS's own database, read-only (metering.ogc_rs_database: uncertain requests are looked up there; reconcile).
+OGC_RS_DATABASE_URL: Final = "OGC_RS_DATABASE_URL"
+"""Optional ``postgresql://role@host:port/db`` of OGC RS's database, for a role granted SELECT on metering and
+jobs_table."""
+RECONCILE_LEDGER: Final = "RECONCILE_LEDGER"
+"""The SQLite ledger file of ``ogc-audit reconcile --repair`` (default under ``$XDG_STATE_HOME/ogc-audit/``)."""
 
 # The MinIO webhook (minio_relay.webhook.WebhookSettings, minio_relay.handler).
 WEBHOOK_TOKEN_SECRET_ARN: Final = "WEBHOOK_TOKEN_SECRET_ARN"

@@ -12,11 +12,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from metering.exactly_once import InFlightError, KeyedChunk, OnceReport, chunk_key, deliver_chunks_once
+from metering.exactly_once import (
+    KeyedChunk,
+    OnceReport,
+    chunk_key,
+    claim_resolving,
+    deliver_chunks_once,
+    raise_if_waiting,
+)
 from metering.ledger import Claim, DeliveryLedger
 from metering.line import MeteredDownload
 from metering.ogc_rs import DeliveryReport, RejectedLine, SettledCallback
 from metering.outcomes import OutcomeTally, Reason, Skip
+from metering.uncertain import UncertainResolver
 from s3_audit.cloudtrail import EventIdSet, classify, record_from_object
 from s3_audit.envelopes import InlineRecord, LogFileRef
 from s3_audit.log_file import LogRecord
@@ -99,7 +107,14 @@ def s3_object_chunks(s3: Any, ref: LogFileRef, read_size: int = READ_SIZE) -> It
         yield from body.iter_chunks(read_size)
 
 
-def ingest_log_file(ref: LogFileRef, *, s3: Any, sink: LineSink, ledger: DeliveryLedger | None = None) -> IngestResult:
+def ingest_log_file(
+    ref: LogFileRef,
+    *,
+    s3: Any,
+    sink: LineSink,
+    ledger: DeliveryLedger | None = None,
+    resolver: UncertainResolver | None = None,
+) -> IngestResult:
     """Read one log file from S3, meter it with its source's rules and deliver its lines (each S3 request once,
     given a ledger).
 
@@ -108,7 +123,7 @@ def ingest_log_file(ref: LogFileRef, *, s3: Any, sink: LineSink, ledger: Deliver
     """
     started = time.monotonic()
     batch = meter_log_file(ref, s3_object_chunks(s3, ref))
-    return _deliver(ref.uri, batch, sink, ledger, started, source=ref.source)
+    return _deliver(ref.uri, batch, sink, ledger, started, source=ref.source, resolver=resolver)
 
 
 def ingest_inline_record(item: InlineRecord, *, sink: LineSink, ledger: DeliveryLedger | None = None) -> IngestResult:
@@ -137,33 +152,41 @@ def keyed_chunks(
             KeyedChunk(
                 chunk_key(source, identities),
                 [download.to_line() for download in part],
-                [request_ledger_key(download) for download in part if download.event_id],
+                # One per line, so a request found stored after a lost answer settles exactly its lines' events.
+                [request_ledger_key(download) if download.event_id else "" for download in part],
             )
         )
     return chunks
 
 
 def deliver_downloads_once(
-    downloads: Sequence[MeteredDownload], sink: LineSink, ledger: DeliveryLedger, source: str = cloudtrail_source.NAME
+    downloads: Sequence[MeteredDownload],
+    sink: LineSink,
+    ledger: DeliveryLedger,
+    source: str = cloudtrail_source.NAME,
+    resolver: UncertainResolver | None = None,
 ) -> OnceReport:
     """Send the downloads whose S3 request no other input delivered or is delivering, in chunks each sent once.
 
     Each request key is claimed first, so two inputs reporting the same request (a CloudTrail file and an access
     log, an EventBridge event and a log file) never both send it, even at the same moment: a key another sender
-    holds raises InFlightError after the rest is delivered, and the input is retried later. ``already_delivered``
-    counts chunks an earlier try of this input sent and requests another input delivered.
+    holds raises InFlightError after the rest is delivered, and the input is retried later (as for a key waiting
+    for an uncertain request: UncertainPendingError). ``already_delivered`` counts chunks an earlier try of this
+    input sent and requests another input delivered.
     """
+    resolver = resolver or UncertainResolver()
     keys = list(dict.fromkeys(request_ledger_key(download) for download in downloads if download.event_id))
-    claim = ledger.claim(keys) if keys else Claim()
+    claim = claim_resolving(ledger, keys, resolver) if keys else Claim()
     fresh = [d for d in downloads if not d.event_id or request_ledger_key(d) in claim.claimed]
     mine = list(claim.claimed)
     try:
         if fresh:
-            once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source))
+            once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source), resolver)
         else:
             once = OnceReport(DeliveryReport())
     except BaseException:
-        # Give back the claims of requests not delivered (release deletes, so never a settled key).
+        # Give back the claims of requests not delivered (release deletes only claims: never a settled key, nor
+        # one waiting for an uncertain request).
         ledger.release(list(set(mine) - ledger.delivered(mine)))
         raise
     # A chunk found delivered by an earlier try settled its requests then; anything left claimed is settled now.
@@ -172,13 +195,19 @@ def deliver_downloads_once(
         ledger.settle(list(unsettled))
     once.known_requests = sum(1 for d in downloads if d.event_id and request_ledger_key(d) in claim.delivered)
     once.already_delivered += once.known_requests
-    if claim.in_flight:
-        raise InFlightError(f"{len(claim.in_flight)} S3 requests are being delivered by another input right now")
+    raise_if_waiting(claim, "S3 requests")
     return once
 
 
 def _deliver(
-    uri: str, batch: MeteredBatch, sink: LineSink, ledger: DeliveryLedger | None, started: float, *, source: str
+    uri: str,
+    batch: MeteredBatch,
+    sink: LineSink,
+    ledger: DeliveryLedger | None,
+    started: float,
+    *,
+    source: str,
+    resolver: UncertainResolver | None = None,
 ) -> IngestResult:
     result = IngestResult(uri=uri, tally=batch.tally, quarantined=batch.quarantined)
     if batch.downloads:
@@ -187,7 +216,7 @@ def _deliver(
             report = sink.deliver([download.to_line() for download in batch.downloads])
             result.report = report
         else:
-            once = deliver_downloads_once(batch.downloads, sink, ledger, source)
+            once = deliver_downloads_once(batch.downloads, sink, ledger, source, resolver)
             report, result.report, result.already_delivered = once.delivery, once, once.already_delivered
         result.delivered = report.delivered
         result.rejected = list(report.rejected)

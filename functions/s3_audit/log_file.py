@@ -19,6 +19,11 @@ Memory stays bounded whatever arrives (a 1.5 MB gzip can inflate to 1.5 GB): a r
 after it read, up to MAX_SKIPPED_RECORD_BYTES, past which the rest of the file is refused. A whole document past
 MAX_DOCUMENT_BYTES and a file that inflates past ``MAX_LOG_FILE_BYTES`` are FILE_TOO_LARGE, each refused as soon as
 the bound is crossed, after the records before it have been handed out.
+
+Time stays bounded too: a file of tiny records (``{"Records":[{},{},...]}``, 3 bytes a record) would make 1 GiB
+hold 358 million of them, each costing its Python work. Past ``ReadLimits.max_records`` records (one per
+MIN_RECORD_BYTES of the file bound: 2,097,152 for 1 GiB, twice what real records of ~1 KB or more can fill it
+with) the rest of the file is refused as TOO_MANY_RECORDS, within seconds of CPU.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import msgspec
 from metering import env_names
 from metering.outcomes import Reason, Skip
 from metering.settings import positive_int
-from s3_audit.cloudtrail import CloudTrailRecord, decode_record
+from s3_audit.sources.cloudtrail import CloudTrailRecord, decode_record
 from s3_audit.value_skipper import ValueSkipper
 
 # Decompressed bytes decoded at once: big enough to amortize a call, small enough to bound memory, and half the record
@@ -64,8 +69,13 @@ its file (the skip is fast inside strings, a bracket at a time between them: thi
 MAX_LOG_FILE_BYTES_ENV = env_names.MAX_LOG_FILE_BYTES
 DEFAULT_MAX_LOG_FILE_BYTES = 1 << 30
 """Inflated bytes read from one log file before it is refused (FILE_TOO_LARGE). CloudTrail starts a new file about
-every 5 minutes per region and the busiest trails write files of ~100 MB of JSON: 1 GiB leaves 10x headroom and
-still reads in well under a minute. Memory does not depend on it (the file is streamed); time does."""
+every 5 minutes per region and the busiest trails write files of ~100 MB of JSON: 1 GiB leaves 10x headroom. Read
+by ``ogc-audit extract`` on the 2-core development machine, 100 MB of real records take ~0.4 s of CPU, so 1 GiB
+takes ~4-5 s (bench/README.md); a file of tiny records is stopped by ``max_records`` (docs above). Memory does not
+depend on it (the file is streamed); time does."""
+MIN_RECORD_BYTES = 512
+"""Bytes of JSON per record that a real log file never goes below on average (CloudTrail's S3 data events are ~1-2 KB,
+an access-log line ~300-500 bytes): the file bound divided by it is the most records a file may hold."""
 MAX_DOCUMENT_BYTES = 8 << 20
 """A file that is not a Records document (a hand-made sample, NDJSON for the command line) is held whole: up to this
 size. Decoded, it takes up to ~20 times that (a Raw per element), so this bounds memory as well."""
@@ -77,6 +87,11 @@ class ReadLimits:
 
     max_record_bytes: int = MAX_RECORD_BYTES
     max_file_bytes: int = DEFAULT_MAX_LOG_FILE_BYTES
+
+    @property
+    def max_records(self) -> int:
+        """Records (or access-log lines) read from one file before the rest is refused (TOO_MANY_RECORDS)."""
+        return max(1, self.max_file_bytes // MIN_RECORD_BYTES)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReadLimits:
@@ -117,6 +132,15 @@ class LogFileFault(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+def too_many_records(max_records: int, what: str = "records") -> Skip:
+    """The quarantine that ends the reading of a file holding more than ``max_records`` records."""
+    return Skip.quarantined(
+        Reason.TOO_MANY_RECORDS,
+        f"the log file holds more than {max_records} {what} (one per {MIN_RECORD_BYTES} bytes of "
+        f"{MAX_LOG_FILE_BYTES_ENV}); the rest of it is not read",
+    )
 
 
 def decompressed(chunks: Iterable[bytes], out_size: int = PIECE_SIZE, max_bytes: int | None = None) -> Iterator[bytes]:
@@ -218,7 +242,7 @@ def read_log_records(
     FILE_TOO_LARGE), refused as soon as the bound is crossed. ``limits`` default to ``read_limits()``.
     """
     limits = read_limits() if limits is None else limits
-    splitter = _RecordSplitter(piece_size, limits.max_record_bytes)
+    splitter = _RecordSplitter(piece_size, limits.max_record_bytes, limits.max_records)
     blocks = decompressed(chunks, out_size=piece_size, max_bytes=limits.max_file_bytes)
     try:
         for block in blocks:
@@ -272,9 +296,10 @@ class _RecordSplitter:
     record, so a 1 MB piece is never copied.
     """
 
-    def __init__(self, piece_size: int, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+    def __init__(self, piece_size: int, max_record_bytes: int = MAX_RECORD_BYTES, max_records: int = 1 << 62) -> None:
         self.piece_size = piece_size
         self.max_record_bytes = max_record_bytes
+        self.max_records = max_records
         self.buffer = bytearray()
         self.offset = 0  # decompressed offset of buffer[0], for error details
         self.records = 0  # records handed out, to number malformed ones
@@ -314,6 +339,9 @@ class _RecordSplitter:
         data, base, position = bytes(self.buffer), self.offset, 1  # data[0] is the spare byte
         self.buffer = bytearray()
         while True:
+            if self.records >= self.max_records:  # a Records array of scalars has no boundary to cut at
+                self._refuse_count()
+                return
             scanner = ValueSkipper()
             end = scanner.end_in(memoryview(data)[position:])
             if end is None:  # the record goes on: skip it as it arrives
@@ -380,6 +408,10 @@ class _RecordSplitter:
             return stripped
         self.offset -= 1
         return b" " + stripped  # the end of the array: a spare byte before it
+
+    def _refuse_count(self) -> None:
+        self.buffer = bytearray()
+        self.fault = too_many_records(self.max_records)
 
     def _refuse(self, reason: Reason, detail: str) -> None:
         """Stop reading: the rest of the buffer is dropped at once, so memory stays bounded."""
@@ -486,6 +518,9 @@ class _RecordSplitter:
         if len(piece) > self.max_record_bytes:
             # One of its records may be too large: only the record-by-record path sees each one's size.
             checked = self._decode_one_by_one(piece)
+            if self.records + len(checked) > self.max_records:
+                del checked[self.max_records - self.records :]
+                self._refuse_count()
             self.records += len(checked)
             return checked
         try:
@@ -497,6 +532,9 @@ class _RecordSplitter:
             raise _syntax_fault(error, len(piece)) from None
         except RecursionError:
             raise _too_deep() from None
+        if self.records + len(records) > self.max_records:  # the records past the bound are dropped unread
+            del records[self.max_records - self.records :]
+            self._refuse_count()
         self.records += len(records)
         return records
 
