@@ -279,6 +279,8 @@ class LineBuilder:
             when = when_or_skip
         if type(bytes_sent) is int and 0 <= bytes_sent <= _MAX_BYTES:
             size = bytes_sent
+        elif type(bytes_sent) is float and bytes_sent.is_integer() and 0 <= bytes_sent <= _MAX_BYTES:
+            size = int(bytes_sent)  # 16384.0: how EventBridge (and a third of some log files) write it
         elif type(bytes_sent) is str and bytes_sent.isdigit() and bytes_sent.isascii() and len(bytes_sent) < 19:
             size = int(bytes_sent)  # plain digits of fewer than 19: always in range
         else:
