@@ -18,7 +18,7 @@ from typing import Protocol
 
 from metering.errors import DeliveryError, UncertainDeliveryError, UncertainPendingError
 from metering.ledger import Claim, DeliveryLedger, UncertainRequest
-from metering.ogc_rs import DeliveryReport, SettledCallback
+from metering.ogc_rs import DeliveryReport, SettledCallback, log_unreported_rejections
 from metering.uncertain import UncertainResolver
 
 
@@ -132,9 +132,12 @@ def claim_resolving(ledger: DeliveryLedger, keys: Collection[str], resolver: Unc
     )
 
 
-def raise_if_waiting(claim: Claim, what: str) -> None:
+def raise_if_waiting(claim: Claim, what: str, delivered: DeliveryReport | None = None) -> None:
     """After the rest was delivered: InFlightError for keys another sender holds, UncertainPendingError for keys
-    still uncertain (the input is retried; nothing of theirs was sent)."""
+    still uncertain (the input is retried; nothing of theirs was sent). The lines ``delivered`` saw refused are
+    logged first: the caller never gets that report, and the retry won't send them again."""
+    if (claim.in_flight or claim.uncertain) and delivered is not None:
+        log_unreported_rejections(delivered)
     if claim.in_flight:
         raise InFlightError(f"{len(claim.in_flight)} {what} are being delivered by another invocation")
     if claim.uncertain:
@@ -200,6 +203,10 @@ class _ChunkProgress:
         for index, _ in self._owner:
             self._unanswered[index] += 1
         self._settled: set[str] = set()
+        # (chunk, line) OGC RS has answered for, in this attempt or an earlier one.
+        self._answered: set[tuple[int, int]] = {
+            (index, part) for index, chunk in enumerate(chunks) for part in range(len(chunk.lines))
+        } - set(self._owner)
 
     def settle_complete(self) -> None:
         """Settle the chunks whose every line an earlier attempt delivered part by part."""
@@ -214,11 +221,14 @@ class _ChunkProgress:
             index, part = self._owner[position]
             self._unanswered[index] -= 1
             answered.setdefault(index, []).append(part)
+            self._answered.add((index, part))
+        # A chunk answered in part records its answered lines, and their events: a retry whose chunks are cut
+        # differently (some events settled meanwhile) must still know these requests as delivered.
         partial = [
             key
             for index, parts in answered.items()
             if self._unanswered[index] > 0
-            for key in self._progress_keys(self._chunks[index].key, parts)
+            for key in [*self._progress_keys(self._chunks[index].key, parts), *self._event_keys(index, parts)]
         ]
         if partial:
             self._ledger.settle(partial)
@@ -247,7 +257,13 @@ class _ChunkProgress:
             if len(chunk.event_keys) == len(chunk.lines) and chunk.event_keys[part]:
                 stored_keys.append(chunk.event_keys[part])
         keys = [self._chunks[index].key for index in affected]
-        keys += [key for index in affected for key in self._chunks[index].event_keys if key]
+        # The events of lines already answered are settled: only the others wait on this request.
+        keys += [
+            key
+            for index in affected
+            for part, key in enumerate(self._chunks[index].event_keys)
+            if key and (index, part) not in self._answered
+        ]
         request = UncertainRequest.new(error.logs, keys, stored_keys, sent_at=error.sent_at)
         self._ledger.mark_uncertain(request)
         self._settled.update(self._chunks[index].key for index in affected)  # not to be released below
@@ -260,6 +276,13 @@ class _ChunkProgress:
         event_keys = [key for index in indexes for key in self._chunks[index].event_keys if key]
         self._ledger.settle([*keys, *event_keys])
         self._settled.update(keys)
+
+    def _event_keys(self, index: int, parts: Sequence[int]) -> list[str]:
+        """The event keys of some lines of a chunk (none when the chunk carries no event per line)."""
+        events = self._chunks[index].event_keys
+        if len(events) != len(self._chunks[index].lines):
+            return []
+        return [events[part] for part in parts if events[part]]
 
     @staticmethod
     def _progress_keys(chunk_key: str, parts: Sequence[int]) -> list[str]:
@@ -293,5 +316,5 @@ def _deliver_groups(
         progress.release_unsettled()
         raise
     already = sum(len(group.lines) for group in groups if group.key in claim.delivered) + len(done_parts)
-    raise_if_waiting(claim, "keys")
+    raise_if_waiting(claim, "keys", delivery)
     return OnceReport(delivery, already_delivered=already)

@@ -110,6 +110,15 @@ class DeliveryReport:
     token_fetches: int = 0
 
 
+def log_unreported_rejections(report: DeliveryReport) -> None:
+    """Log at ERROR the lines OGC RS refused, for a report its caller will never see (the call raises after).
+
+    Those lines were settled and won't be sent again: this log is the only place an operator finds them.
+    """
+    for rejected in report.rejected:
+        logger.error("quarantined rejected_by_ogc_rs: %s: %s", rejected.message, rejected.line[:200])
+
+
 class OgcRsClient:
     """Posts metering lines to ``PROCESS_API_URL`` with a cached admin token.
 
@@ -158,10 +167,7 @@ class OgcRsClient:
             for start in range(0, len(valid), size):
                 self._deliver_positions(lines, valid[start : start + size], report, on_settled)
         except DeliveryError:
-            # The caller never sees this report, yet lines refused so far were settled and won't be sent again:
-            # this log is the only place an operator finds them.
-            for rejected in report.rejected:
-                logger.error("quarantined rejected_by_ogc_rs: %s: %s", rejected.message, rejected.line[:200])
+            log_unreported_rejections(report)
             raise
         finally:
             report.seconds = time.monotonic() - started

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from metering import env_names
 from metering.ledger import DeliveryLedger, UncertainRequest
-from metering.ogc_rs_database import RequestLanding
+from metering.ogc_rs_database import RequestLanding  # one definition (psycopg is imported only to open a URL)
 from metering.settings import SettingsError
 
 __all__ = [

@@ -196,7 +196,7 @@ def deliver_downloads_once(
         ledger.settle(list(unsettled))
     once.known_requests = sum(1 for d in downloads if d.event_id and request_ledger_key(d) in claim.delivered)
     once.already_delivered += once.known_requests
-    raise_if_waiting(claim, "S3 requests")
+    raise_if_waiting(claim, "S3 requests", once.delivery)
     return once
 
 

@@ -151,7 +151,7 @@ def classify(record: CloudTrailRecord) -> MeteredDownload | Skip:
         return _NOT_PRESIGNED
     params = record.request_parameters or _NO_PARAMETERS
     extra = record.additional_event_data
-    size = extra.bytes_transferred_out if extra is not None else None
+    size = None if extra is None else extra.bytes_transferred_out
     return _LINES.download(
         params.user_id,
         params.collection_id,
@@ -224,14 +224,17 @@ def file_time(key: str) -> datetime | None:
 def outcomes(chunks: Iterable[bytes]) -> Iterator[MeteredDownload | Skip]:
     """The outcome of every record of a log file (gzip or plain JSON), in order; repeats are judged by the caller."""
     # Imported here: the reader decodes this module's records, so it imports this module.
-    from s3_audit.log_file import read_log_records
+    from s3_audit.log_file import read_log_pieces
 
-    for number, record in enumerate(read_log_records(chunks)):
-        if isinstance(record, Skip):
-            yield record
-            continue
-        outcome = classify(record)
-        if isinstance(outcome, Skip) and outcome.kind == "quarantined":
-            # The reader names the records it refuses; a record the rules refuse is named here the same way.
-            outcome = Skip.quarantined(outcome.reason, f"record {number}: {outcome.detail}")
-        yield outcome
+    number = 0
+    for piece in read_log_pieces(chunks):
+        for record in piece:
+            if isinstance(record, CloudTrailRecord):
+                outcome = classify(record)
+                if isinstance(outcome, Skip) and outcome.kind == "quarantined":
+                    # The reader names the records it refuses; a record the rules refuse is named here the same way.
+                    outcome = Skip.quarantined(outcome.reason, f"record {number}: {outcome.detail}")
+                yield outcome
+            else:
+                yield record
+            number += 1
