@@ -88,7 +88,9 @@ class UncertainRequest:
         cls, logs: Sequence[str], keys: Collection[str], stored_keys: Collection[str], sent_at: float
     ) -> UncertainRequest:
         """A new record with a fresh id (the same lines sent again later are another request)."""
-        return cls(uuid.uuid4().hex, tuple(logs), float(sent_at), tuple(dict.fromkeys(keys)), tuple(stored_keys))
+        return cls(
+            uuid.uuid4().hex, tuple(logs), float(sent_at), tuple(dict.fromkeys(keys)), tuple(dict.fromkeys(stored_keys))
+        )
 
     def to_json_document(self) -> dict[str, Any]:
         """The record as a JSON-ready mapping, for the stores."""
