@@ -65,6 +65,7 @@ _ERROR_BYTE = re.compile(r"\(byte (\d+)\)")
 _CUT_TRIES = 16
 # Candidates tried when the input broke off: each try decodes the buffer, so hostile input must not make it quadratic.
 _SALVAGE_TRIES = 256
+_DOCUMENT_BATCH = 4096  # records of a whole document handed out at once
 MAX_RECORD_BYTES = 1 << 20
 """A record larger than this is refused (RECORD_TOO_LARGE): CloudTrail's records stay under 256 KB."""
 MAX_SKIPPED_RECORD_BYTES = 64 << 20
@@ -446,7 +447,10 @@ class _RecordSplitter:
         if self.streaming is None:
             self._detect_start(final=True)
         if not self.streaming:
-            yield list(decode_document(bytes(self.buffer), self.max_record_bytes))
+            # In lists of a bounded length: a document of 8 MiB can hold 2.8 million tiny records.
+            records = decode_document(bytes(self.buffer), self.max_record_bytes)
+            while batch := list(itertools.islice(records, _DOCUMENT_BATCH)):
+                yield batch
             return
         closing = self._closing_bracket()
         if closing is not None:
