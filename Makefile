@@ -81,8 +81,9 @@ bench: setup
 	$(BIN)/python -m bench.access_log_extract
 	$(BIN)/python -m bench.minio_webhook
 	$(BIN)/python -m bench.eventbridge_latency
+	$(BIN)/python -m bench.reconcile
 
-drill: setup  ## both flows under injected faults: lost 0, duplicates only in the answer-lost window
+drill: setup  ## both flows under injected faults and a slow OGC RS: lost 0, duplicated 0, copies per line
 	$(BIN)/python -m testbed.fault_drill
 
 clean:

@@ -21,10 +21,12 @@ SEED = 20251027
 START = utc("2025-10-27T10:00:00")
 LIST_BUCKET: Literal["list_bucket"] = "list_bucket"  # a listing of the bucket: no object, nothing to meter
 DUPLICATE: Literal["duplicate"] = "duplicate"  # a presigned success delivered once more
-Kind = Variant | Literal["list_bucket", "duplicate"]
+ASSUME_ROLE: Literal["assume_role"] = "assume_role"  # an STS event in the same trail (CloudTrail only)
+Kind = Variant | Literal["list_bucket", "duplicate", "assume_role"]
+Mix = dict[Kind, float]
 
 # Share of each kind of record, drawn in this order; the rest of 1.0 is presigned successes.
-MIX: dict[Kind, float] = {
+MIX: Mix = {
     Variant.FAILED_403: 0.08,
     Variant.FAILED_404: 0.04,
     Variant.HEADER_SIGNED: 0.08,
@@ -35,6 +37,22 @@ MIX: dict[Kind, float] = {
     Variant.NON_UUID_USER: 0.04,
     DUPLICATE: 0.03,
 }
+HELD_OUT: Mix = {
+    # The held-out file of issue 20 (50,000 records): 39,355 GetObject (28,063 metered), 6,034 HeadObject,
+    # 2,559 PutObject, 1,600 ListObjects, 452 AssumeRole; the GetObjects not metered split among the refusals.
+    Variant.HEAD_OBJECT: 0.1207,
+    Variant.PUT_OBJECT: 0.0512,
+    LIST_BUCKET: 0.032,
+    ASSUME_ROLE: 0.009,
+    Variant.FAILED_403: 0.05,
+    Variant.FAILED_404: 0.03,
+    Variant.HEADER_SIGNED: 0.06,
+    Variant.MISSING_USER: 0.03,
+    Variant.NON_UUID_USER: 0.02,
+    DUPLICATE: 0.0358,
+}
+MIXES: dict[str, Mix] = {"held-out": HELD_OUT, "classic": MIX}
+"""The mixes a bench can draw, by name: ``held-out`` is shaped like issue 20's file, ``classic`` the earlier one."""
 USER_AGENTS = [
     "python-requests/2.32.3",
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36",
@@ -46,25 +64,25 @@ ID_2_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+
 Record = TypeVar("Record")
 
 
-def draw(rng: random.Random) -> Kind:
+def draw(rng: random.Random, mix: Mix = MIX) -> Kind:
     """The kind of the next record, from one ``rng.random()``."""
     value = rng.random()
-    for kind, share in MIX.items():
+    for kind, share in mix.items():
         if value < share:
             return kind
         value -= share
     return Variant.PRESIGNED_GET
 
 
-def records(rng: random.Random, count: int, make: Callable[[int, Kind], Record]) -> Iterator[Record]:
-    """``count`` records of kinds drawn from MIX, ``make(index, kind)`` building each one but the duplicates.
+def records(rng: random.Random, count: int, make: Callable[[int, Kind], Record], mix: Mix = MIX) -> Iterator[Record]:
+    """``count`` records of kinds drawn from ``mix``, ``make(index, kind)`` building each one but the duplicates.
 
     A duplicate is an earlier presigned success again, the same object; while there is none yet, a presigned
     success is made in its place.
     """
     issued: list[Record] = []
     for index in range(count):
-        kind = draw(rng)
+        kind = draw(rng, mix)
         if kind == DUPLICATE:
             if issued:
                 yield issued[rng.randrange(len(issued))]
@@ -82,7 +100,7 @@ def access_log_lines(count: int) -> Iterator[str]:
 
     def line(_index: int, kind: Kind) -> str:
         download = random_download(rng, START, spread_s=3600)
-        if kind == LIST_BUCKET:
+        if kind in (LIST_BUCKET, ASSUME_ROLE):  # an access log has no STS events: a listing stands in
             return access_log_line(download).replace("REST.GET.OBJECT", "REST.GET.BUCKET", 1)
         assert isinstance(kind, Variant)
         return access_log_line(download, kind)
@@ -90,18 +108,20 @@ def access_log_lines(count: int) -> Iterator[str]:
     return records(rng, count, line)
 
 
-def cloudtrail_records(count: int) -> Iterator[dict[str, Any]]:
-    """The records of the CloudTrail log file: ``count`` S3 data events of about 2 KB each."""
+def cloudtrail_records(count: int, mix: Mix = MIX) -> Iterator[dict[str, Any]]:
+    """The records of the CloudTrail log file: ``count`` events of about 2 KB each, kinds drawn from ``mix``."""
     rng = random.Random(SEED)
-    return records(rng, count, _CloudTrailRecords(rng).record)
+    # The held-out file's records are ~2.0 KB: without the two fields the classic file added for size.
+    return records(rng, count, _CloudTrailRecords(rng, lean=mix is not MIX).record, mix)
 
 
 class _CloudTrailRecords:
     """Realistic CloudTrail S3 data events (about 2 KB each): ``testbed.samples`` records made varied by a seeded
     random generator (who, from where, with what, which object of which item, how large)."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, *, lean: bool = False) -> None:
         self.rng = rng
+        self.lean = lean
         self.users = [self.uuid() for _ in range(400)]
         self.collections = [self.uuid() for _ in range(40)]
 
@@ -122,8 +142,15 @@ class _CloudTrailRecords:
             sourceIPAddress=f"203.0.{self.rng.randrange(256)}.{self.rng.randrange(256)}",
             userAgent=self.rng.choice(USER_AGENTS),
         )
-        record["requestParameters"]["response-content-disposition"] = f'attachment; filename="{download.item_id}.tif"'
+        if self.lean:
+            del record["tlsDetails"]
+        else:
+            record["requestParameters"]["response-content-disposition"] = (
+                f'attachment; filename="{download.item_id}.tif"'
+            )
         record["additionalEventData"]["x-amz-id-2"] = self.token(76, ID_2_ALPHABET)
+        if kind == ASSUME_ROLE:  # the presigning role's session being renewed: an STS management event
+            return self.assume_role(record)
         if kind == LIST_BUCKET:  # samples has no listing: the same request made a ListObjects of the bucket
             bucket = {name: record["requestParameters"][name] for name in ("bucketName", "Host")}
             record.update(
@@ -132,6 +159,41 @@ class _CloudTrailRecords:
                 resources=record["resources"][1:],
             )
         return record
+
+    def assume_role(self, record: dict[str, Any]) -> dict[str, Any]:
+        """An ``sts:AssumeRole`` by the presigner, with the identity, address and time of ``record``."""
+        session = self.token(16)
+        role = f"arn:aws:iam::{ACCOUNT}:role/ogc-rs-presigner"
+        return {
+            "eventVersion": "1.08",
+            "userIdentity": record["userIdentity"],
+            "eventTime": record["eventTime"],
+            "eventSource": "sts.amazonaws.com",
+            "eventName": "AssumeRole",
+            "awsRegion": record["awsRegion"],
+            "sourceIPAddress": record["sourceIPAddress"],
+            "userAgent": record["userAgent"],
+            "requestParameters": {"roleArn": role, "roleSessionName": "stac-presigner", "durationSeconds": 3600},
+            "responseElements": {
+                "credentials": {
+                    "accessKeyId": f"ASIA{self.token(16)}",
+                    "sessionToken": self.token(300, ID_2_ALPHABET),
+                    "expiration": "Oct 27, 2025, 11:58:12 AM",
+                },
+                "assumedRoleUser": {
+                    "assumedRoleId": f"AROAQX2EXAMPLE{session}:stac-presigner",
+                    "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/ogc-rs-presigner/stac-presigner",
+                },
+            },
+            "requestID": self.uuid(),
+            "eventID": self.uuid(),
+            "readOnly": True,
+            "resources": [{"accountId": ACCOUNT, "type": "AWS::IAM::Role", "ARN": role}],
+            "eventType": "AwsApiCall",
+            "managementEvent": True,
+            "recipientAccountId": ACCOUNT,
+            "eventCategory": "Management",
+        }
 
     def download(self, index: int) -> Download:
         """One asset of a STAC item, fetched by one of the users about 5 ms after the one before."""

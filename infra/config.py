@@ -34,6 +34,10 @@ DEFAULTS: Mapping[str, Any] = {
     "kmsKey": "",
     "awsSource": "cloudtrail",
     "eventBridge": False,
+    "breakGlassRoleArn": "",
+    "trailAccountIds": [],
+    "minioSourceCidrs": [],
+    "webhookWaf": False,
 }
 # Where the AWS S3 flow learns of downloads: CloudTrail data events, S3 server access logs, or both.
 AWS_SOURCES = ("cloudtrail", "access-logs", "both")
@@ -47,6 +51,9 @@ _KMS_KEY_ARN = re.compile(
     r"^arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:key/"
     r"(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
+# An IAM role ARN (with path), e.g. arn:aws:iam::123456789012:role/ops/break-glass.
+_ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
 # kmsKey value that makes the app create its own customer managed key.
 CREATE_KMS_KEY = "create"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -124,26 +131,8 @@ def _is_ip_address(name: str) -> bool:
 
 
 def _bucket_names(key: str, value: object) -> tuple[str, ...]:
-    names: list[object]
-    if value is None:
-        names = []
-    elif isinstance(value, str):
-        text = value.strip()
-        # -c assetBuckets='["a","b"]' and -c assetBuckets=a,b both work.
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
-                raise _fail(key, "a list of S3 bucket names", value) from None
-            if not isinstance(parsed, list):
-                raise _fail(key, "a list of S3 bucket names", value)
-            names = parsed
-        else:
-            names = [part.strip() for part in text.split(",") if part.strip()]
-    elif isinstance(value, list):
-        names = list(value)
-    else:
-        raise _fail(key, "a list of S3 bucket names", value)
+    # -c assetBuckets='["a","b"]' and -c assetBuckets=a,b both work.
+    names = _string_list(key, value, "a list of S3 bucket names")
     result: list[str] = []
     for name in names:
         if not isinstance(name, str) or not _valid_bucket_name(name.strip()):
@@ -189,6 +178,65 @@ def _kms_key(key: str, value: object) -> str:
     return text
 
 
+def _role_arn(key: str, value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or (value.strip() and not _ROLE_ARN.match(value.strip())):
+        raise _fail(key, "empty or an IAM role ARN (arn:aws:iam::<account>:role/<name>)", value)
+    return value.strip()
+
+
+def _string_list(key: str, value: object, expectation: str) -> list[object]:
+    """A list given as JSON, as ``-c key=a,b`` or as a list: its items, unchecked."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return list(value)
+    if not isinstance(value, str):
+        raise _fail(key, expectation, value)
+    text = value.strip()
+    if not text.startswith("["):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        raise _fail(key, expectation, value) from None
+    if not isinstance(parsed, list):
+        raise _fail(key, expectation, value)
+    return parsed
+
+
+def _account_ids(key: str, value: object) -> tuple[str, ...]:
+    expectation = "a list of 12-digit AWS account ids"
+    result: list[str] = []
+    for item in _string_list(key, value, expectation):
+        if not isinstance(item, str) or not _ACCOUNT_ID.match(item.strip()):
+            raise ConfigError(f'Context key "{key}" must list 12-digit AWS account ids, got {_describe(item)}')
+        if item.strip() not in result:
+            result.append(item.strip())
+    return tuple(result)
+
+
+def _ipv4_cidrs(key: str, value: object) -> tuple[str, ...]:
+    expectation = "a list of IPv4 CIDR blocks"
+    result: list[str] = []
+    for item in _string_list(key, value, expectation):
+        try:
+            # strict: 10.0.0.1/24 is a typo for 10.0.0.0/24 or 10.0.0.1/32; API Gateway and WAF want the network.
+            network = ipaddress.IPv4Network(item.strip(), strict=True) if isinstance(item, str) else None
+        except ValueError:
+            network = None
+        if network is None:
+            raise ConfigError(
+                f'Context key "{key}" must list IPv4 CIDR blocks such as 203.0.113.0/24, got {_describe(item)}'
+            )
+        if network.prefixlen == 0:
+            raise ConfigError(f'Context key "{key}" must name MinIO\'s addresses, not the whole internet, got "{item}"')
+        if str(network) not in result:
+            result.append(str(network))
+    return tuple(result)
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     """The deployment's settings, validated; built with :meth:`from_context`."""
@@ -215,6 +263,15 @@ class AuditConfig:
     """``cloudtrail``, ``access-logs`` or ``both``: what feeds the s3_audit function."""
     event_bridge: bool = False
     """True: the trail's GetObject events also reach s3_audit through EventBridge within seconds (needs a trail)."""
+    break_glass_role_arn: str = ""
+    """Empty: no one but the delivering services may write log objects or send to the queues; otherwise the one IAM
+    role that may (repairs, ``ogc-audit redrive``), see docs/security.md."""
+    trail_account_ids: tuple[str, ...] = ()
+    """Accounts besides this one whose CloudTrail log files (``AWSLogs/[o-id/]<account>/``) s3_audit meters."""
+    minio_source_cidrs: tuple[str, ...] = ()
+    """Empty: the webhook answers any address; otherwise only these (API Gateway resource policy, WAF when on)."""
+    webhook_waf: bool = False
+    """True: a WAF web ACL in front of the webhook stage, with a rate-based rule per address."""
 
     @property
     def uses_cloudtrail(self) -> bool:
@@ -251,6 +308,10 @@ class AuditConfig:
             kms_key=_kms_key("kmsKey", get("kmsKey")),
             aws_source=_choice("awsSource", get("awsSource"), AWS_SOURCES),
             event_bridge=_boolean("eventBridge", get("eventBridge")),
+            break_glass_role_arn=_role_arn("breakGlassRoleArn", get("breakGlassRoleArn")),
+            trail_account_ids=_account_ids("trailAccountIds", get("trailAccountIds")),
+            minio_source_cidrs=_ipv4_cidrs("minioSourceCidrs", get("minioSourceCidrs")),
+            webhook_waf=_boolean("webhookWaf", get("webhookWaf")),
         )
         if config.event_bridge and config.enable_s3_audit and not config.uses_cloudtrail:
             # EventBridge receives S3 data events only from a trail that records them.

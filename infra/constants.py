@@ -80,6 +80,10 @@ DELIVER_MAX_CONCURRENCY = 2
 API_THROTTLE_RATE_LIMIT = 50
 API_THROTTLE_BURST_LIMIT = 100
 API_STAGE_NAME = "prod"
+# webhookWaf=true: requests one address may send in WAF's 5-minute window before it is blocked (10 a second on
+# average, a fifth of the stage's rate): one address alone cannot use up the throttle MinIO needs.
+WEBHOOK_WAF_RATE_LIMIT = 3000
+WEBHOOK_WAF_RATE_WINDOW_SECONDS = 300
 WEBHOOK_TOKEN_LENGTH = 48
 MINIO_WEBHOOK_TARGET = "ogc"
 

@@ -28,23 +28,33 @@ from infra.review import skip_check
 # Construct id of the imported key in each stack that uses it.
 IMPORTED_KEY_ID = "AppKey"
 
-# Key administration, without any cryptographic use (AWS's default policy for key administrators).
+# Key administration, without any cryptographic use, named one by one: AWS's default administrator statement has
+# kms:Create*, which includes kms:CreateGrant, and a grant would let its grantee use the key beyond the
+# kms:ViaService bound below (DynamoDB's own grants have their own, service-bound statement).
 KEY_ADMINISTRATION_ACTIONS = (
-    "kms:Create*",
-    "kms:Describe*",
-    "kms:Enable*",
-    "kms:List*",
-    "kms:Put*",
-    "kms:Update*",
-    "kms:Revoke*",
-    "kms:Disable*",
-    "kms:Get*",
-    "kms:Delete*",
+    "kms:CreateAlias",
+    "kms:UpdateAlias",
+    "kms:DeleteAlias",
+    "kms:DescribeKey",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:EnableKeyRotation",
+    "kms:DisableKeyRotation",
+    "kms:RotateKeyOnDemand",
+    "kms:GetKeyPolicy",
+    "kms:PutKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListKeyPolicies",
+    "kms:ListKeyRotations",
+    "kms:ListGrants",
+    "kms:ListResourceTags",
+    "kms:RevokeGrant",
+    "kms:RetireGrant",
+    "kms:UpdateKeyDescription",
     "kms:TagResource",
     "kms:UntagResource",
     "kms:ScheduleKeyDeletion",
     "kms:CancelKeyDeletion",
-    "kms:RotateKeyOnDemand",
 )
 # What a service does with the key for a principal of the account (read, write, create the resource).
 SERVICE_USE_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_wafv2 as wafv2
 
 from infra.config import AuditConfig
 from infra.constants import (
@@ -26,6 +28,8 @@ from infra.constants import (
     WEBHOOK_MEMORY_MB,
     WEBHOOK_TIMEOUT,
     WEBHOOK_TOKEN_LENGTH,
+    WEBHOOK_WAF_RATE_LIMIT,
+    WEBHOOK_WAF_RATE_WINDOW_SECONDS,
 )
 from infra.encryption import customer_managed_key_or_skip
 from infra.flow_stack import FlowStack
@@ -39,6 +43,7 @@ from infra.secure_defaults import (
     acknowledge,
     app_secret,
 )
+from infra.writers import deny_all_but_roles
 from metering import env_names
 from metering.metric_names import FLOW_MINIO
 from minio_relay.routes import WEBHOOK_PATH
@@ -105,6 +110,18 @@ class MinioRelayStack(FlowStack):
         )
         self.webhook_token.grant_read(self.webhook.role)
         self.delivery.grant_send(self.webhook.role)
+        # Whatever reaches the delivery queue is sent to OGC RS: only the webhook (and the break-glass role) sends.
+        senders = [self.webhook.role.role_arn]
+        if self.config.break_glass_role_arn:
+            senders.append(self.config.break_glass_role_arn)
+        self.delivery.queue.add_to_resource_policy(
+            deny_all_but_roles(
+                "OnlyTheWebhookSends",
+                actions=["sqs:SendMessage"],
+                resources=[self.delivery.queue.queue_arn],
+                role_arns=senders,
+            )
+        )
 
         self.deliver, self.ledger = delivering_function(
             self,
@@ -124,6 +141,7 @@ class MinioRelayStack(FlowStack):
         )
 
         self.api = self._webhook_api()
+        self.web_acl = self._webhook_firewall() if self.config.webhook_waf else None
         self.monitoring = FlowMonitoring(
             self,
             "Monitoring",
@@ -173,6 +191,7 @@ class MinioRelayStack(FlowStack):
             rest_api_name=f"{self.stack_name}-webhook",
             description="MinIO audit webhook for OGC RS metering",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
+            policy=self._only_minio_addresses(),
             # The account-wide CloudWatch role is shared by every API of the account: not this stack's to own.
             cloud_watch_role=False,
             deploy_options=apigateway.StageOptions(
@@ -185,12 +204,14 @@ class MinioRelayStack(FlowStack):
                 access_log_format=apigateway.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
             ),
         )
-        acknowledge(
-            api,
-            "AwsSolutions-APIG3",
-            "A WAF web ACL costs more each month than this webhook's whole traffic; requests without the token "
-            "are refused by the function, the stage is throttled and bodies are size-limited.",
-        )
+        if not self.config.webhook_waf:
+            acknowledge(
+                api,
+                "AwsSolutions-APIG3",
+                "WAF is optional (webhookWaf=true, about 7 USD a month, README): without it requests without the "
+                "token are refused by the function, minioSourceCidrs refuses other addresses, the stage is "
+                "throttled and bodies are size-limited.",
+            )
         skip_check(
             api.deployment_stage,
             "CKV_AWS_120",
@@ -245,6 +266,122 @@ class MinioRelayStack(FlowStack):
             acknowledge(health, rule, health_reason)
         skip_check(health, "CKV_AWS_59", health_reason)
         return api
+
+    def _only_minio_addresses(self) -> iam.PolicyDocument | None:
+        """The API's resource policy with minioSourceCidrs: invoke from MinIO's addresses only (403 for others)."""
+        cidrs = list(self.config.minio_source_cidrs)
+        if not cidrs:
+            return None
+        every_method = "execute-api:/*"
+        return iam.PolicyDocument(
+            statements=[
+                iam.PolicyStatement(
+                    sid="InvokeWebhook",
+                    principals=[iam.AnyPrincipal()],
+                    actions=["execute-api:Invoke"],
+                    resources=[every_method],
+                ),
+                iam.PolicyStatement(
+                    sid="OnlyFromMinio",
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=["execute-api:Invoke"],
+                    resources=[every_method],
+                    conditions={"NotIpAddress": {"aws:SourceIp": cidrs}},
+                ),
+            ]
+        )
+
+    def _webhook_firewall(self) -> wafv2.CfnWebACL:
+        """webhookWaf=true: a regional web ACL on the stage, evaluated before the resource policy and the throttle.
+
+        With minioSourceCidrs it blocks every other address; every address outside them is rate-limited per IP
+        (WEBHOOK_WAF_RATE_LIMIT per 5 minutes), so no one caller can use up the stage throttle MinIO needs.
+        """
+        cidrs = list(self.config.minio_source_cidrs)
+        rules: list[wafv2.CfnWebACL.RuleProperty] = []
+        minio: wafv2.CfnWebACL.StatementProperty | None = None
+        if cidrs:
+            addresses = wafv2.CfnIPSet(
+                self,
+                "MinioAddresses",
+                scope="REGIONAL",
+                ip_address_version="IPV4",
+                addresses=cidrs,
+                description="MinIO addresses from minioSourceCidrs, the only callers of the webhook",
+            )
+            minio = wafv2.CfnWebACL.StatementProperty(
+                ip_set_reference_statement=wafv2.CfnWebACL.IPSetReferenceStatementProperty(arn=addresses.attr_arn)
+            )
+            rules.append(
+                self._waf_rule(
+                    "BlockOtherAddresses",
+                    0,
+                    wafv2.CfnWebACL.StatementProperty(
+                        not_statement=wafv2.CfnWebACL.NotStatementProperty(statement=minio)
+                    ),
+                )
+            )
+        rate = wafv2.CfnWebACL.RateBasedStatementProperty(
+            aggregate_key_type="IP",
+            limit=WEBHOOK_WAF_RATE_LIMIT,
+            evaluation_window_sec=WEBHOOK_WAF_RATE_WINDOW_SECONDS,
+            scope_down_statement=(
+                wafv2.CfnWebACL.StatementProperty(not_statement=wafv2.CfnWebACL.NotStatementProperty(statement=minio))
+                if minio is not None
+                else None
+            ),
+        )
+        rules.append(
+            self._waf_rule("RateLimitPerAddress", 1, wafv2.CfnWebACL.StatementProperty(rate_based_statement=rate))
+        )
+        web_acl = wafv2.CfnWebACL(
+            self,
+            "WebhookFirewall",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            description="MinIO audit webhook: only MinIO addresses when configured, a rate limit per address",
+            visibility_config=self._waf_visibility("WebhookFirewall"),
+            rules=rules,
+        )
+        skip_check(
+            web_acl,
+            "CKV_AWS_192",
+            "The Log4j rule set (AWSManagedRulesKnownBadInputsRuleSet) guards Java backends; behind this web ACL is "
+            "a Python function that never logs the body or headers through a lookup-expanding logger, and each "
+            "managed rule group adds a monthly rule charge.",
+        )
+        stage = self.api.deployment_stage
+        wafv2.CfnWebACLAssociation(
+            self,
+            "WebhookFirewallAssociation",
+            web_acl_arn=web_acl.attr_arn,
+            resource_arn=Stack.of(self).format_arn(
+                service="apigateway",
+                account="",
+                resource="/restapis",
+                resource_name=f"{self.api.rest_api_id}/stages/{stage.stage_name}",
+            ),
+        )
+        return web_acl
+
+    @staticmethod
+    def _waf_visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+        # Metrics per rule (free); sampled requests show who was blocked.
+        return wafv2.CfnWebACL.VisibilityConfigProperty(
+            cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+        )
+
+    def _waf_rule(
+        self, name: str, priority: int, statement: wafv2.CfnWebACL.StatementProperty
+    ) -> wafv2.CfnWebACL.RuleProperty:
+        return wafv2.CfnWebACL.RuleProperty(
+            name=name,
+            priority=priority,
+            action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+            statement=statement,
+            visibility_config=self._waf_visibility(name),
+        )
 
     @staticmethod
     def _acknowledge_token_checked_by_function(method: apigateway.Method) -> None:

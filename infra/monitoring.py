@@ -253,6 +253,15 @@ class FlowMonitoring(Construct):
             "unavailable. Inputs wait in the queue and are retried.",
             anchor="delivery-failures",
         )
+        self._alarm(
+            "PossibleDuplicates",
+            metric=custom_metric(self.flow, names.LINES_POSSIBLY_DUPLICATED),
+            threshold=1,
+            description=f"Lines were sent again after the grace period of an uncertain request ({self.flow} flow): "
+            "OGC RS's answer was lost and its database could not be asked, so each may now be stored twice. Run "
+            "ogc-audit reconcile on their period; the log names the request.",
+            anchor="possible-duplicates",
+        )
         # One alarm per failure kind an operator must fix: retrying cannot help.
         for name, kind, description, anchor in (
             (

@@ -43,6 +43,8 @@ from infra.secure_defaults import (
     bucket_arn_finding,
     private_bucket,
 )
+from infra.writers import deny_all_but_delivery
+from metering import env_names
 from metering.aws_calls import LOG_FILE_READ_ACTIONS
 from metering.metric_names import FLOW_AWS_S3
 
@@ -138,6 +140,7 @@ class S3AuditStack(FlowStack):
             )
         if self.asset_access_logs is not None:
             self._deliver_access_logs(self.asset_access_logs)
+        self._only_notifications_send()
         self._acknowledge_notifications_handler()
 
         self.audit, self.ledger = delivering_function(
@@ -165,6 +168,7 @@ class S3AuditStack(FlowStack):
             )
         # CloudTrail encrypts each log file with the app's key, when there is one.
         grant_key_use(self.audit.role, self.key, KeyUse.READ)
+        self._tell_log_origins()
         self.log_files.feed(self.audit, batch_size=S3_AUDIT_BATCH_SIZE, max_concurrency=S3_AUDIT_MAX_CONCURRENCY)
         self.download_events: DownloadEvents | None = None
         watched_queues = [WatchedQueue("LogFiles", self.log_files, LOG_FILE_QUEUE_MAX_AGE)]
@@ -178,6 +182,7 @@ class S3AuditStack(FlowStack):
                 consumer=self.audit,
                 alarm_topic=self.alarm_topic,
                 key=self.key,
+                break_glass_role_arn=self.config.break_glass_role_arn,
             )
             watched_queues.append(WatchedQueue("Events", self.download_events.queue, EVENT_QUEUE_MAX_AGE))
         self.monitoring = FlowMonitoring(
@@ -216,6 +221,31 @@ class S3AuditStack(FlowStack):
         self.created_asset_bucket = created
         return [created]
 
+    def _tell_log_origins(self) -> None:
+        """The function reads each source only from its own bucket, CloudTrail files only of the accepted accounts
+        (s3_audit.sources.registry.LogOrigins): the second lock behind the bucket policies."""
+        if self.config.uses_cloudtrail:
+            self.audit.function.add_environment(env_names.CLOUDTRAIL_LOG_BUCKET, self.log_bucket.bucket_name)
+            accounts = ",".join([self.account, *self.config.trail_account_ids])
+            self.audit.function.add_environment(env_names.TRAIL_ACCOUNT_IDS, accounts)
+        if self.asset_access_logs is not None:
+            self.audit.function.add_environment(env_names.ACCESS_LOG_BUCKET, self.asset_access_logs.bucket_name)
+
+    def _only_notifications_send(self) -> None:
+        """Only the log buckets' notifications (and the break-glass role) may send to the log-file queue."""
+        notifying = [self.log_bucket] if self.config.uses_cloudtrail else []
+        if self.asset_access_logs is not None:
+            notifying.append(self.asset_access_logs)
+        for statement in deny_all_but_delivery(
+            "OnlyLogBucketNotificationsSend",
+            actions=["sqs:SendMessage"],
+            resources=[self.log_files.queue.queue_arn],
+            service="s3.amazonaws.com",
+            source_arns=[bucket.bucket_arn for bucket in notifying],
+            break_glass_role_arn=self.config.break_glass_role_arn,
+        ):
+            self.log_files.queue.add_to_resource_policy(statement)
+
     def _grant_log_reads(self, bucket: s3.Bucket, prefix: str, reason: str) -> None:
         """The function may read the log objects under ``prefix`` of ``bucket``, and nothing else of it."""
         self.audit.role.add_to_principal_policy(
@@ -230,6 +260,16 @@ class S3AuditStack(FlowStack):
             AccountBoundQueueDestination(self.log_files.queue),
             s3.NotificationKeyFilter(prefix=ASSET_ACCESS_LOG_PREFIX),
         )
+        # Only S3 log delivery for the asset buckets (and the break-glass role) writes access logs.
+        for statement in deny_all_but_delivery(
+            "OnlyAssetBucketLogDeliveryWrites",
+            actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects(f"{ASSET_ACCESS_LOG_PREFIX}*")],
+            service="logging.s3.amazonaws.com",
+            source_arns=[asset.bucket_arn for asset in self.asset_buckets],
+            break_glass_role_arn=self.config.break_glass_role_arn,
+        ):
+            bucket.add_to_resource_policy(statement)
         if not self.config.asset_buckets:
             return  # CDK writes the logging service's statement for the asset bucket it creates
         # Existing buckets: their owner turns logging on (see the output); the bucket lets only them write.
@@ -264,9 +304,9 @@ class S3AuditStack(FlowStack):
         With a key, the log files are encrypted with it (the key policy's CloudTrail statements name the trail).
         """
         # The bucket policy binds CloudTrail to the trail's ARN without a reference to the trail resource (the
-        # trail depends on the bucket policy: a reference back is a cycle). Named only with a key, whose policy
-        # names it: renaming a deployed trail would replace it.
-        trail_name = DOWNLOAD_TRAIL_NAME if key is not None else None
+        # trail depends on the bucket policy: a reference back is a cycle), so the trail has a fixed name: bound to
+        # "any trail of the account", any principal allowed to create a trail could deliver log files here.
+        trail_name = DOWNLOAD_TRAIL_NAME
         self._admit_cloudtrail(trail_name)
         trail = cloudtrail.Trail(
             self,
@@ -321,14 +361,13 @@ class S3AuditStack(FlowStack):
         # cost of every recorded event.
         return trail
 
-    def _admit_cloudtrail(self, trail_name: str | None) -> None:
+    def _admit_cloudtrail(self, trail_name: str) -> None:
         """The log bucket's statements for CloudTrail (AWS CloudTrail user guide, "Amazon S3 bucket policy for
         CloudTrail"): GetBucketAcl on the bucket, PutObject under AWSLogs/<account>/, bound by aws:SourceArn to the
-        trail named ``trail_name``; without a name (CloudFormation names it), to the trails of this account and region.
+        trail named ``trail_name``; and the denies that keep every other writer out of AWSLogs/.
         """
-        trail_arn = self.format_arn(service="cloudtrail", resource="trail", resource_name=trail_name or "*")
-        operator = "StringEquals" if trail_name else "ArnLike"
-        this_trail = {operator: {"aws:SourceArn": trail_arn}}
+        trail_arn = self.format_arn(service="cloudtrail", resource="trail", resource_name=trail_name)
+        this_trail = {"StringEquals": {"aws:SourceArn": trail_arn}}
         principal = iam.ServicePrincipal("cloudtrail.amazonaws.com")
         self.log_bucket.add_to_resource_policy(
             iam.PolicyStatement(
@@ -351,6 +390,16 @@ class S3AuditStack(FlowStack):
                 },
             )
         )
+        # And nobody else: no other principal, trail, account or service writes under AWSLogs/ (any account's).
+        for statement in deny_all_but_delivery(
+            "OnlyTheTrailWritesLogs",
+            actions=["s3:PutObject"],
+            resources=[self.log_bucket.arn_for_objects(f"{CLOUDTRAIL_LOG_PREFIX}*")],
+            service="cloudtrail.amazonaws.com",
+            source_arns=[trail_arn],
+            break_glass_role_arn=self.config.break_glass_role_arn,
+        ):
+            self.log_bucket.add_to_resource_policy(statement)
 
     def _acknowledge_notifications_handler(self) -> None:
         """CDK's own function that writes the bucket notification configuration at deployment time."""

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 
 from metering.ledger import KEY_ATTRIBUTE
-from metering.ogc_rs import OgcRsClient, http_session
+from metering.ogc_rs import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, OgcRsClient, http_session
 from metering.runtime import build_ogc_rs_client
 from metering.settings import OgcRsSettings
 from testbed.local_aws import local_aws
@@ -45,13 +45,17 @@ def client_for(
     overrides: dict[str, str] | None = None,
     *,
     retries: int | None = 1,
+    read_timeout_s: float = READ_TIMEOUT_S,
 ) -> OgcRsClient:
-    """An OgcRsClient for the reference OGC RS with a short backoff; ``retries=None`` keeps the production count."""
+    """An OgcRsClient for the reference OGC RS with a short backoff; ``retries=None`` keeps the production count,
+    ``read_timeout_s`` shortens the wait for an answer (tests of an OGC RS that answers late)."""
     env = {**ogc_rs_env(rs), "BATCH_MAX_LINES": str(batch_max_lines), **(overrides or {})}
     session = (
         http_session(backoff_factor=0.01) if retries is None else http_session(retries=retries, backoff_factor=0.01)
     )
-    return build_ogc_rs_client(OgcRsSettings.from_env(env), session=session)
+    return build_ogc_rs_client(
+        OgcRsSettings.from_env(env), session=session, timeout=(CONNECT_TIMEOUT_S, read_timeout_s)
+    )
 
 
 def create_ledger_table(dynamodb: Any, name: str = "ledger") -> None:

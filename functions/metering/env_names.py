@@ -31,11 +31,32 @@ OGC_AUDIT_ALLOW_HTTP: Final = "OGC_AUDIT_ALLOW_HTTP"
 MAX_LOG_FILE_BYTES: Final = "MAX_LOG_FILE_BYTES"
 """Inflated bytes read from one log file before it is quarantined as file_too_large."""
 
+# Where s3_audit accepts log files from (s3_audit.sources.registry.LogOrigins); unset in local runs: anywhere.
+CLOUDTRAIL_LOG_BUCKET: Final = "CLOUDTRAIL_LOG_BUCKET"
+"""The bucket the trail writes to: only CloudTrail log files are read from it."""
+ACCESS_LOG_BUCKET: Final = "ACCESS_LOG_BUCKET"
+"""The bucket the asset buckets' server access logs go to: only access-log objects are read from it."""
+TRAIL_ACCOUNT_IDS: Final = "TRAIL_ACCOUNT_IDS"
+"""Comma-separated account ids whose CloudTrail log files (``AWSLogs/[o-id/]<account>/``) are metered."""
+
 # The delivery ledger (metering.runtime.build_ledger).
 IDEMPOTENCY_TABLE_NAME: Final = "IDEMPOTENCY_TABLE_NAME"
 """The DynamoDB ledger table in AWS."""
 LEDGER_PATH: Final = "LEDGER_PATH"
 """The SQLite ledger file of local runs and the standalone server."""
+LEDGER_DATABASE_URL: Final = "LEDGER_DATABASE_URL"
+"""``postgresql://...``: the standalone server's spool and ledger, shared by a fleet (``serve --database-url``)."""
+
+# Uncertain requests (metering.uncertain.UncertainResolver).
+UNCERTAIN_GRACE_S: Final = "UNCERTAIN_GRACE_S"
+"""Seconds an uncertain request is left alone, without OGC RS's database, before its lines are sent once more."""
+
+# OGC RS's own database, read-only (metering.ogc_rs_database: uncertain requests are looked up there; reconcile).
+OGC_RS_DATABASE_URL: Final = "OGC_RS_DATABASE_URL"
+"""Optional ``postgresql://role@host:port/db`` of OGC RS's database, for a role granted SELECT on metering and
+jobs_table."""
+RECONCILE_LEDGER: Final = "RECONCILE_LEDGER"
+"""The SQLite ledger file of ``ogc-audit reconcile --repair`` (default under ``$XDG_STATE_HOME/ogc-audit/``)."""
 
 # The MinIO webhook (minio_relay.webhook.WebhookSettings, minio_relay.handler).
 WEBHOOK_TOKEN_SECRET_ARN: Final = "WEBHOOK_TOKEN_SECRET_ARN"

@@ -3,18 +3,23 @@
 Two granularities share one mechanism: a key per entry (MinIO ``deploymentid:requestID``: a re-sent entry is
 recognised in any later body) and a key per chunk of lines (a CloudTrail log file: one ledger record per
 request instead of one per download). A key is settled once OGC RS has answered for all of its lines.
+
+A request whose answer was lost (``UncertainDeliveryError``) is never re-sent on a hunch: its keys become UNCERTAIN
+in the ledger with the exact request, and the next try resolves them (``metering.uncertain``) before anything of
+theirs is sent again.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from metering.errors import DeliveryError
-from metering.ledger import DeliveryLedger
-from metering.ogc_rs import DeliveryReport, SettledCallback
+from metering.errors import DeliveryError, UncertainDeliveryError, UncertainPendingError
+from metering.ledger import Claim, DeliveryLedger, UncertainRequest
+from metering.ogc_rs import DeliveryReport, SettledCallback, log_unreported_rejections
+from metering.uncertain import UncertainResolver
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +35,9 @@ class KeyedChunk:
     """Lines delivered and remembered together under one key.
 
     ``event_keys`` are recorded as delivered with the chunk, so the same events met again in another input
-    (CloudTrail repeating an event in a later log file) can be recognised with ``DeliveryLedger.delivered``.
+    (CloudTrail repeating an event in a later log file) can be recognised with ``DeliveryLedger.delivered``. When
+    there is one per line (aligned with ``lines``, ``""`` for a line without one), a request found stored after
+    its answer was lost settles exactly its lines' events.
     """
 
     key: str
@@ -61,19 +68,71 @@ class InFlightError(DeliveryError):
     """Some keys are being sent by another invocation right now; try the input again later."""
 
 
-def deliver_once(client: LineSender, ledger: DeliveryLedger, items: Sequence[KeyedLine]) -> OnceReport:
-    """Send each key's line unless the ledger shows it delivered; a key repeated in ``items`` is sent once."""
+def deliver_once(
+    client: LineSender,
+    ledger: DeliveryLedger,
+    items: Sequence[KeyedLine],
+    resolver: UncertainResolver | None = None,
+) -> OnceReport:
+    """Send each key's line unless the ledger shows it delivered; a key repeated in ``items`` is sent once.
+
+    ``resolver`` resolves keys left uncertain by an earlier try (default: the grace period alone, no database).
+    """
     unique: dict[str, str] = {}
     for item in items:
         unique.setdefault(item.key, item.line)
-    report = _deliver_groups(client, ledger, [KeyedChunk(key, [line]) for key, line in unique.items()])
+    groups = [KeyedChunk(key, [line]) for key, line in unique.items()]
+    report = _deliver_groups(client, ledger, groups, resolver or UncertainResolver())
     report.repeated_in_input = len(items) - len(unique)
     return report
 
 
-def deliver_chunks_once(client: LineSender, ledger: DeliveryLedger, chunks: Sequence[KeyedChunk]) -> OnceReport:
+def deliver_chunks_once(
+    client: LineSender,
+    ledger: DeliveryLedger,
+    chunks: Sequence[KeyedChunk],
+    resolver: UncertainResolver | None = None,
+) -> OnceReport:
     """Send each chunk unless the ledger shows it delivered; every line of a chunk is sent (they are distinct)."""
-    return _deliver_groups(client, ledger, chunks)
+    return _deliver_groups(client, ledger, chunks, resolver or UncertainResolver())
+
+
+def claim_resolving(ledger: DeliveryLedger, keys: Collection[str], resolver: UncertainResolver) -> Claim:
+    """Claim ``keys``; resolve those an earlier try left uncertain and claim the ones that resolving freed.
+
+    Keys still unresolved stay in ``claim.uncertain`` (with ``claim.retry_after_s``): the caller sends the rest and
+    raises UncertainPendingError, so the input is tried again then.
+    """
+    claim = ledger.claim(keys)
+    if not claim.uncertain:
+        return claim
+    resolution = resolver.resolve(ledger, claim.uncertain)
+    again = ledger.claim(resolution.freed) if resolution.freed else Claim()
+    retry_after = resolution.retry_after_s if resolution.pending else 0.0
+    if again.uncertain:  # made uncertain again by another sender in between: ask again soon
+        retry_after = max(retry_after, resolver.ask_again_s)
+    return Claim(
+        claimed=claim.claimed | again.claimed,
+        delivered=claim.delivered | again.delivered,
+        in_flight=claim.in_flight | again.in_flight,
+        uncertain=resolution.pending | again.uncertain,
+        retry_after_s=retry_after,
+    )
+
+
+def raise_if_waiting(claim: Claim, what: str, delivered: DeliveryReport | None = None) -> None:
+    """After the rest was delivered: InFlightError for keys another sender holds, UncertainPendingError for keys
+    still uncertain (the input is retried; nothing of theirs was sent). The lines ``delivered`` saw refused are
+    logged first: the caller never gets that report, and the retry won't send them again."""
+    if (claim.in_flight or claim.uncertain) and delivered is not None:
+        log_unreported_rejections(delivered)
+    if claim.in_flight:
+        raise InFlightError(f"{len(claim.in_flight)} {what} are being delivered by another invocation")
+    if claim.uncertain:
+        raise UncertainPendingError(
+            f"{len(claim.uncertain)} {what} wait for an uncertain request to be resolved",
+            retry_after_s=claim.retry_after_s,
+        )
 
 
 def chunk_key(prefix: str, event_ids: Sequence[str]) -> str:
@@ -132,6 +191,10 @@ class _ChunkProgress:
         for index, _ in self._owner:
             self._unanswered[index] += 1
         self._settled: set[str] = set()
+        # (chunk, line) OGC RS has answered for, in this attempt or an earlier one.
+        self._answered: set[tuple[int, int]] = {
+            (index, part) for index, chunk in enumerate(chunks) for part in range(len(chunk.lines))
+        } - set(self._owner)
 
     def settle_complete(self) -> None:
         """Settle the chunks whose every line an earlier attempt delivered part by part."""
@@ -146,11 +209,14 @@ class _ChunkProgress:
             index, part = self._owner[position]
             self._unanswered[index] -= 1
             answered.setdefault(index, []).append(part)
+            self._answered.add((index, part))
+        # A chunk answered in part records its answered lines, and their events: a retry whose chunks are cut
+        # differently (some events settled meanwhile) must still know these requests as delivered.
         partial = [
             key
             for index, parts in answered.items()
             if self._unanswered[index] > 0
-            for key in self._progress_keys(self._chunks[index].key, parts)
+            for key in [*self._progress_keys(self._chunks[index].key, parts), *self._event_keys(index, parts)]
         ]
         if partial:
             self._ledger.settle(partial)
@@ -162,12 +228,49 @@ class _ChunkProgress:
         """Give back the claims of the chunks not settled, so the next try can claim them."""
         self._ledger.release([chunk.key for chunk in self._chunks if chunk.key not in self._settled])
 
+    def mark_uncertain(self, error: UncertainDeliveryError) -> UncertainRequest:
+        """Record the request that may have landed: its chunks (and their events) wait as UNCERTAIN with the exact
+        lines sent; if it landed, the lines' own keys (a one-line chunk's key, else the chunk's part keys) and their
+        events are settled. The other unsettled chunks are released."""
+        affected: dict[int, list[int]] = {}
+        stored_keys: list[str] = []
+        for position in error.positions:
+            index, part = self._owner[position]
+            affected.setdefault(index, []).append(part)
+            chunk = self._chunks[index]
+            if len(chunk.lines) == 1:
+                stored_keys.append(chunk.key)
+            else:
+                stored_keys.extend(self._progress_keys(chunk.key, [part]))
+            if len(chunk.event_keys) == len(chunk.lines) and chunk.event_keys[part]:
+                stored_keys.append(chunk.event_keys[part])
+        keys = [self._chunks[index].key for index in affected]
+        # The events of lines already answered are settled: only the others wait on this request.
+        keys += [
+            key
+            for index in affected
+            for part, key in enumerate(self._chunks[index].event_keys)
+            if key and (index, part) not in self._answered
+        ]
+        request = UncertainRequest.new(error.logs, keys, stored_keys, sent_at=error.sent_at)
+        self._ledger.mark_uncertain(request)
+        self._settled.update(self._chunks[index].key for index in affected)  # not to be released below
+        self.release_unsettled()
+        return request
+
     def _settle(self, indexes: Sequence[int]) -> None:
         """Record whole chunks as delivered, with the event keys they carry."""
         keys = [self._chunks[index].key for index in indexes]
-        event_keys = [key for index in indexes for key in self._chunks[index].event_keys]
+        event_keys = [key for index in indexes for key in self._chunks[index].event_keys if key]
         self._ledger.settle([*keys, *event_keys])
         self._settled.update(keys)
+
+    def _event_keys(self, index: int, parts: Sequence[int]) -> list[str]:
+        """The event keys of some lines of a chunk (none when the chunk carries no event per line)."""
+        events = self._chunks[index].event_keys
+        if len(events) != len(self._chunks[index].lines):
+            return []
+        return [events[part] for part in parts if events[part]]
 
     @staticmethod
     def _progress_keys(chunk_key: str, parts: Sequence[int]) -> list[str]:
@@ -175,24 +278,31 @@ class _ChunkProgress:
         return [_progress_key(chunk_key), *(_part_key(chunk_key, part) for part in parts)]
 
 
-def _deliver_groups(client: LineSender, ledger: DeliveryLedger, groups: Sequence[KeyedChunk]) -> OnceReport:
+def _deliver_groups(
+    client: LineSender, ledger: DeliveryLedger, groups: Sequence[KeyedChunk], resolver: UncertainResolver
+) -> OnceReport:
     """Claim the keys, send the lines of the claimed ones, settle each key once all its lines are answered.
 
     A group answered only in part (split around a refused line) records the answered parts, so a retry sends
     only the rest. Raises DeliveryError (the input must be retried) after releasing the keys that were not
-    settled; raises InFlightError after delivering the rest when another sender holds some of the keys.
+    settled; UncertainDeliveryError after recording the request that may have landed (its keys wait, uncertain);
+    InFlightError or UncertainPendingError after delivering the rest when other keys are held by another sender
+    or wait for an uncertain request.
     """
-    claim = ledger.claim([group.key for group in groups])
+    claim = claim_resolving(ledger, [group.key for group in groups], resolver)
     to_send = [group for group in groups if group.key in claim.claimed]
     done_parts = _parts_delivered(ledger, to_send)
     progress = _ChunkProgress(ledger, to_send, done_parts)
     progress.settle_complete()
     try:
         delivery = client.deliver(progress.lines, on_settled=progress.record)
+    except UncertainDeliveryError as error:
+        resolver.record_uncertain(progress.mark_uncertain(error))
+        error.retry_after_s = resolver.first_check_after_s()
+        raise
     except BaseException:
         progress.release_unsettled()
         raise
     already = sum(len(group.lines) for group in groups if group.key in claim.delivered) + len(done_parts)
-    if claim.in_flight:
-        raise InFlightError(f"{len(claim.in_flight)} keys are being delivered by another invocation")
+    raise_if_waiting(claim, "keys", delivery)
     return OnceReport(delivery, already_delivered=already)

@@ -7,7 +7,8 @@ one line is invalid, so every value is checked here before a line can exist.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import msgspec
@@ -27,6 +28,10 @@ _MAX_BYTES_DIGITS = len(str(_MAX_BYTES))
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # What java.lang.String.trim() removes: OGC RS finds a field made only of these empty.
 _JAVA_BLANK = "".join(chr(code) for code in range(0x21))
+EARLIEST_TIMESTAMP = "2006-01-01T00:00:00Z"
+"""No download happened before S3 opened (2006-03): an earlier time is damage or forgery, and is quarantined."""
+FUTURE_TOLERANCE = timedelta(days=1)
+"""A time later than now plus this is quarantined too (clock skew between hosts stays far below a day)."""
 
 
 class Backend(StrEnum):
@@ -170,10 +175,13 @@ def build_download(
     backend: Backend,
     event_id: str,
 ) -> MeteredDownload | Skip:
-    """A MeteredDownload from checked ids and raw time and size, or the quarantine reason for bad values."""
+    """A MeteredDownload from checked ids and raw time and size, or the quarantine reason for bad values (a time
+    that is no instant or lies outside ``timestamp_in_window``, a byte count that is no integer of 0 to 2^63-1)."""
     when = normalize_timestamp(timestamp)
     if when is None:
         return Skip.quarantined(Reason.INVALID_TIMESTAMP, f"timestamp {str(timestamp)[:64]!r}")
+    if not timestamp_in_window(when):
+        return Skip.quarantined(Reason.INVALID_TIMESTAMP, _window_detail(timestamp, when))
     size = normalize_bytes(bytes_sent)
     if size is None:
         return Skip.quarantined(Reason.INVALID_BYTES, f"byte count {_excerpt(bytes_sent)!r}")
@@ -186,6 +194,21 @@ def build_download(
         backend=backend,
         event_id=event_id,
     )
+
+
+def timestamp_in_window(when: str) -> bool:
+    """Whether a normalized timestamp (``normalize_timestamp``'s text) lies between 2006-01-01 and now plus a day.
+
+    The text compares as the instant does: four-digit years, fixed width, UTC.
+    """
+    if when < EARLIEST_TIMESTAMP:
+        return False
+    horizon = datetime.now(UTC) + FUTURE_TOLERANCE
+    return when <= f"{horizon:%Y-%m-%dT%H:%M:%S}Z"
+
+
+def _window_detail(timestamp: object, when: str) -> str:
+    return f"timestamp {str(timestamp)[:64]!r} ({when}) is before {EARLIEST_TIMESTAMP} or more than a day ahead"
 
 
 def is_valid_line(line: object) -> bool:
@@ -201,3 +224,91 @@ def is_valid_line(line: object) -> bool:
     if normalize_timestamp(timestamp) != timestamp:
         return False
     return size.isascii() and size.isdigit() and normalize_bytes(size) is not None
+
+
+class LineBuilder:
+    """``check_ids`` then ``build_download`` for the downloads of one source, remembering what it validated.
+
+    Users, collections and timestamps repeat across a log file (a few hundred users, one timestamp per second),
+    so a UUID or a timestamp seen valid is not checked again (a new UUID costs one regular-expression match); an
+    itemId is checked with one C-level ``isprintable`` (which no control character passes) unless that is
+    inconclusive; anything not plainly valid goes through ``check_ids`` itself. Whatever is remembered, the
+    outcome is exactly the one ``check_ids`` and ``build_download`` give (a property test holds them equal).
+    Memory: at most ``max_remembered`` values of each kind; then it forgets them all and starts again.
+    ``time_text`` turns a source's own time text into RFC 3339 before ``normalize_timestamp`` sees it.
+    """
+
+    def __init__(
+        self, backend: Backend, time_text: Callable[[str], str] | None = None, max_remembered: int = 1 << 16
+    ) -> None:
+        self.backend = backend
+        self.time_text = time_text
+        self.max_remembered = max_remembered
+        self._uuids: dict[str, str] = {}  # the user and collection ids found to be UUIDs
+        self._times: dict[str, str] = {}  # a time as written -> its normalized text, inside the window
+
+    def download(
+        self,
+        user_id: str | None,
+        collection_id: str | None,
+        item_id: str | None,
+        *,
+        timestamp: object,
+        bytes_sent: object,
+        event_id: str,
+    ) -> MeteredDownload | Skip:
+        """The download of these raw values, or the skip ``check_ids``/``build_download`` give for them."""
+        uuids = self._uuids
+        user = uuids.get(user_id) if type(user_id) is str else None
+        if user is None and type(user_id) is str and _UUID.fullmatch(user_id):
+            user = self._remember(user_id)  # a UUID as it is: nothing to trim
+        collection = uuids.get(collection_id) if type(collection_id) is str else None
+        if collection is None and type(collection_id) is str and _UUID.fullmatch(collection_id):
+            collection = self._remember(collection_id)
+        item = item_id.strip() if type(item_id) is str and item_id.isprintable() and "|" not in item_id else ""
+        if user is None or collection is None or not item:
+            # Not plainly valid: the shared rules decide, and name the reason (padded UUIDs pass, trimmed).
+            bad_ids = check_ids(user_id, collection_id, item_id)
+            if bad_ids is not None:
+                return bad_ids
+            assert user_id is not None and collection_id is not None and item_id is not None  # noqa: PT018
+            user, collection, item = user_id.strip(), collection_id.strip(), item_id.strip()
+        when = self._times.get(timestamp) if type(timestamp) is str else None
+        if when is None:
+            when_or_skip = self._timestamp(timestamp)
+            if isinstance(when_or_skip, Skip):
+                return when_or_skip
+            when = when_or_skip
+        if type(bytes_sent) is int and 0 <= bytes_sent <= _MAX_BYTES:
+            size = bytes_sent
+        elif type(bytes_sent) is float and bytes_sent.is_integer() and 0 <= bytes_sent <= _MAX_BYTES:
+            size = int(bytes_sent)  # 16384.0: how EventBridge (and a third of some log files) write it
+        elif type(bytes_sent) is str and bytes_sent.isdigit() and bytes_sent.isascii() and len(bytes_sent) < 19:
+            size = int(bytes_sent)  # plain digits of fewer than 19: always in range
+        else:
+            normalized = normalize_bytes(bytes_sent)
+            if normalized is None:
+                return Skip.quarantined(Reason.INVALID_BYTES, f"byte count {_excerpt(bytes_sent)!r}")
+            size = normalized
+        return MeteredDownload(user, collection, item, when, size, self.backend, event_id)
+
+    def _remember(self, uuid: str) -> str:
+        if len(self._uuids) >= self.max_remembered:
+            self._uuids.clear()
+        self._uuids[uuid] = uuid
+        return uuid
+
+    def _timestamp(self, timestamp: object) -> str | Skip:
+        """The normalized time, remembered when valid; else the quarantine ``build_download`` gives."""
+        raw = self.time_text(timestamp) if self.time_text is not None and type(timestamp) is str else timestamp
+        when = normalize_timestamp(raw)
+        if when is None:
+            return Skip.quarantined(Reason.INVALID_TIMESTAMP, f"timestamp {str(raw)[:64]!r}")
+        if not timestamp_in_window(when):
+            return Skip.quarantined(Reason.INVALID_TIMESTAMP, _window_detail(raw, when))
+        # Remembered only once valid: a time that is too far ahead now can be in the window later.
+        if type(timestamp) is str:
+            if len(self._times) >= self.max_remembered:
+                self._times.clear()
+            self._times[timestamp] = when
+        return when

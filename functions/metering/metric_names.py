@@ -46,6 +46,15 @@ DELIVERY_FAILURES: Final = "DeliveryFailures"
 """Total per flow, and per ``kind`` (one of DELIVERY_FAILURE_KINDS)."""
 TOKEN_FETCHES: Final = "TokenFetches"  # noqa: S105 (a metric name, not a credential)
 
+# Uncertain requests (metering.uncertain): OGC RS's answer was lost, or was a 500/502/504.
+LINES_UNCERTAIN: Final = "LinesUncertain"
+"""Lines of requests that became uncertain: never re-sent on a hunch, resolved on the input's next try."""
+LINES_FOUND_STORED: Final = "LinesFoundStored"
+"""Lines of uncertain requests that OGC RS's database showed stored: settled without sending."""
+LINES_POSSIBLY_DUPLICATED: Final = "LinesPossiblyDuplicated"
+"""Lines sent once more after the grace period without OGC RS's database to ask: each may be stored twice
+(an alarm; ``ogc-audit reconcile`` confirms)."""
+
 # AWS S3 flow, per ``path`` (how the download reached s3_audit): with eventBridge on, an event delivers a line within
 # seconds and the log file later finds its request delivered; a log-file line delivered fresh is one EventBridge
 # missed (best effort) or had not delivered yet.
@@ -63,7 +72,7 @@ DELIVERY_PATHS: Final = (PATH_EVENT, PATH_LOG_FILE)
 # MinIO webhook.
 WEBHOOK_AUTH_FAILURES: Final = "WebhookAuthFailures"
 
-DeliveryFailureKind = Literal["unavailable", "configuration", "redirect", "in_flight"]
+DeliveryFailureKind = Literal["unavailable", "configuration", "redirect", "in_flight", "uncertain"]
 KIND_UNAVAILABLE: Final = "unavailable"
 """OGC RS or the auth server down, throttling or timing out: SQS retries the input."""
 KIND_CONFIGURATION: Final = "configuration"
@@ -72,7 +81,10 @@ KIND_REDIRECT: Final = "redirect"
 """The auth server or OGC RS answered a redirect (3xx), never followed: the configured URL must be corrected."""
 KIND_IN_FLIGHT: Final = "in_flight"
 """Another invocation holds some of the same entries in the delivery ledger: retried later, nothing is lost."""
-DELIVERY_FAILURE_KINDS: Final = (KIND_UNAVAILABLE, KIND_CONFIGURATION, KIND_REDIRECT, KIND_IN_FLIGHT)
+KIND_UNCERTAIN: Final = "uncertain"
+"""A request's answer was lost (or was a 500/502/504), or the input waits for such a request to be resolved: retried
+when it can be resolved, nothing sent twice on a hunch."""
+DELIVERY_FAILURE_KINDS: Final = (KIND_UNAVAILABLE, KIND_CONFIGURATION, KIND_REDIRECT, KIND_IN_FLIGHT, KIND_UNCERTAIN)
 
 
 def flow_dimensions(flow: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from metering import env_names
-from metering.errors import ConfigurationError, RedirectError
+from metering.errors import ConfigurationError, RedirectError, UncertainDeliveryError, UncertainPendingError
 from metering.exactly_once import InFlightError, OnceReport
 from metering.metric_names import (
     DEFAULT_NAMESPACE,
@@ -39,11 +39,15 @@ from metering.metric_names import (
     KIND_IN_FLIGHT,
     KIND_REDIRECT,
     KIND_UNAVAILABLE,
+    KIND_UNCERTAIN,
     LINE_AGE,
     LINES_ALREADY_DELIVERED,
     LINES_DELIVERED,
     LINES_DELIVERED_BY_PATH,
+    LINES_FOUND_STORED,
+    LINES_POSSIBLY_DUPLICATED,
     LINES_REJECTED,
+    LINES_UNCERTAIN,
     LOG_FILES_READ,
     METERED,
     OGC_RS_LATENCY,
@@ -60,6 +64,7 @@ from metering.metric_names import (
 )
 from metering.ogc_rs import DeliveryReport
 from metering.outcomes import OutcomeTally, Reason
+from metering.uncertain import UncertainTally
 
 # A health check or a refused body has nothing to publish; Powertools would warn about it on every such call.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
@@ -76,6 +81,7 @@ __all__ = [
     "record_outcomes",
     "record_rejected_lines",
     "record_token_fetches",
+    "record_uncertain",
 ]
 
 
@@ -194,9 +200,12 @@ def record_line_ages(metrics: Metrics, path: DeliveryPath, timestamps: Sequence[
 
 
 def delivery_failure_kind(error: BaseException) -> DeliveryFailureKind:
-    """The kind of a delivery failure: in_flight, redirect, configuration, or unavailable (any other error)."""
+    """The kind of a delivery failure: in_flight, uncertain, redirect, configuration, or unavailable (any other
+    error)."""
     if isinstance(error, InFlightError):
         return KIND_IN_FLIGHT
+    if isinstance(error, UncertainDeliveryError | UncertainPendingError):
+        return KIND_UNCERTAIN
     if isinstance(error, RedirectError):
         return KIND_REDIRECT
     if isinstance(error, ConfigurationError):
@@ -220,3 +229,15 @@ def record_token_fetches(metrics: Metrics, fetches: int) -> None:
 def record_auth_failure(metrics: Metrics) -> None:
     """WebhookAuthFailures: one request with a missing or wrong Authorization header reached the function."""
     _count(metrics, WEBHOOK_AUTH_FAILURES, 1)
+
+
+def record_uncertain(metrics: Metrics, tally: UncertainTally) -> None:
+    """LinesUncertain, LinesFoundStored and LinesPossiblyDuplicated (each only when not zero): what became of
+    requests whose answer was lost (``metering.uncertain``). The alarm reads LinesPossiblyDuplicated."""
+    for name, lines in (
+        (LINES_UNCERTAIN, tally.uncertain),
+        (LINES_FOUND_STORED, tally.found_stored),
+        (LINES_POSSIBLY_DUPLICATED, tally.possible_duplicates),
+    ):
+        if lines > 0:
+            _count(metrics, name, lines)

@@ -9,22 +9,32 @@ from dataclasses import dataclass, field
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from metering.auth import TokenProvider, is_redirect, redirect_error, server_problem
-from metering.errors import ConfigurationError, DeliveryError
+from metering.errors import ConfigurationError, DeliveryError, UncertainDeliveryError
 from metering.line import is_valid_line
 from metering.settings import DEFAULT_BATCH_MAX_LINES
 
-__all__ = ["DeliveryError", "DeliveryReport", "OgcRsClient", "RejectedLine", "http_session"]
+__all__ = [
+    "DeliveryError",
+    "DeliveryReport",
+    "OgcRsClient",
+    "RejectedLine",
+    "UncertainDeliveryError",
+    "http_session",
+    "provably_not_sent",
+]
 
 logger = logging.getLogger(__name__)
 
-# A synchronous run of the process can take ~30 s on the server; waiting less would turn a slow success
-# into a retry that stores the chunk twice.
+# A synchronous run of the process can take ~30 s on the server; waiting less makes a slow success uncertain.
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
-_RETRYABLE_STATUSES = (429, 500, 502, 503, 504)
+# Retried at once: what provably stored nothing. A 429 is refused before the process runs; the reference RS's 503
+# (and OGC RS's own when it is shutting down or overloaded) stores nothing either.
+_NOT_STORED_STATUSES = (429, 503)
 _SUCCESS = (200, 201)
 
 SettledCallback = Callable[[Sequence[int]], None]
@@ -40,12 +50,14 @@ class _NoRedirectSession(requests.Session):
 
 
 def http_session(retries: int = 4, backoff_factor: float = 0.5, pool_size: int = 10) -> requests.Session:
-    """A session that retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter, and
-    never follows a redirect (a 3xx comes back as the answer: it is a configuration error, see RedirectError)."""
+    """A session that retries, with exponential backoff and jitter, only what provably did not reach the server: a
+    connection not established, 429 and 503. It never retries after the request was sent (no read retries: a read
+    timeout or a connection lost after sending may mean the lines were stored) nor on 500/502/504, and never
+    follows a redirect (a 3xx comes back as the answer: it is a configuration error, see RedirectError)."""
     retry = Retry(
         total=retries,
         connect=retries,
-        read=retries,
+        read=0,
         status=retries,
         other=0,
         redirect=0,
@@ -53,7 +65,7 @@ def http_session(retries: int = 4, backoff_factor: float = 0.5, pool_size: int =
         backoff_factor=backoff_factor,
         backoff_jitter=backoff_factor,
         backoff_max=20.0,
-        status_forcelist=_RETRYABLE_STATUSES,
+        status_forcelist=_NOT_STORED_STATUSES,
         allowed_methods=frozenset({"POST"}),
         respect_retry_after_header=True,
         raise_on_status=False,
@@ -63,6 +75,20 @@ def http_session(retries: int = 4, backoff_factor: float = 0.5, pool_size: int =
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def provably_not_sent(error: requests.RequestException) -> bool:
+    """Whether a failed request never reached the server: the connection (or its TLS handshake) was not
+    established. Anything else (a read timeout, a connection reset or closed after the body went out) may have
+    been stored."""
+    if isinstance(error, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    if not isinstance(error, requests.exceptions.ConnectionError):
+        return False
+    reason = error.args[0] if error.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError | NameResolutionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +108,15 @@ class DeliveryReport:
     requests: int = 0
     seconds: float = 0.0
     token_fetches: int = 0
+
+
+def log_unreported_rejections(report: DeliveryReport) -> None:
+    """Log at ERROR the lines OGC RS refused, for a report its caller will never see (the call raises after).
+
+    Those lines were settled and won't be sent again: this log is the only place an operator finds them.
+    """
+    for rejected in report.rejected:
+        logger.error("quarantined rejected_by_ogc_rs: %s: %s", rejected.message, rejected.line[:200])
 
 
 class OgcRsClient:
@@ -112,7 +147,8 @@ class OgcRsClient:
         return self._batch_max_lines
 
     def deliver(self, lines: Sequence[str], on_settled: SettledCallback | None = None) -> DeliveryReport:
-        """Deliver every valid line; raise DeliveryError when OGC RS stays unavailable after retries.
+        """Deliver every valid line; raise DeliveryError when OGC RS stays unavailable after retries, and
+        UncertainDeliveryError (naming the one request's lines) when a request may or may not have been stored.
 
         ``on_settled`` is told, as soon as OGC RS has answered for them, the positions in ``lines`` that reached
         a final state (stored, or refused for good), so a caller can record progress chunk by chunk.
@@ -131,10 +167,7 @@ class OgcRsClient:
             for start in range(0, len(valid), size):
                 self._deliver_positions(lines, valid[start : start + size], report, on_settled)
         except DeliveryError:
-            # The caller never sees this report, yet lines refused so far were settled and won't be sent again:
-            # this log is the only place an operator finds them.
-            for rejected in report.rejected:
-                logger.error("quarantined rejected_by_ogc_rs: %s: %s", rejected.message, rejected.line[:200])
+            log_unreported_rejections(report)
             raise
         finally:
             report.seconds = time.monotonic() - started
@@ -150,7 +183,11 @@ class OgcRsClient:
     ) -> None:
         """Post the lines at ``positions`` in one request; on 400 split them to isolate the rejected lines."""
         chunk = [lines[position] for position in positions]
-        response = self._post(chunk, report)
+        sent_at = time.time()
+        try:
+            response = self._post(chunk, report)
+        except UncertainDeliveryError as error:
+            raise UncertainDeliveryError(str(error), logs=chunk, positions=positions, sent_at=sent_at) from error
         status = response.status_code
         if status in (400, 413) and len(chunk) > 1:
             middle = len(positions) // 2
@@ -163,8 +200,17 @@ class OgcRsClient:
             report.delivered += len(chunk)
         elif status == 400:
             report.rejected.append(RejectedLine(chunk[0], server_problem(response)))
-        elif status in _RETRYABLE_STATUSES:
+        elif status in _NOT_STORED_STATUSES:
             raise DeliveryError(f"OGC RS answered {status} after retries: {server_problem(response)}")
+        elif status >= 500:
+            # 500/502/504 (a gateway's timeout, a failure after the commit): the lines may be stored.
+            logger.warning("OGC RS answered %d to a request of %d lines: uncertain", status, len(chunk))
+            raise UncertainDeliveryError(
+                f"OGC RS answered {status}: {server_problem(response)}",
+                logs=chunk,
+                positions=positions,
+                sent_at=sent_at,
+            )
         else:
             raise ConfigurationError(f"OGC RS {self._process_url} answered {status}: {server_problem(response)}")
         if on_settled is not None:
@@ -175,7 +221,7 @@ class OgcRsClient:
         token = self._tokens.token()
         response = self._send(body, token, report)
         if response.status_code == 401:
-            # The token may have been revoked or expired early: one fresh token, one more try.
+            # The token may have been revoked or expired early (nothing was stored): one fresh token, one more try.
             self._tokens.invalidate(token)
             response = self._send(body, self._tokens.token(), report)
             if response.status_code == 401:
@@ -195,4 +241,13 @@ class OgcRsClient:
                 allow_redirects=False,  # a redirect's 200 elsewhere would look like a delivery
             )
         except requests.RequestException as error:
-            raise DeliveryError(f"OGC RS unreachable after retries: {type(error).__name__}") from error
+            if provably_not_sent(error):
+                raise DeliveryError(f"OGC RS unreachable after retries: {type(error).__name__}") from error
+            logger.warning("no answer from OGC RS (%s): the request is uncertain", type(error).__name__)
+            # The caller fills in the lines and positions; this one carries the cause.
+            raise UncertainDeliveryError(
+                f"no answer from OGC RS ({type(error).__name__}): the request may have been stored",
+                logs=(),
+                positions=(),
+                sent_at=time.time(),
+            ) from error

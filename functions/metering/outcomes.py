@@ -33,6 +33,7 @@ class Reason(StrEnum):
     BAD_JSON = "bad_json"
     RECORD_TOO_LARGE = "record_too_large"
     FILE_TOO_LARGE = "file_too_large"
+    TOO_MANY_RECORDS = "too_many_records"
     REJECTED_BY_OGC_RS = "rejected_by_ogc_rs"
 
 

@@ -13,7 +13,9 @@ from metering import env_names
 from metering.auth import TokenProvider
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
 from metering.ogc_rs import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, OgcRsClient, http_session
+from metering.ogc_rs_database import open_ogc_rs_database
 from metering.settings import ClientCredentials, OgcRsSettings, SettingsError
+from metering.uncertain import LandingCheck, UncertainResolver
 
 # Secrets are re-read at most this often, so a rotated secret is picked up without a redeploy.
 SECRET_MAX_AGE_S = 300
@@ -102,3 +104,22 @@ def ogc_rs_client(env: Mapping[str, str] | None = None) -> OgcRsClient:
     if env is not None:
         return build_ogc_rs_client(OgcRsSettings.from_env(env))
     return _cached_client()
+
+
+def build_uncertain_resolver(env: Mapping[str, str], database: LandingCheck | None = None) -> UncertainResolver:
+    """The resolver of uncertain requests: ``UNCERTAIN_GRACE_S``, and OGC RS's database when ``database`` is given
+    or ``OGC_RS_DATABASE_URL`` is set (``serve`` and the CLI near OGC RS; the Lambda bundles lack its driver)."""
+    url = env.get(env_names.OGC_RS_DATABASE_URL, "").strip()
+    if database is None and url:
+        database = open_ogc_rs_database(url)
+    return UncertainResolver.from_env(env, database)
+
+
+@functools.cache
+def _cached_resolver() -> UncertainResolver:
+    return build_uncertain_resolver(os.environ)
+
+
+def uncertain_resolver() -> UncertainResolver:
+    """The process-wide resolver of uncertain requests (its tally is read once per invocation)."""
+    return _cached_resolver()

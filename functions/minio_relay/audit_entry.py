@@ -17,8 +17,10 @@ from metering.line import Backend, MeteredDownload, build_download, check_ids
 from metering.outcomes import Reason, Skip
 
 _DOWNLOAD_API = "GetObject"
-# Any of these in the query string marks a presigned (query-string authenticated) request.
+# Any of these in the query string marks a presigned (query-string authenticated) request,
 _PRESIGN_PARAMETERS = ("X-Amz-Signature", "X-Amz-Credential")
+# and so do these three together: a SigV2 presigned URL (MinIO accepts those too).
+_SIGV2_PRESIGN_PARAMETERS = ("Signature", "AWSAccessKeyId", "Expires")
 _ID_PARAMETERS = ("userId", "collectionId", "itemId")
 # Keys longer than this are replaced by their hash: a queue message and a ledger key must stay small.
 _MAX_KEY_CHARS = 256
@@ -83,7 +85,9 @@ def _request_filter(api: Mapping[str, object], query: Mapping[str, object]) -> S
     # 200 and 206 (a range request) count; 304 (not modified) sent no body, 4xx/5xx failed.
     if not 200 <= status <= 299:
         return Skip.filtered(Reason.FAILED_REQUEST)
-    if not any(parameter in query for parameter in _PRESIGN_PARAMETERS):
+    if not any(parameter in query for parameter in _PRESIGN_PARAMETERS) and not all(
+        parameter in query for parameter in _SIGV2_PRESIGN_PARAMETERS
+    ):
         return Skip.filtered(Reason.NOT_PRESIGNED)
     return None
 

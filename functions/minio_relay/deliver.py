@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from metering.errors import DeliveryError
+from metering.errors import DeliveryError, UncertainPendingError
 from metering.exactly_once import InFlightError, KeyedLine, LineSender, OnceReport, deliver_once
 from metering.ledger import DeliveryLedger
 from metering.outcomes import Reason
+from metering.uncertain import UncertainResolver
 from minio_relay.audit_entry import entry_ledger_key
 from minio_relay.delivery_queue import MessageFormatError, decode_message
 
@@ -21,15 +22,18 @@ logger = logging.getLogger(__name__)
 _EXCERPT_CHARS = 200
 
 
-def deliver_message(body: str | bytes, client: LineSender, ledger: DeliveryLedger) -> OnceReport:
+def deliver_message(
+    body: str | bytes, client: LineSender, ledger: DeliveryLedger, resolver: UncertainResolver | None = None
+) -> OnceReport:
     """Deliver the lines of one delivery-queue message, each entry key once, ever (see metering.ledger).
 
     Raises MessageFormatError for a body that is not a delivery message (it ends in the DLQ for an operator)
-    and DeliveryError when OGC RS stays unavailable (SQS retries the message; delivered keys are not resent).
+    and DeliveryError when OGC RS stays unavailable (SQS retries the message; delivered keys are not resent),
+    or when some entries wait for an uncertain request (``retry_after_s`` says when to try again).
     """
     message = decode_message(body)
     keyed = [KeyedLine(entry_ledger_key(queued.key), queued.line) for queued in message.lines]
-    report = deliver_once(client, ledger, keyed)
+    report = deliver_once(client, ledger, keyed, resolver)
     delivery = report.delivery
     for rejected in delivery.rejected:
         logger.error(
@@ -52,9 +56,10 @@ class BatchDelivery:
     would run into its timeout; failing the remaining messages straight away returns them to the queue sooner.
     """
 
-    def __init__(self, client: LineSender, ledger: DeliveryLedger) -> None:
+    def __init__(self, client: LineSender, ledger: DeliveryLedger, resolver: UncertainResolver | None = None) -> None:
         self._client = client
         self._ledger = ledger
+        self._resolver = resolver or UncertainResolver()
         self._outage: DeliveryError | None = None
 
     def deliver(self, message_id: str, body: str | bytes) -> OnceReport:
@@ -62,8 +67,8 @@ class BatchDelivery:
         if self._outage is not None:
             raise DeliveryError(f"not tried after an earlier outage in this batch: {self._outage}")
         try:
-            return deliver_message(body, self._client, self._ledger)
-        except InFlightError as error:
+            return deliver_message(body, self._client, self._ledger, self._resolver)
+        except (InFlightError, UncertainPendingError) as error:  # this message waits; OGC RS is not down
             logger.warning("message %s retried later: %s", message_id, error)
             raise
         except DeliveryError as error:

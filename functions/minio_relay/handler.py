@@ -32,8 +32,11 @@ from metering.metrics import (
     record_delivery_failure,
     record_outcomes,
     record_rejected_lines,
+    record_uncertain,
 )
+from metering.redelivery import delay_redelivery, retry_after_s
 from metering.settings import SettingsError
+from metering.uncertain import UncertainResolver
 from minio_relay.deliver import BatchDelivery
 from minio_relay.delivery_queue import enqueue
 from minio_relay.webhook import Webhook, WebhookRequest, WebhookResponse, WebhookSettings
@@ -137,6 +140,13 @@ def deliver_ledger() -> DeliveryLedger:
     return delivery_ledger()
 
 
+def deliver_resolver() -> UncertainResolver:
+    """The process-wide resolver of uncertain requests (grace period only: Lambda cannot reach OGC RS's database)."""
+    from metering.runtime import uncertain_resolver
+
+    return uncertain_resolver()
+
+
 _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
@@ -144,13 +154,17 @@ _processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_fail
 @logger.inject_lambda_context(clear_state=True)
 def deliver(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     """SQS delivery queue -> OGC RS; failed messages are reported back one by one (partial batch response)."""
-    batch = BatchDelivery(deliver_client(), deliver_ledger())
+    resolver = deliver_resolver()
+    batch = BatchDelivery(deliver_client(), deliver_ledger(), resolver)
 
     def record_handler(record: SQSRecord) -> None:
         try:
             report = batch.deliver(record.message_id, record.body)
         except DeliveryError as error:
             record_delivery_failure(metrics, delivery_failure_kind(error))
+            wait = retry_after_s(error)
+            if wait is not None:  # an uncertain request: come back when it can be resolved, not sooner
+                delay_redelivery(sqs_client(), record.event_source_arn, record.receipt_handle, wait)
             raise
         except Exception:
             # An AWS error (the ledger table: AccessDenied, throttling) must be visible, not only the retry.
@@ -160,4 +174,9 @@ def deliver(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
         # Lines the webhook counted as metered but OGC RS refused end quarantined.
         record_rejected_lines(metrics, len(report.delivery.rejected))
 
-    return process_partial_response(event=event, record_handler=record_handler, processor=_processor, context=context)
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=_processor, context=context
+        )
+    finally:
+        record_uncertain(metrics, resolver.tally.take())

@@ -3,7 +3,7 @@
 The function receives S3 event notifications (direct, inside SQS, inside SNS, SNS inside SQS), EventBridge
 "Object Created" and "AWS API Call via CloudTrail" events, and CloudTrail's own SNS delivery message.
 ``work_in_event`` and ``work_in_message`` turn any of them into units of work: a ``LogFileRef`` to read (its
-source chosen from the object name by ``s3_audit.sources.registry``), an
+source chosen from the bucket and the object name by ``s3_audit.sources.registry``), an
 ``InlineRecord`` to classify directly, or a ``SkippedInput`` saying why nothing is to be done.
 
 Key encoding: S3 notifications form-encode the key (``red flower.jpg`` -> ``red+flower.jpg``), so those keys
@@ -22,7 +22,8 @@ from urllib.parse import unquote_plus
 
 from metering.line import bounded_json_int
 from s3_audit.sources import cloudtrail as cloudtrail_source
-from s3_audit.sources.registry import recognise
+from s3_audit.sources import registry
+from s3_audit.sources.registry import LogOrigins, recognise
 
 
 class SkipReason(StrEnum):
@@ -34,6 +35,13 @@ class SkipReason(StrEnum):
     NOT_LOG_FILE = "not_log_file"
     NOT_OBJECT_CREATED = "not_object_created"
     UNKNOWN_ENVELOPE = "unknown_envelope"
+    UNEXPECTED_BUCKET = registry.UNEXPECTED_BUCKET
+    UNEXPECTED_ACCOUNT = registry.UNEXPECTED_ACCOUNT
+
+
+# Inputs an operator must look at: nobody understood them, or a log file arrived where its source never writes
+# (a forgery, or a misconfiguration). The others are routine.
+ALARMING_SKIPS = frozenset({SkipReason.UNKNOWN_ENVELOPE, SkipReason.UNEXPECTED_BUCKET, SkipReason.UNEXPECTED_ACCOUNT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +82,13 @@ class SkippedInput:
 Work = LogFileRef | InlineRecord | SkippedInput
 
 
-def classify_key(bucket: str, key: str) -> LogFileRef | SkippedInput:
-    """A LogFileRef for a log file key of any registered source (any prefix), else the skip reason."""
-    source, reason = recognise(key)
+def classify_key(bucket: str, key: str, origins: LogOrigins | None = None) -> LogFileRef | SkippedInput:
+    """A LogFileRef for a log file key of any registered source (any prefix), else the skip reason.
+
+    ``origins`` (default: the environment's, see ``LogOrigins.from_environment``) decides which bucket may hold
+    which source: a CloudTrail-named key in the access-log bucket is refused as ``unexpected_bucket``.
+    """
+    source, reason = recognise(key, bucket, LogOrigins.from_environment() if origins is None else origins)
     if source is not None:
         return LogFileRef(bucket, key, source.name)
     return SkippedInput(SkipReason(reason or SkipReason.NOT_LOG_FILE), f"s3://{bucket}/{key}")

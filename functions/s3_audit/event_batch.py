@@ -19,6 +19,7 @@ from metering.exactly_once import KeyedLine, OnceReport, deliver_once
 from metering.ledger import DeliveryLedger
 from metering.line import MeteredDownload
 from metering.outcomes import OutcomeTally, Reason, Skip
+from metering.uncertain import UncertainResolver
 from s3_audit.cloudtrail import classify, record_from_object
 from s3_audit.envelopes import InlineRecord
 from s3_audit.ingest import MAX_QUARANTINE_DETAILS, IngestResult, LineSink, request_ledger_key
@@ -70,7 +71,11 @@ def ledger_key(download: MeteredDownload) -> str:
 
 
 def ingest_event_batch(
-    events: Sequence[QueuedEvent], *, sink: LineSink, ledger: DeliveryLedger | None = None
+    events: Sequence[QueuedEvent],
+    *,
+    sink: LineSink,
+    ledger: DeliveryLedger | None = None,
+    resolver: UncertainResolver | None = None,
 ) -> EventBatchResult:
     """Meter every event, deliver the new lines together and name the messages whose lines were not delivered.
 
@@ -85,7 +90,7 @@ def ingest_event_batch(
         if ledger is None:
             _deliver_without_ledger(metered, sink, batch)
         else:
-            _deliver_with_ledger(metered, sink, ledger, batch)
+            _deliver_with_ledger(metered, sink, ledger, batch, resolver)
     result.seconds = time.monotonic() - started
     return batch
 
@@ -114,7 +119,11 @@ def _meter(events: Sequence[QueuedEvent], result: IngestResult) -> _MeteredEvent
 
 
 def _deliver_with_ledger(
-    metered: _MeteredEvents, sink: LineSink, ledger: DeliveryLedger, batch: EventBatchResult
+    metered: _MeteredEvents,
+    sink: LineSink,
+    ledger: DeliveryLedger,
+    batch: EventBatchResult,
+    resolver: UncertainResolver | None,
 ) -> None:
     known = ledger.delivered(metered.keys)
     items = [
@@ -128,7 +137,7 @@ def _deliver_with_ledger(
         return
     time_of = {key: download.timestamp for key, download in zip(metered.keys, metered.downloads, strict=True)}
     try:
-        once = deliver_once(sink, ledger, items)
+        once = deliver_once(sink, ledger, items, resolver)
     except DeliveryError as error:
         # Keys settled before the failure were delivered (or refused for good); the others' messages are retried.
         settled = ledger.delivered([item.key for item in items])

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from metering.line import MeteredDownload
 from metering.outcomes import OutcomeTally, Reason, Skip
-from s3_audit.cloudtrail import EventIdSet
 from s3_audit.sources import access_log, cloudtrail
+from s3_audit.sources.cloudtrail import EventIdSet
 from s3_audit.sources.registry import LogSource, source_named
 
 if TYPE_CHECKING:
@@ -36,27 +36,83 @@ def extract_access_log_downloads(paths: Sequence[str], tally: OutcomeTally) -> I
     return _extract(source_named(access_log.NAME), paths, tally)
 
 
-def _extract(source: LogSource, paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
+class LogStream(NamedTuple):
+    """The bytes of one log object, its name (a path, ``stdin`` or an ``s3://`` URI) and the source reading it."""
+
+    source: LogSource
+    name: str
+    chunks: Iterable[bytes]
+
+
+def downloads_of(
+    streams: Iterable[LogStream], tally: OutcomeTally, notes: QuarantineNotes | None = None
+) -> Iterator[MeteredDownload]:
+    """The metered downloads of log objects of any source, counting every outcome; an S3 request reported twice
+    (by the same file, another file, or CloudTrail and an access log: one request key) is metered once.
+    ``notes`` names each quarantined record."""
     seen = EventIdSet()
-    for path in paths:
-        for chunks in _sources(source, path):
-            for outcome in source.outcomes(chunks):
-                if isinstance(outcome, MeteredDownload) and seen.first_time(outcome):
+    first_time = seen.first_time
+    count = tally.count
+    for source, name, chunks in streams:
+        for outcome in source.outcomes(chunks):
+            if isinstance(outcome, MeteredDownload):
+                if first_time(outcome):
                     tally.metered += 1
                     yield outcome
                 else:
-                    tally.count(_DUPLICATE if isinstance(outcome, MeteredDownload) else outcome)
+                    count(_DUPLICATE)
+            else:
+                count(outcome)
+                if notes is not None and outcome.kind == "quarantined":
+                    notes.note(name, outcome)
 
 
-def _sources(source: LogSource, path: str) -> Iterator[Iterable[bytes]]:
-    """The byte streams PATH stands for: one for a file or stdin, one per log object under an S3 prefix."""
+def path_streams(source_name: str, path: str) -> Iterator[LogStream]:
+    """The log objects PATH stands for, read by the source ``source_name``: a file, ``-``, or an S3 prefix."""
+    source = source_named(source_name)
+    return (LogStream(source, name, chunks) for name, chunks in _sources(source, path))
+
+
+def _extract(source: LogSource, paths: Sequence[str], tally: OutcomeTally) -> Iterator[MeteredDownload]:
+    notes = QuarantineNotes()
+    streams = (LogStream(source, name, chunks) for path in paths for name, chunks in _sources(source, path))
+    yield from downloads_of(streams, tally, notes)
+    notes.close()
+
+
+class QuarantineNotes:
+    """Names each quarantined record on stderr, as the MinIO path does: its file, its record (or line) and why.
+
+    The first ``shown`` of a run are written; the rest are counted, and their number written at the end, so a file
+    of a million bad records cannot flood the terminal. The per-reason totals are in the summary after them.
+    """
+
+    def __init__(self, shown: int = 20) -> None:
+        self.shown = shown
+        self.noted = 0
+
+    def note(self, name: str, skip: Skip) -> None:
+        """One quarantined record of the file ``name``."""
+        self.noted += 1
+        if self.noted <= self.shown:
+            sys.stderr.write(f"quarantined {skip.reason}: {name}: {skip.detail}\n")
+
+    def close(self) -> None:
+        """Say how many quarantined records were not named."""
+        if self.noted > self.shown:
+            sys.stderr.write(f"quarantined: {self.noted - self.shown} more not shown (the first {self.shown} are)\n")
+
+
+def _sources(source: LogSource, path: str) -> Iterator[tuple[str, Iterable[bytes]]]:
+    """The byte streams PATH stands for, each with its name: one for a file or stdin, one per log object under an
+    S3 prefix (named by its ``s3://`` URI)."""
     if path == "-":
-        yield _file_chunks(sys.stdin.buffer)
+        yield "stdin", _file_chunks(sys.stdin.buffer)
     elif path.startswith("s3://"):
         yield from _s3_sources(source, path)
     else:
         with open(path, "rb") as file:
-            yield _file_chunks(file)
+            yield path, _file_chunks(file)
 
 
 def _file_chunks(file: Any) -> Iterator[bytes]:
@@ -64,7 +120,7 @@ def _file_chunks(file: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def _s3_sources(source: LogSource, url: str) -> Iterator[Iterable[bytes]]:
+def _s3_sources(source: LogSource, url: str) -> Iterator[tuple[str, Iterable[bytes]]]:
     # Imported here only: boto3 alone takes longer to import than a local file takes to extract.
     import boto3
 
@@ -73,7 +129,7 @@ def _s3_sources(source: LogSource, url: str) -> Iterator[Iterable[bytes]]:
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     s3 = boto3.client("s3")
     for ref in _log_files_under(s3, source, bucket, prefix):
-        yield s3_object_chunks(s3, ref)
+        yield ref.uri, s3_object_chunks(s3, ref)
 
 
 def _log_files_under(s3: Any, source: LogSource, bucket: str, prefix: str) -> Iterator[LogFileRef]:

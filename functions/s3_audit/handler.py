@@ -35,9 +35,20 @@ from metering.metrics import (
     record_lines_by_path,
     record_log_files,
     record_outcomes,
+    record_uncertain,
 )
 from metering.outcomes import OutcomeTally, Reason
-from s3_audit.envelopes import InlineRecord, LogFileRef, SkippedInput, SkipReason, Work, work_in_event, work_in_message
+from metering.redelivery import delay_redelivery, retry_after_s
+from metering.uncertain import UncertainResolver
+from s3_audit.envelopes import (
+    ALARMING_SKIPS,
+    InlineRecord,
+    LogFileRef,
+    SkippedInput,
+    Work,
+    work_in_event,
+    work_in_message,
+)
 from s3_audit.event_batch import EventBatchResult, QueuedEvent, ingest_event_batch
 from s3_audit.ingest import MAX_QUARANTINE_DETAILS, IngestResult, LineSink, ingest_log_file
 
@@ -50,11 +61,13 @@ _processor = BatchProcessor(event_type=EventType.SQS)
 
 @dataclass(frozen=True, slots=True)
 class Dependencies:
-    """What the function talks to: an S3 client, the OGC RS client and the delivery ledger (None: no ledger)."""
+    """What the function talks to: an S3 client, the OGC RS client and the delivery ledger (None: no ledger), and
+    how uncertain requests are resolved (None: by the default grace period)."""
 
     s3: Any
     sink: LineSink
     ledger: DeliveryLedger | None = None
+    resolver: UncertainResolver | None = None
 
 
 @functools.cache
@@ -62,9 +75,25 @@ def dependencies() -> Dependencies:
     """Built once per Lambda container: the OGC RS client's token cache outlives one invocation."""
     import boto3
 
-    from metering.runtime import delivery_ledger, ogc_rs_client
+    from metering.runtime import delivery_ledger, ogc_rs_client, uncertain_resolver
 
-    return Dependencies(s3=boto3.client("s3"), sink=ogc_rs_client(), ledger=delivery_ledger())
+    return Dependencies(
+        s3=boto3.client("s3"), sink=ogc_rs_client(), ledger=delivery_ledger(), resolver=uncertain_resolver()
+    )
+
+
+@functools.cache
+def _sqs_client() -> Any:
+    import boto3
+
+    return boto3.client("sqs")
+
+
+def _hold_back(record: SQSRecord, error: BaseException) -> None:
+    """A message whose input waits for an uncertain request comes back when it can be resolved, not sooner."""
+    wait = retry_after_s(error)
+    if wait is not None:
+        delay_redelivery(_sqs_client(), record.event_source_arn, record.receipt_handle, wait)
 
 
 @dataclass(slots=True)
@@ -108,11 +137,11 @@ def process_work(items: Iterable[Work], deps: Dependencies, totals: InvocationTo
     for item in work:
         if isinstance(item, SkippedInput):
             totals.skipped_inputs[item.reason.value] += 1
-            # An envelope nobody understood is dropped: ERROR, so an operator sees its excerpt.
-            log = logger.error if item.reason is SkipReason.UNKNOWN_ENVELOPE else logger.info
+            # An envelope nobody understood, or a log file where its source never writes: ERROR, for an operator.
+            log = logger.error if item.reason in ALARMING_SKIPS else logger.info
             log("input skipped", extra={"reason": item.reason.value, "input": item.detail})
         elif isinstance(item, LogFileRef):
-            result = ingest_log_file(item, s3=deps.s3, sink=deps.sink, ledger=deps.ledger)
+            result = ingest_log_file(item, s3=deps.s3, sink=deps.sink, ledger=deps.ledger, resolver=deps.resolver)
             totals.files += 1
             _log_result(result)
             if result.report is not None:
@@ -128,7 +157,7 @@ def process_work(items: Iterable[Work], deps: Dependencies, totals: InvocationTo
 
 def process_events(events: Sequence[QueuedEvent], deps: Dependencies, totals: InvocationTotals) -> EventBatchResult:
     """Meter and deliver the EventBridge events of the invocation together (chunked posts, not one per event)."""
-    batch = ingest_event_batch(events, sink=deps.sink, ledger=deps.ledger)
+    batch = ingest_event_batch(events, sink=deps.sink, ledger=deps.ledger, resolver=deps.resolver)
     record_line_ages(metrics, PATH_EVENT, batch.delivered_timestamps, datetime.now(UTC))
     totals.inline_records += len(events)
     _log_result(batch.result)
@@ -170,8 +199,10 @@ def _log_result(result: IngestResult) -> None:
     )
 
 
-def _record_totals(totals: InvocationTotals) -> None:
+def _record_totals(totals: InvocationTotals, deps: Dependencies) -> None:
     record_outcomes(metrics, totals.tally)
+    if deps.resolver is not None:
+        record_uncertain(metrics, deps.resolver.tally.take())
     record_log_files(metrics, totals.files)
     for path in (PATH_EVENT, PATH_LOG_FILE):
         record_lines_by_path(metrics, path, totals.delivered_by_path[path], totals.known_by_path[path])
@@ -231,6 +262,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             except DeliveryError as error:
                 record_delivery_failure(metrics, delivery_failure_kind(error))
                 logger.exception("message failed, SQS will deliver it again", extra={"message_id": record.message_id})
+                _hold_back(record, error)
                 raise
             except Exception:
                 logger.exception("message failed, SQS will deliver it again", extra={"message_id": record.message_id})
@@ -240,7 +272,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             event=event, record_handler=handle_message, processor=_processor, context=context
         )
         failed = len(response.get("batchItemFailures", []))
-        _record_totals(totals)
+        _record_totals(totals, deps)
         logger.info("invocation totals", extra={"totals": totals.as_dict(), "failed_messages": failed})
         return dict(response)
     # Direct invocation: an error propagates so that Lambda's asynchronous retry (and its DLQ) applies.
@@ -250,6 +282,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         record_delivery_failure(metrics, delivery_failure_kind(error))
         raise
     finally:
-        _record_totals(totals)
+        _record_totals(totals, deps)
     logger.info("invocation totals", extra={"totals": totals.as_dict()})
     return {"status": "completed", **totals.as_dict()}

@@ -26,11 +26,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from metering.exactly_once import InFlightError, KeyedChunk, OnceReport, chunk_key, deliver_chunks_once
+from metering.errors import UncertainPendingError
+from metering.exactly_once import (
+    InFlightError,
+    KeyedChunk,
+    OnceReport,
+    chunk_key,
+    claim_resolving,
+    deliver_chunks_once,
+    raise_if_waiting,
+)
 from metering.ledger import Claim, DeliveryLedger
 from metering.line import MeteredDownload
 from metering.ogc_rs import DeliveryReport, RejectedLine, SettledCallback
 from metering.outcomes import OutcomeTally, Reason, Skip
+from metering.uncertain import UncertainResolver
 from s3_audit.cloudtrail import classify
 from s3_audit.envelopes import LogFileRef
 from s3_audit.log_file import LogRecord
@@ -137,19 +147,27 @@ def windows(downloads: Iterable[MeteredDownload], size: int) -> Iterator[list[Me
         yield window
 
 
-def ingest_log_file(ref: LogFileRef, *, s3: Any, sink: LineSink, ledger: DeliveryLedger | None = None) -> IngestResult:
+def ingest_log_file(
+    ref: LogFileRef,
+    *,
+    s3: Any,
+    sink: LineSink,
+    ledger: DeliveryLedger | None = None,
+    resolver: UncertainResolver | None = None,
+) -> IngestResult:
     """Read one log file from S3, meter it with its source's rules and deliver its lines as they are read, a window
     of ``sink.batch_max_lines`` downloads at a time (each S3 request once, given a ledger).
 
     A damaged file is quarantined in the result, not raised: reading it again cannot help; what was read before
     the damage is delivered. S3 errors and DeliveryError propagate, so the input is retried (and, with a ledger,
-    resumes after the windows delivered); InFlightError is raised once the rest of the file is delivered.
+    resumes after the windows delivered); InFlightError and UncertainPendingError are raised once the rest of the
+    file is delivered.
     """
     started = time.monotonic()
     result = IngestResult(uri=ref.uri, tally=OutcomeTally(), quarantined=[])
     outcomes = source_named(ref.source).outcomes(s3_object_chunks(s3, ref))
     downloads = judged(outcomes, result.tally, result.quarantined, SeenRequests())
-    delivery = FileDelivery(sink, ledger, ref.source, result)
+    delivery = FileDelivery(sink, ledger, ref.source, result, resolver or UncertainResolver())
     for window in windows(downloads, sink.batch_max_lines):
         delivery.send(window)
     delivery.finish()
@@ -176,47 +194,51 @@ def keyed_chunks(
             KeyedChunk(
                 chunk_key(source, identities),
                 [download.to_line() for download in part],
-                [request_ledger_key(download) for download in part if download.event_id],
+                # One per line, so a request found stored after a lost answer settles exactly its lines' events.
+                [request_ledger_key(download) if download.event_id else "" for download in part],
             )
         )
     return chunks
 
 
-@dataclass(slots=True)
-class WindowDelivery:
-    """What delivering one window did, and how many of its requests another input is sending right now."""
-
-    once: OnceReport
-    in_flight: int = 0
-
-
 def deliver_downloads_once(
-    downloads: Sequence[MeteredDownload], sink: LineSink, ledger: DeliveryLedger, source: str = cloudtrail_source.NAME
-) -> WindowDelivery:
+    downloads: Sequence[MeteredDownload],
+    sink: LineSink,
+    ledger: DeliveryLedger,
+    source: str = cloudtrail_source.NAME,
+    *,
+    resolver: UncertainResolver | None = None,
+    waiting: Claim | None = None,
+) -> OnceReport:
     """Send the downloads whose S3 request no other input delivered or is delivering, in chunks each sent once.
 
     Each request key is claimed first, so two inputs reporting the same request (a CloudTrail file and an access
-    log, an EventBridge event and a log file) never both send it, even at the same moment: a key another sender
-    holds is counted in ``in_flight`` (the caller retries the input later). ``already_delivered`` counts chunks an
-    earlier try of this input sent and requests another input delivered. DeliveryError propagates after the
-    claims of the requests not delivered are given back.
+    log, an EventBridge event and a log file) never both send it, even at the same moment. Keys another sender
+    holds, or that wait for an uncertain request, are added to ``waiting`` when given (the caller raises once the
+    rest of its input is delivered), else InFlightError or UncertainPendingError is raised after the rest is
+    delivered. ``already_delivered`` counts chunks an earlier try of this input sent and requests another input
+    delivered. DeliveryError propagates after the claims of the requests not delivered are given back.
     """
+    resolver = resolver or UncertainResolver()
     keys = list(dict.fromkeys(request_ledger_key(download) for download in downloads if download.event_id))
-    claim = ledger.claim(keys) if keys else Claim()
+    claim = claim_resolving(ledger, keys, resolver) if keys else Claim()
     fresh = [d for d in downloads if not d.event_id or request_ledger_key(d) in claim.claimed]
     mine = list(claim.claimed)
-    in_flight = len(claim.in_flight)
+    held = Claim(in_flight=set(claim.in_flight), uncertain=set(claim.uncertain), retry_after_s=claim.retry_after_s)
     try:
         if fresh:
-            once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source))
+            once = deliver_chunks_once(sink, ledger, keyed_chunks(fresh, sink.batch_max_lines, source), resolver)
         else:
             once = OnceReport(DeliveryReport())
-    except InFlightError:
-        # Another invocation holds the chunk itself (the same file read twice at once): it sends these lines.
+    except (InFlightError, UncertainPendingError) as error:
+        # The window's chunk itself is held by another sender or waits for an uncertain request (nothing of it was
+        # sent now): give its requests back and wait with the rest.
         ledger.release(list(set(mine) - ledger.delivered(mine)))
-        return WindowDelivery(OnceReport(DeliveryReport()), in_flight + len(fresh))
+        _add_waiting(held, error, f"{source}:{len(fresh)} lines")
+        once = OnceReport(DeliveryReport())
     except BaseException:
-        # Give back the claims of requests not delivered (release deletes, so never a settled key).
+        # Give back the claims of requests not delivered (release deletes only claims: never a settled key, nor
+        # one waiting for an uncertain request).
         ledger.release(list(set(mine) - ledger.delivered(mine)))
         raise
     # A chunk found delivered by an earlier try settled its requests then; anything left claimed is settled now.
@@ -225,18 +247,41 @@ def deliver_downloads_once(
         ledger.settle(list(unsettled))
     once.known_requests = sum(1 for d in downloads if d.event_id and request_ledger_key(d) in claim.delivered)
     once.already_delivered += once.known_requests
-    return WindowDelivery(once, in_flight)
+    if waiting is None:
+        raise_if_waiting(held, "S3 requests", once.delivery)
+    else:
+        waiting.in_flight |= held.in_flight
+        waiting.uncertain |= held.uncertain
+        waiting.retry_after_s = max(waiting.retry_after_s, held.retry_after_s)
+    return once
+
+
+def _add_waiting(held: Claim, error: InFlightError | UncertainPendingError, chunk: str) -> None:
+    """Count a chunk another sender holds (or that waits for an uncertain request) among the keys waited for."""
+    if isinstance(error, UncertainPendingError):
+        held.uncertain.add(chunk)
+        held.retry_after_s = max(held.retry_after_s, error.retry_after_s or 0.0)
+    else:
+        held.in_flight.add(chunk)
 
 
 class FileDelivery:
     """Delivers the windows of one input as they are read and adds up what each delivery did in its result."""
 
-    def __init__(self, sink: LineSink, ledger: DeliveryLedger | None, source: str, result: IngestResult) -> None:
+    def __init__(
+        self,
+        sink: LineSink,
+        ledger: DeliveryLedger | None,
+        source: str,
+        result: IngestResult,
+        resolver: UncertainResolver,
+    ) -> None:
         self._sink = sink
         self._ledger = ledger
         self._source = source
         self._result = result
-        self._in_flight = 0
+        self._resolver = resolver
+        self._waiting = Claim()
 
     def send(self, window: Sequence[MeteredDownload]) -> None:
         """Deliver one window; DeliveryError propagates (what earlier windows delivered is settled)."""
@@ -247,18 +292,19 @@ class FileDelivery:
             report = self._sink.deliver([download.to_line() for download in window])
             once: OnceReport | None = None
         else:
-            window_delivery = deliver_downloads_once(window, self._sink, self._ledger, self._source)
-            self._in_flight += window_delivery.in_flight
-            once, report = window_delivery.once, window_delivery.once.delivery
+            once = deliver_downloads_once(
+                window, self._sink, self._ledger, self._source, resolver=self._resolver, waiting=self._waiting
+            )
+            report = once.delivery
             result.already_delivered += once.already_delivered
         result.delivered += report.delivered
         result.count_rejected(report.rejected)
         result.report = _added(result.report, report, once, result.rejected)
 
     def finish(self) -> None:
-        """Raise InFlightError when another input was sending some of this one's requests: retry it later."""
-        if self._in_flight:
-            raise InFlightError(f"{self._in_flight} S3 requests are being delivered by another input right now")
+        """Raise InFlightError (another input is sending some of this one's requests) or UncertainPendingError (some
+        wait for an uncertain request): the input is tried again later; the lines refused so far are logged first."""
+        raise_if_waiting(self._waiting, "S3 requests", DeliveryReport(rejected=self._result.rejected))
 
 
 def _added(

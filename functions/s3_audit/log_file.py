@@ -19,12 +19,18 @@ Memory stays bounded whatever arrives (a 1.5 MB gzip can inflate to 1.5 GB): a r
 after it read, up to MAX_SKIPPED_RECORD_BYTES, past which the rest of the file is refused. A whole document past
 MAX_DOCUMENT_BYTES and a file that inflates past ``MAX_LOG_FILE_BYTES`` are FILE_TOO_LARGE, each refused as soon as
 the bound is crossed, after the records before it have been handed out.
+
+Time stays bounded too: a file of tiny records (``{"Records":[{},{},...]}``, 3 bytes a record) would make 1 GiB
+hold 358 million of them, each costing its Python work. Past ``ReadLimits.max_records`` records (one per
+MIN_RECORD_BYTES of the file bound: 2,097,152 for 1 GiB, twice what real records of ~1 KB or more can fill it
+with) the rest of the file is refused as TOO_MANY_RECORDS, within seconds of CPU.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import os
 import re
 import zlib
@@ -37,7 +43,7 @@ import msgspec
 from metering import env_names
 from metering.outcomes import Reason, Skip
 from metering.settings import positive_int
-from s3_audit.cloudtrail import CloudTrailRecord, decode_record
+from s3_audit.sources.cloudtrail import CloudTrailRecord, decode_record
 from s3_audit.value_skipper import ValueSkipper
 
 # Decompressed bytes decoded at once: big enough to amortize a call, small enough to bound memory, and half the record
@@ -47,6 +53,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 31  # zlib's gzip-only mode: checks the header, the CRC-32 and the length trailer
 _RECORDS_START = re.compile(rb'(?:\xef\xbb\xbf)?\s*\{\s*"Records"\s*:\s*\[')
 _INFLATE_INPUT = 16 * 1024  # compressed bytes per zlib call
+# Inflated bytes per zlib call: zlib (and isal) grow a call's output in blocks of 32 KiB and more, then join them into
+# one bytes object; output that fits one block is never copied again. 512 KiB per call took twice the time to inflate.
+INFLATE_OUTPUT = 64 << 10
 _START_PEEK = 4096  # bytes read before deciding between streaming the Records array and the whole-document path
 _WHITESPACE = b" \t\r\n"
 _COMMA, _OPEN_BRACE, _CLOSE_BRACE = ord(","), ord("{"), ord("}")
@@ -64,8 +73,13 @@ its file (the skip is fast inside strings, a bracket at a time between them: thi
 MAX_LOG_FILE_BYTES_ENV = env_names.MAX_LOG_FILE_BYTES
 DEFAULT_MAX_LOG_FILE_BYTES = 1 << 30
 """Inflated bytes read from one log file before it is refused (FILE_TOO_LARGE). CloudTrail starts a new file about
-every 5 minutes per region and the busiest trails write files of ~100 MB of JSON: 1 GiB leaves 10x headroom and
-still reads in well under a minute. Memory does not depend on it (the file is streamed); time does."""
+every 5 minutes per region and the busiest trails write files of ~100 MB of JSON: 1 GiB leaves 10x headroom. Read
+by ``ogc-audit extract`` on the 2-core development machine, 100 MB of real records take ~0.4 s of CPU, so 1 GiB
+takes ~4-5 s (bench/README.md); a file of tiny records is stopped by ``max_records`` (docs above). Memory does not
+depend on it (the file is streamed); time does."""
+MIN_RECORD_BYTES = 512
+"""Bytes of JSON per record that a real log file never goes below on average (CloudTrail's S3 data events are ~1-2 KB,
+an access-log line ~300-500 bytes): the file bound divided by it is the most records a file may hold."""
 MAX_DOCUMENT_BYTES = 8 << 20
 """A file that is not a Records document (a hand-made sample, NDJSON for the command line) is held whole: up to this
 size. Decoded, it takes up to ~20 times that (a Raw per element), so this bounds memory as well."""
@@ -77,6 +91,11 @@ class ReadLimits:
 
     max_record_bytes: int = MAX_RECORD_BYTES
     max_file_bytes: int = DEFAULT_MAX_LOG_FILE_BYTES
+
+    @property
+    def max_records(self) -> int:
+        """Records (or access-log lines) read from one file before the rest is refused (TOO_MANY_RECORDS)."""
+        return max(1, self.max_file_bytes // MIN_RECORD_BYTES)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReadLimits:
@@ -119,7 +138,18 @@ class LogFileFault(Exception):
         self.detail = detail
 
 
-def decompressed(chunks: Iterable[bytes], out_size: int = PIECE_SIZE, max_bytes: int | None = None) -> Iterator[bytes]:
+def too_many_records(max_records: int, what: str = "records") -> Skip:
+    """The quarantine that ends the reading of a file holding more than ``max_records`` records."""
+    return Skip.quarantined(
+        Reason.TOO_MANY_RECORDS,
+        f"the log file holds more than {max_records} {what} (one per {MIN_RECORD_BYTES} bytes of "
+        f"{MAX_LOG_FILE_BYTES_ENV}); the rest of it is not read",
+    )
+
+
+def decompressed(
+    chunks: Iterable[bytes], out_size: int = INFLATE_OUTPUT, max_bytes: int | None = None
+) -> Iterator[bytes]:
     """The bytes of a log file, gunzipped when they start with the gzip magic, in blocks of at most ``out_size``.
 
     Raises LogFileFault (BAD_GZIP) after yielding everything decoded before a corrupt or truncated stream, and
@@ -215,11 +245,20 @@ def read_log_records(
 
     A damaged file yields the records decoded before the damage and then one quarantine (BAD_GZIP or
     BAD_JSON) whose detail names the byte offset; so does a file past the ``limits`` (RECORD_TOO_LARGE,
-    FILE_TOO_LARGE), refused as soon as the bound is crossed. ``limits`` default to ``read_limits()``.
+    FILE_TOO_LARGE, TOO_MANY_RECORDS), refused as soon as the bound is crossed. ``limits`` default to
+    ``read_limits()``.
     """
+    return itertools.chain.from_iterable(read_log_pieces(chunks, piece_size=piece_size, limits=limits))
+
+
+def read_log_pieces(
+    chunks: Iterable[bytes], *, piece_size: int = PIECE_SIZE, limits: ReadLimits | None = None
+) -> Iterator[list[LogRecord]]:
+    """``read_log_records`` a list at a time (the records of a piece, in order): a loop over each list costs less
+    per record than a generator's step, which tells at 50,000 records a file."""
     limits = read_limits() if limits is None else limits
-    splitter = _RecordSplitter(piece_size, limits.max_record_bytes)
-    blocks = decompressed(chunks, out_size=piece_size, max_bytes=limits.max_file_bytes)
+    splitter = _RecordSplitter(piece_size, limits.max_record_bytes, limits.max_records)
+    blocks = decompressed(chunks, out_size=min(piece_size, INFLATE_OUTPUT), max_bytes=limits.max_file_bytes)
     try:
         for block in blocks:
             yield from splitter.feed(block)
@@ -229,11 +268,11 @@ def read_log_records(
             yield from splitter.finish()
     except LogFileFault as fault:
         yield from splitter.salvage()
-        yield Skip.quarantined(fault.reason, fault.detail)
+        yield [Skip.quarantined(fault.reason, fault.detail)]
         return
     if splitter.fault is not None:
         # Damaged gzip data often inflates to invalid JSON first; the gzip fault is then the one to report.
-        yield (_gzip_fault(blocks) if splitter.fault.reason is Reason.BAD_JSON else None) or splitter.fault
+        yield [(_gzip_fault(blocks) if splitter.fault.reason is Reason.BAD_JSON else None) or splitter.fault]
 
 
 def _gzip_fault(blocks: Iterator[bytes]) -> Skip | None:
@@ -272,9 +311,10 @@ class _RecordSplitter:
     record, so a 1 MB piece is never copied.
     """
 
-    def __init__(self, piece_size: int, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+    def __init__(self, piece_size: int, max_record_bytes: int = MAX_RECORD_BYTES, max_records: int = 1 << 62) -> None:
         self.piece_size = piece_size
         self.max_record_bytes = max_record_bytes
+        self.max_records = max_records
         self.buffer = bytearray()
         self.offset = 0  # decompressed offset of buffer[0], for error details
         self.records = 0  # records handed out, to number malformed ones
@@ -283,7 +323,7 @@ class _RecordSplitter:
         self.skipping: _OversizedRecord | None = None  # the record too large being skipped, while it lasts
         self.after_skip = False  # the bytes after a skipped record: its comma is still to come
 
-    def feed(self, block: bytes) -> Iterator[LogRecord]:
+    def feed(self, block: bytes) -> Iterator[list[LogRecord]]:
         """Take more bytes; hand out the whole records they complete once a piece is full."""
         if self.skipping is not None:
             block = yield from self._skip(block)
@@ -307,13 +347,16 @@ class _RecordSplitter:
                 f"a file that is not a CloudTrail Records document is read whole, up to {MAX_DOCUMENT_BYTES} bytes",
             )
 
-    def _take_values(self) -> Iterator[LogRecord]:
+    def _take_values(self) -> Iterator[list[LogRecord]]:
         """No record boundary in more than the bound: take the buffer's values one at a time. A record too large is
         skipped (to its end if it is in the buffer, else as the bytes arrive); a small value is decoded (a value
         that is not an object leaves no ``},{`` to cut at); the rest goes back to the buffer once it is short."""
         data, base, position = bytes(self.buffer), self.offset, 1  # data[0] is the spare byte
         self.buffer = bytearray()
         while True:
+            if self.records >= self.max_records:  # a Records array of scalars has no boundary to cut at
+                self._refuse_count()
+                return
             scanner = ValueSkipper()
             end = scanner.end_in(memoryview(data)[position:])
             if end is None:  # the record goes on: skip it as it arrives
@@ -324,7 +367,7 @@ class _RecordSplitter:
             if not value.strip():
                 self._refuse(Reason.BAD_JSON, f"invalid JSON at decompressed byte {base + position}: no value")
                 return
-            yield self._value_taken(value, base + position)
+            yield [self._value_taken(value, base + position)]
             after = _skip_whitespace(data, position + end)
             if after == len(data):
                 self.after_skip, self.offset = True, base + after
@@ -345,7 +388,7 @@ class _RecordSplitter:
             return _numbered(decode_record(value), number)
         return _skipped(number, start, len(value), self.max_record_bytes)
 
-    def _skip(self, block: bytes) -> Generator[LogRecord, None, bytes]:
+    def _skip(self, block: bytes) -> Generator[list[LogRecord], None, bytes]:
         """Pass the bytes of the record being skipped; once it ends, quarantine it and return the bytes after it."""
         skipping = self.skipping
         assert skipping is not None
@@ -366,7 +409,7 @@ class _RecordSplitter:
         self.skipping = None
         self.after_skip = True
         self.records += 1
-        yield _skipped(skipping.number, skipping.start, skipping.length, self.max_record_bytes)
+        yield [_skipped(skipping.number, skipping.start, skipping.length, self.max_record_bytes)]
         return block[end:]
 
     def _resume_after_skip(self, block: bytes) -> bytes:
@@ -381,12 +424,16 @@ class _RecordSplitter:
         self.offset -= 1
         return b" " + stripped  # the end of the array: a spare byte before it
 
+    def _refuse_count(self) -> None:
+        self.buffer = bytearray()
+        self.fault = too_many_records(self.max_records)
+
     def _refuse(self, reason: Reason, detail: str) -> None:
         """Stop reading: the rest of the buffer is dropped at once, so memory stays bounded."""
         self.buffer = bytearray()
         self.fault = Skip.quarantined(reason, detail)
 
-    def finish(self) -> Iterator[LogRecord]:
+    def finish(self) -> Iterator[list[LogRecord]]:
         """The input ended normally: hand out the rest, or quarantine what cannot be decoded."""
         if self.skipping is not None:
             self.fault = Skip.quarantined(
@@ -398,12 +445,12 @@ class _RecordSplitter:
         if self.streaming is None:
             self._detect_start(final=True)
         if not self.streaming:
-            yield from decode_document(bytes(self.buffer), self.max_record_bytes)
+            yield list(decode_document(bytes(self.buffer), self.max_record_bytes))
             return
         closing = self._closing_bracket()
         if closing is not None:
             try:
-                yield from self._decode_in_place(closing)
+                yield self._decode_in_place(closing)
                 return
             except _Corrupt as corrupt:
                 yield from self._fail_at(corrupt)
@@ -417,7 +464,7 @@ class _RecordSplitter:
                 f"JSON ends at decompressed byte {self.offset + len(self.buffer)} before the Records array is closed",
             )
 
-    def salvage(self) -> Iterator[LogRecord]:
+    def salvage(self) -> Iterator[list[LogRecord]]:
         """The input broke off: hand out the whole records still in the buffer (a whole document is lost)."""
         if self.streaming and self.skipping is None:
             yield from self._emit_complete(max_tries=_SALVAGE_TRIES)
@@ -440,7 +487,7 @@ class _RecordSplitter:
         end = len(self.buffer[: end - 1].rstrip(_WHITESPACE))
         return end - 1 if end >= 2 and self.buffer[end - 1] == _CLOSE_BRACKET else None
 
-    def _emit_complete(self, max_tries: int | None) -> Iterator[LogRecord]:
+    def _emit_complete(self, max_tries: int | None) -> Iterator[list[LogRecord]]:
         """Decode the records up to the last real boundary in the buffer and drop them from it."""
         for tries, (end, next_start) in enumerate(_boundaries_backwards(self.buffer), 1):
             try:
@@ -454,10 +501,10 @@ class _RecordSplitter:
                 continue
             del self.buffer[: next_start - 1]  # the byte before the next record becomes the spare
             self.offset += next_start - 1
-            yield from decoded
+            yield decoded
             return
 
-    def _fail_at(self, corrupt: _Corrupt) -> Iterator[LogRecord]:
+    def _fail_at(self, corrupt: _Corrupt) -> Iterator[list[LogRecord]]:
         """Hand out the records before a syntax error, then quarantine the file at its offset."""
         damage = corrupt.position
         message = _ERROR_BYTE.sub("", str(corrupt)).strip()  # its byte counts from the piece, not the file
@@ -486,6 +533,9 @@ class _RecordSplitter:
         if len(piece) > self.max_record_bytes:
             # One of its records may be too large: only the record-by-record path sees each one's size.
             checked = self._decode_one_by_one(piece)
+            if self.records + len(checked) > self.max_records:
+                del checked[self.max_records - self.records :]
+                self._refuse_count()
             self.records += len(checked)
             return checked
         try:
@@ -497,6 +547,9 @@ class _RecordSplitter:
             raise _syntax_fault(error, len(piece)) from None
         except RecursionError:
             raise _too_deep() from None
+        if self.records + len(records) > self.max_records:  # the records past the bound are dropped unread
+            del records[self.max_records - self.records :]
+            self._refuse_count()
         self.records += len(records)
         return records
 

@@ -6,7 +6,8 @@ own role, which holds exactly the policies its template grants. CloudTrail log f
 notify the log-file queue, and the real ``s3_audit`` handler receives the notifications. MinIO audit bodies are
 POSTed to the real ``webhook`` handler as API Gateway events and the real ``deliver`` handler drains the delivery
 queue. A reference OGC RS (token endpoint and process endpoint enforcing OGC RS's validation) writes the
-``metering`` table, which the demo prints.
+``metering`` table, which the demo prints. It ends with ``ogc-audit reconcile`` of the demo's period: the log files,
+access logs and MinIO bodies against that table.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ WEBHOOK_TOKEN = "demo-webhook-token-7f3a9c"  # noqa: S105 - a throwaway token of
 # Where the functions' JSON logs and EMF metric documents go unless --verbose (git-ignored).
 DEFAULT_LOG_FILE = Path("ogc-audit-demo.log")
 _START = utc("2025-10-27T10:10:00")
+# The period every sample download falls in (the closing reconcile).
+_PERIOD = ("2025-10-27T10:00:00Z", "2025-10-27T11:00:00Z")
 # Shown in the S3 flow: what a log file holds besides metered downloads.
 _S3_VARIANTS = [
     Variant.PRESIGNED_GET,
@@ -123,12 +126,33 @@ def _event_path(aws: Any, resources: FlowResources, rng: random.Random, out: Tex
         sqs.send_message(QueueUrl=resources.event_queue_url, MessageBody=json.dumps(eventbridge_api_call(download)))
     pumped = pump_queue(resources.s3_audit, queue_url=resources.event_queue_url)
     out.write(f"  4 events (one repeated) -> s3_audit invocations: {pumped.invocations}, failed: {pumped.failed}\n")
-    records = [cloudtrail_record(seen[0]), cloudtrail_record(seen[1]), cloudtrail_record(missed)]
+    records = [cloudtrail_record(download) for download in [*seen, missed]]
     key = cloudtrail_log_key(_START + timedelta(minutes=15), "demoevents")
     resources.put_log_file(aws.client("s3"), key, cloudtrail_log_file(records))
     pump_queue(resources.s3_audit, queue_url=resources.log_file_queue_url)
-    out.write("  then its log file: 2 downloads already delivered by their events, 1 EventBridge missed\n")
+    out.write("  then its log file: 3 downloads already delivered by their events, 1 EventBridge missed\n")
     return [*seen, missed]
+
+
+def _reconcile(resources: FlowResources, rs: ReferenceOgcRs, bodies: Sequence[bytes], out: TextIO) -> bool:
+    """``ogc-audit reconcile`` of the demo's period: the MinIO bodies and the AWS logs against the metering rows."""
+    from ogc_audit.reconcile import ReconcileRequest, run_reconcile
+
+    out.write(
+        "\nogc-audit reconcile: the period's downloads (CloudTrail log files, access logs, MinIO bodies)"
+        " against the metering table\n"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        minio_log = Path(folder) / "minio-audit.ndjson"
+        minio_log.write_bytes(b"".join(bodies))  # what MinIO sent, re-sent body included
+        request = ReconcileRequest(
+            source="minio",
+            since=_PERIOD[0],
+            until=_PERIOD[1],
+            inputs=[str(minio_log), f"s3://{resources.log_bucket}/AWSLogs/", f"s3://{resources.access_log_bucket}/"],
+            database_url=rs.database_url,
+        )
+        return run_reconcile(request, out=out, err=out) == 0
 
 
 def _minio_bodies(rng: random.Random) -> tuple[list[bytes], list[Download]]:
@@ -205,14 +229,18 @@ def run_demo(out: TextIO = sys.stdout, *, verbose: bool = False, log_file: Path 
             roles = ", ".join(f.role_name.removeprefix("ogc-demo-") for f in resources.functions.values())
             out.write(f"IAM enforced: each function runs under its synthesized template role policy ({roles})\n")
             with function_logs(sink):
-                ok = _run_flows(boto3, rs, resources, rng, out)
-        _print_rows(rs, out)
+                ok, minio_bodies = _run_flows(boto3, rs, resources, rng, out)
+            _print_rows(rs, out)
+            ok = _reconcile(resources, rs, minio_bodies, out) and ok
     if not verbose:
         out.write(f"\nthe functions' JSON logs and metric documents: {log_file.resolve()}\n")
     return 0 if ok else 1
 
 
-def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: random.Random, out: TextIO) -> bool:
+def _run_flows(
+    aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: random.Random, out: TextIO
+) -> tuple[bool, list[bytes]]:
+    """Both flows; whether OGC RS holds exactly their lines, and the bodies MinIO sent (for the reconcile)."""
     from s3_audit.extract import extract_downloads
 
     out.write("AWS S3 flow: CloudTrail log files -> log bucket -> SQS -> s3_audit handler -> OGC RS\n")
@@ -240,4 +268,4 @@ def _run_flows(aws: Any, rs: ReferenceOgcRs, resources: FlowResources, rng: rand
     pumped = pump_queue(resources.deliver)
     out.write(f"  deliver invocations: {pumped.invocations}, messages failed: {pumped.failed}\n")
     minio_ok = _check("  MinIO flow", minio_expected, rs, "minio", out)
-    return s3_ok and minio_ok and denied["statusCode"] == 401
+    return s3_ok and minio_ok and denied["statusCode"] == 401, bodies

@@ -134,6 +134,16 @@ class DrillConfig:
     retries: int = 2
     backoff_s: float = 0.01
     rounds: int = 8
+    slow_s: float = 3.0
+    """The slow phase: OGC RS stores each request on receipt and answers this long after (0: no slow phase)."""
+    slow_log_files: int = 4
+    slow_bodies: int = 6
+    database: bool = True
+    """The functions resolve uncertain requests through OGC RS's database (a Lambda in OGC RS's network, serve, the
+    CLI); False: without it, by the grace period, counting possible duplicates."""
+    grace_s: float = 2.0
+    """Without the database: how long an uncertain request is left alone (900 s in production, scaled down here
+    like every other timeout of the drill)."""
 
     def fault_table(self) -> list[tuple[Fault, float]]:
         """The process endpoint's fault mix as FaultPlan.randomize takes it."""
@@ -156,6 +166,8 @@ class DrillConfig:
             self.delay_s <= self.read_timeout_s
         ):
             raise ValueError("delay_s must exceed read_timeout_s, or a delay is just a slow success")
+        if 0 < self.slow_s <= self.read_timeout_s:
+            raise ValueError("slow_s must exceed read_timeout_s: the slow phase answers after the client gave up")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,11 +234,22 @@ def generate_inputs(config: DrillConfig, rng: random.Random) -> DrillInputs:
     return generator.inputs
 
 
+def generate_slow_inputs(config: DrillConfig, rng: random.Random) -> DrillInputs:
+    """The inputs of the slow phase: log files and bodies of their own (no poison), named apart from the others."""
+    if config.slow_s <= 0:
+        return DrillInputs()
+    sized = replace(config, log_files=config.slow_log_files, bodies=config.slow_bodies)
+    generator = _Generator(replace(sized, poison_lines=0, poisoned_values=0), rng, tag="slow")
+    generator.log_files()
+    generator.bodies()
+    return generator.inputs
+
+
 class _Generator:
     """Draws the inputs from one RNG and notes, as it goes, which lines must reach OGC RS."""
 
-    def __init__(self, config: DrillConfig, rng: random.Random) -> None:
-        self.config, self.rng, self.inputs = config, rng, DrillInputs()
+    def __init__(self, config: DrillConfig, rng: random.Random, tag: str = "drill") -> None:
+        self.config, self.rng, self.inputs, self.tag = config, rng, DrillInputs(), tag
         poison_in_s3 = config.poison_lines // 2 if config.log_files else 0
         poison_in_minio = config.poison_lines - poison_in_s3 if config.bodies else 0
         s3_slots = max(1, config.log_files * config.records_per_file)
@@ -290,8 +313,8 @@ class _Generator:
                     inputs.repeated_events += 1
             inputs.records += len(records)
             earlier.extend(records)
-            key = cloudtrail_log_key(when, f"drill{number:04d}")
-            copy_key = cloudtrail_log_key(when, f"drill{number:04d}copy") if rng.random() < 0.1 else None
+            key = cloudtrail_log_key(when, f"{self.tag}{number:04d}")
+            copy_key = cloudtrail_log_key(when, f"{self.tag}{number:04d}copy") if rng.random() < 0.1 else None
             text = json.dumps({"Records": records}).replace(f'"{_HUGE_MARKER}"', _HUGE_NUMBER)
             body = gzip.compress(text.encode())
             inputs.log_files.append(LogFile(key, body, copy_key=copy_key, notify_twice=rng.random() < 0.1))
@@ -527,7 +550,9 @@ def _patch(module: ModuleType, name: str, value: object, saved: list[tuple[Modul
 
 
 @contextlib.contextmanager
-def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.Random) -> Iterator[Wiring]:
+def _wired_handlers(
+    config: DrillConfig, resources: FlowResources, rng: random.Random, rs: ReferenceOgcRs
+) -> Iterator[Wiring]:
     """Give the real handlers a short-timeout OGC RS client, the DynamoDB ledger and a flaky SQS; undo after.
 
     Every client is made with the credentials of the function that uses it, so the template policies still apply.
@@ -536,8 +561,10 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
 
     from metering.ledger import DynamoDbLedger
     from metering.ogc_rs import http_session
+    from metering.ogc_rs_database import open_ogc_rs_database
     from metering.runtime import build_ogc_rs_client
     from metering.settings import OgcRsSettings
+    from metering.uncertain import UncertainResolver
     from minio_relay import handler as minio_handler
     from s3_audit import handler as s3_handler
 
@@ -545,12 +572,22 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
     # pointing at its (stopped) emulator.
     powertools_parameters.DEFAULT_PROVIDERS.pop("secrets", None)
     received: set[str] = set()
+    databases: list[Any] = []
     timeout = (config.connect_timeout_s, config.read_timeout_s)
 
     def client(env: Mapping[str, str]) -> Any:
         # One client per function, as each Lambda function has its own process and token cache.
         session = AnswerWitnessSession(http_session(retries=config.retries, backoff_factor=config.backoff_s), received)
         return build_ogc_rs_client(OgcRsSettings.from_env(env), session=session, timeout=timeout)
+
+    def resolver() -> UncertainResolver:
+        # Each function its own, as each has its own process. Times scaled like the drill's timeouts: a request is
+        # trusted NOT_STORED once older than an injected delay, and asked about again soon.
+        database = open_ogc_rs_database(rs.database_url) if config.database else None
+        if database is not None:
+            databases.append(database)
+        scaled = 5 * max(config.delay_s, config.read_timeout_s)  # a loaded machine serves the delayed late
+        return UncertainResolver(database, grace_s=config.grace_s, not_stored_after_s=scaled, ask_again_s=0.5)
 
     def ledger(function: Any) -> DynamoDbLedger:
         return DynamoDbLedger(
@@ -560,7 +597,10 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
     s3_audit, webhook, deliver = resources.s3_audit, resources.webhook, resources.deliver
     s3_client, minio_client = client(s3_audit.environment), client(deliver.environment)
     deliver_ledger = ledger(deliver)
-    deps = s3_handler.Dependencies(s3=s3_audit.session().client("s3"), sink=s3_client, ledger=ledger(s3_audit))
+    deps = s3_handler.Dependencies(
+        s3=s3_audit.session().client("s3"), sink=s3_client, ledger=ledger(s3_audit), resolver=resolver()
+    )
+    deliver_resolver = resolver()
     flaky = FlakySqs(webhook.session().client("sqs"), config.sqs_faults, random.Random(rng.random()))  # noqa: S311
     saved: list[tuple[ModuleType, str, object]] = []
     minio_handler._webhook.cache_clear()  # built from the environment: must see the drill's queue and secret
@@ -568,11 +608,14 @@ def _wired_handlers(config: DrillConfig, resources: FlowResources, rng: random.R
         _patch(s3_handler, "dependencies", lambda: deps, saved)
         _patch(minio_handler, "deliver_client", lambda: minio_client, saved)
         _patch(minio_handler, "deliver_ledger", lambda: deliver_ledger, saved)
+        _patch(minio_handler, "deliver_resolver", lambda: deliver_resolver, saved)
         _patch(minio_handler, "sqs_client", lambda: flaky, saved)
         yield Wiring(received, flaky, [s3_client, minio_client])
     finally:
         for module, name, value in reversed(saved):
             setattr(module, name, value)
+        for database in databases:
+            database.close()
         minio_handler._webhook.cache_clear()
         minio_handler._sqs_client.cache_clear()
         s3_handler.dependencies.cache_clear()
@@ -785,6 +828,27 @@ def _recovery_phase(driver: Driver, rs: WitnessedOgcRs, wiring: Wiring) -> None:
         driver.stats.dlq_left[name] = _queue_depth(driver.sqs, driver.names[f"{name}-dlq"])
 
 
+def _slow_phase(driver: Driver, rs: WitnessedOgcRs, slow: DrillInputs, config: DrillConfig, wiring: Wiring) -> None:
+    """A slow OGC RS: every request is stored on receipt and answered ``slow_s`` later, after the client's read
+    timeout. Faults are off; what is not delivered meanwhile is redriven and drained with OGC RS fast again."""
+    if not (slow.log_files or slow.bodies):
+        return
+    rs.answer_latency_s = config.slow_s
+    try:
+        driver.upload(slow.log_files)
+        driver.sender.pending.extend(slow.bodies)
+        driver.drain(timeout_s=max(120.0, 40 * config.slow_s))
+    finally:
+        rs.answer_latency_s = 0.0
+    _recovery_phase(driver, rs, wiring)
+
+
+def copies_per_line(expected: Counter[str], stored: Counter[str]) -> dict[str, int]:
+    """How many rows each expected line produced, as ``{copies: lines}`` (``"0"``: lost, ``"1"``: exactly once)."""
+    histogram = Counter(str(stored[line]) for line in expected)
+    return dict(sorted(histogram.items(), key=lambda item: int(item[0])))
+
+
 # --------------------------------------------------------------------------------------------------
 # Reconciliation
 # --------------------------------------------------------------------------------------------------
@@ -807,6 +871,15 @@ class DrillReport:
     window_lines: int = 0
     window_by_fault: dict[str, int] = field(default_factory=dict)
     unexpected: int = 0
+    copies_per_line: dict[str, int] = field(default_factory=dict)
+    """Rows each expected line produced, ``{copies: lines}``; exactly once is ``{"1": expected_distinct}``."""
+    slow_expected: int = 0
+    slow_copies_per_line: dict[str, int] = field(default_factory=dict)
+    """The same for the lines delivered while OGC RS answered after the client's read timeout."""
+    slow_duplicated: int = 0
+    slow_answer_s: float = 0.0
+    database: bool = False
+    """Whether the functions resolved uncertain requests through OGC RS's database (then no duplicate is allowed)."""
     poison_quarantined: int = 0
     poison_in_error_logs: int = 0
     poison_stored: int = 0
@@ -867,6 +940,7 @@ def reconcile(
             unexpected.append(line)
             report.unexpected += have
     report.duplicates_inside_window = inside
+    report.copies_per_line = copies_per_line(expected, stored_count)
     report.delivered_distinct = sum(1 for line in expected if stored_count[line] > 0)
     report.poison_stored = sum(stored_count[line] for line in poison)
     report.poison_in_error_logs = sum(1 for line in poison if any(line in text for text in error_texts))
@@ -892,6 +966,14 @@ def _judge(report: DrillReport) -> None:
         ),
         (not any(report.flows.get("dlq_left", {}).values()), "messages left in a DLQ"),
         (report.redirects_followed == 0, f"{report.redirects_followed} redirects followed"),
+        (
+            not report.database or report.duplicated == 0,
+            f"{report.duplicated} duplicates although the functions could ask OGC RS's database",
+        ),
+        (
+            report.slow_duplicated == 0,
+            f"{report.slow_duplicated} duplicates while OGC RS answered after the client's read timeout",
+        ),
     ]
     report.problems = [message for passed, message in checks if not passed and message]
     report.ok = not report.problems
@@ -908,13 +990,14 @@ def run_drill(config: DrillConfig, function_logs: TextIO | None = None) -> Drill
     started = time.monotonic()
     rng = random.Random(config.seed)  # noqa: S311 - reproducible inputs, not security
     inputs = generate_inputs(config, rng)
+    slow = generate_slow_inputs(config, rng)
     sink = function_logs if function_logs is not None else open(os.devnull, "w")  # noqa: SIM115 - closed below
     try:
         with tempfile.TemporaryDirectory() as folder:
             rs = WitnessedOgcRs(db_path=str(Path(folder) / "metering.sqlite3"), fault_seed=config.seed)
             with rs, local_aws():
                 rs.poisoned_item_ids = set(inputs.poison_item_ids)
-                report = _run_in_emulator(config, rs, inputs, rng, sink)
+                report = _run_in_emulator(config, rs, inputs, rng, sink, slow=slow)
     finally:
         if function_logs is None:
             sink.close()
@@ -923,13 +1006,13 @@ def run_drill(config: DrillConfig, function_logs: TextIO | None = None) -> Drill
 
 
 def _run_in_emulator(
-    config: DrillConfig, rs: WitnessedOgcRs, inputs: DrillInputs, rng: random.Random, sink: TextIO
+    config: DrillConfig, rs: WitnessedOgcRs, inputs: DrillInputs, rng: random.Random, sink: TextIO, *, slow: DrillInputs
 ) -> DrillReport:
     import boto3
 
     resources = _create_resources(boto3, rs, config)
     stats = FlowStats()
-    with _function_logs(sink) as errors, _wired_handlers(config, resources, rng) as wiring:
+    with _function_logs(sink) as errors, _wired_handlers(config, resources, rng, rs) as wiring:
         sender = MinioSender(resources.webhook, random.Random(rng.random()), stats, config.lost_answers)  # noqa: S311
         driver = Driver(aws=boto3, resources=resources, config=config, sender=sender, stats=stats)
         rs.faults.randomize(config.fault_table(), seed=config.seed)
@@ -938,16 +1021,19 @@ def _run_in_emulator(
             rs.token_faults.randomize(token_faults, seed=config.seed + 1)
         _fault_phase(driver, rs, inputs, config)
         _recovery_phase(driver, rs, wiring)
-        if not rs.wait_idle():
+        _slow_phase(driver, rs, slow, config, wiring)
+        if not rs.wait_idle(timeout_s=15.0 + config.slow_s):
             raise TimeoutError("OGC RS still has requests in progress")
+        stored = rs.stored_lines()
         report = reconcile(
-            expected=inputs.expected,
+            expected=inputs.expected + slow.expected,
             poison=inputs.poison,
-            stored=rs.stored_lines(),
+            stored=stored,
             batches=rs.stored_batches,
             received_jobs=wiring.received_jobs,
             error_texts=errors.texts,
         )
+        _slow_figures(report, slow, stored, config)
         report.token_fetches = sum(client._tokens.fetches for client in wiring.clients)
         stats_flaky = {"sqs_failed_before_send": wiring.flaky_sqs.failed_before}
         stats_flaky["sqs_failed_after_send"] = wiring.flaky_sqs.failed_after
@@ -976,8 +1062,18 @@ def _run_in_emulator(
     flows = asdict(stats)
     flows["webhook_statuses"] = dict(stats.webhook_statuses)
     report.flows = {**flows, **stats_flaky}
+    report.database = config.database
     _judge(report)
     return report
+
+
+def _slow_figures(report: DrillReport, slow: DrillInputs, stored: Sequence[str], config: DrillConfig) -> None:
+    """Copies per line, over all lines and over the slow phase's: a slow answer is no reason for a second copy."""
+    stored_count = Counter(stored)
+    report.slow_answer_s = config.slow_s
+    report.slow_expected = sum(slow.expected.values())
+    report.slow_copies_per_line = copies_per_line(slow.expected, stored_count)
+    report.slow_duplicated = sum(max(0, stored_count[line] - want) for line, want in slow.expected.items())
 
 
 def _fault_name(fault: Fault) -> str:
@@ -1020,6 +1116,14 @@ def print_report(report: DrillReport, out: TextIO) -> None:
         ("lost", str(report.lost)),
         ("duplicated", str(report.duplicated)),
         ("unexpected", str(report.unexpected)),
+        ("copies per line", json.dumps(report.copies_per_line)),
+        (
+            "slow OGC RS",
+            f"answers {report.slow_answer_s:g} s after storing: {report.slow_expected} lines, "
+            f"copies per line {json.dumps(report.slow_copies_per_line)}, duplicated {report.slow_duplicated}"
+            if report.slow_answer_s > 0
+            else "off",
+        ),
         (
             "poison quarantined",
             f"{report.poison_quarantined} of {report.poison_lines} "
@@ -1066,6 +1170,10 @@ def _arguments(argv: Sequence[str] | None) -> tuple[DrillConfig, str | None]:
         ("read-timeout-s", float, "client read timeout"),
         ("retries", int, "client retries per request"),
         ("rounds", int, "rounds in which inputs arrive"),
+        ("slow-s", float, "slow phase: OGC RS answers this long after storing (0: no slow phase)"),
+        ("slow-log-files", int, "log files delivered in the slow phase"),
+        ("slow-bodies", int, "MinIO bodies delivered in the slow phase"),
+        ("grace-s", float, "with --no-database: seconds an uncertain request waits before it is sent once more"),
     ]
     for name, kind, text in options:
         attribute = name.replace("-", "_")
@@ -1073,8 +1181,15 @@ def _arguments(argv: Sequence[str] | None) -> tuple[DrillConfig, str | None]:
             f"--{name}", type=kind, default=getattr(defaults, attribute), help=f"{text} (default %(default)s)"
         )
     parser.add_argument("--function-logs", help="write the functions' JSON logs to this file (default: discarded)")
+    parser.add_argument(
+        "--no-database",
+        dest="database",
+        action="store_false",
+        help="the functions cannot read OGC RS's database: uncertain requests wait --grace-s, then are sent once more",
+    )
     args = parser.parse_args(argv)
     values = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _, _ in options}
+    values["database"] = args.database
     config = replace(defaults, **values)
     config.check()
     return config, args.function_logs

@@ -368,10 +368,12 @@ def _forget_execution_environment() -> None:
 
     for cached in (
         s3_handler.dependencies,
+        s3_handler._sqs_client,
         minio_handler._sqs_client,
         minio_handler._webhook,
         runtime._cached_ledger,
         runtime._cached_client,
+        runtime._cached_resolver,
     ):
         getattr(cached, "cache_clear", lambda: None)()  # a harness may have replaced one (the fault drill does)
 

@@ -28,6 +28,7 @@ Faults are scripted per endpoint with a :class:`FaultPlan` (``server.faults`` fo
 
     server.faults.push("status", 503, retry_after=2)   # next execution answers 503
     server.faults.push("store_then_drop")               # then: commit rows, close without answer
+    server.faults.push_fault(Fault.store_then_delay(3)) # then: commit rows, answer 3 s later
     server.faults.randomize([(Fault.drop(), 0.2)], seed=7)  # afterwards: 20 % dropped
     server.token_faults.push("redirect", 307)          # next token request is redirected to the sink
 
@@ -35,7 +36,17 @@ A redirect points at ``/elsewhere/...`` on the same server, a sink that answers 
 stored batch) and stores nothing: a client that followed it would believe it succeeded. Requests that reach the
 sink are kept in ``server.redirected_requests`` (their headers included), so a test sees what would have leaked.
 
-Run standalone: ``python -m testbed.reference_rs --port 9000 --db metering.sqlite3``.
+Storage (``testbed.reference_store``): a SQLite file by default (``db_path``, the demo's embedded store), or
+OGC RS's own tables in PostgreSQL (``database_url="postgresql://..."``), created with OGC RS's DDL. Either way a
+request is written as AuditLogsIngestion writes it: a ``jobs_table`` row holding the ``inputs`` first (ACCEPTED,
+then RUNNING), then every line validated and all of them inserted in one transaction, then SUCCESSFUL or FAILED.
+``server.database_url`` is what ``metering.ogc_rs_database.open_ogc_rs_database`` reads.
+
+A slow OGC RS: ``server.answer_latency_s = 3`` stores every request on receipt and answers 3 s later;
+``Fault.store_then_delay(3)`` does it for one request.
+
+Run standalone: ``python -m testbed.reference_rs --port 9000 --db metering.sqlite3``
+(or ``--database-url postgresql://...``, ``--answer-latency 3``).
 """
 
 from __future__ import annotations
@@ -51,7 +62,6 @@ import re
 import secrets
 import signal
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -64,7 +74,9 @@ from enum import StrEnum
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, cast
+
+from testbed.reference_store import MeteringRow, MeteringStore, job_user_id, open_store
 
 __all__ = [
     "PROCESS_TITLE",
@@ -101,22 +113,6 @@ MSG_MISSING = "Missing required fields in log entry."
 MSG_UUID = "Invalid UUID format in one of the log entries."
 MSG_RESP_SIZE = "Invalid respSize format in one of the log entries."
 MSG_TIMESTAMP = "Invalid timestamp format in one of the log entries."
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS metering (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id TEXT NOT NULL,
-    collection_id TEXT NOT NULL,
-    api_path TEXT NOT NULL,
-    timestamp TEXT NOT NULL,
-    resp_size INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS received_line (
-    metering_id INTEGER PRIMARY KEY REFERENCES metering(id),
-    raw_line TEXT NOT NULL,
-    storage_backend TEXT NOT NULL
-);
-"""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,6 +259,11 @@ def validate_logs(logs: Sequence[object]) -> list[ParsedLogLine]:
 
 def _logs_from_body(body: bytes) -> list[object]:
     """Extract ``inputs.logs`` from an execution body or raise a 400 :class:`LineRejectedError`."""
+    return cast(list[object], _inputs_from_body(body)["logs"])
+
+
+def _inputs_from_body(body: bytes) -> dict[str, Any]:
+    """The ``inputs`` object of an execution body, holding a ``logs`` array, or a 400 :class:`LineRejectedError`."""
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
@@ -275,7 +276,7 @@ def _logs_from_body(body: bytes) -> list[object]:
         raise LineRejectedError(400, "Following keys in process input were missing or empty [logs]")
     if not isinstance(logs, list):
         raise LineRejectedError(400, "inputs.logs must be an array of strings")
-    return logs
+    return inputs
 
 
 def _count_lines(body: bytes) -> int:
@@ -299,6 +300,7 @@ class FaultKind(StrEnum):
     DELAY = "delay"  # wait delay_s seconds, then process and answer normally
     DROP = "drop"  # read the request, close the connection without answering, process nothing
     STORE_THEN_DROP = "store_then_drop"  # process (commit rows), then close without answering
+    STORE_THEN_DELAY = "store_then_delay"  # process (commit rows), then answer after delay_s seconds
     UNAUTHORIZED = "unauthorized"  # answer 401 as if the token had expired
     REDIRECT = "redirect"  # answer a 3xx whose Location is the sink, with a query that must never be logged
 
@@ -342,6 +344,13 @@ class Fault:
         return cls(FaultKind.STORE_THEN_DROP)
 
     @classmethod
+    def store_then_delay(cls, seconds: float) -> Fault:
+        """Process the request (rows committed) at once, then answer after ``seconds``: a slow OGC RS."""
+        if seconds < 0:
+            raise ValueError(f"delay must be >= 0, got {seconds}")
+        return cls(FaultKind.STORE_THEN_DELAY, delay_s=float(seconds))
+
+    @classmethod
     def unauthorized(cls) -> Fault:
         """Answer 401 as if the token had expired."""
         return cls(FaultKind.UNAUTHORIZED)
@@ -363,10 +372,10 @@ class Fault:
             return cls.with_status(int(value), retry_after)
         if fault_kind is FaultKind.REDIRECT:
             return cls.redirect(307 if value is None else int(value))
-        if fault_kind is FaultKind.DELAY:
+        if fault_kind in (FaultKind.DELAY, FaultKind.STORE_THEN_DELAY):
             if value is None:
-                raise ValueError("a 'delay' fault needs the number of seconds")
-            return cls.delay(value)
+                raise ValueError(f"a {fault_kind.value!r} fault needs the number of seconds")
+            return cls.delay(value) if fault_kind is FaultKind.DELAY else cls.store_then_delay(value)
         if value is not None:
             raise ValueError(f"a {fault_kind.value!r} fault takes no value")
         return cls(fault_kind)
@@ -457,17 +466,6 @@ class FaultPlan:
 # --------------------------------------------------------------------------------------------------
 
 
-class MeteringRow(NamedTuple):
-    """One row of the ``metering`` table."""
-
-    id: int
-    user_id: str
-    collection_id: str
-    api_path: str
-    timestamp: str
-    resp_size: int
-
-
 @dataclass(frozen=True)
 class RequestRecord:
     """One request the server received; ``status`` is ``None`` when the connection was dropped."""
@@ -534,6 +532,8 @@ class ReferenceOgcRs:
         mode: ProcessMode = "sync",
         token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S,
         db_path: str = ":memory:",
+        database_url: str | None = None,
+        answer_latency_s: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
         fault_seed: int = 0,
@@ -550,6 +550,8 @@ class ReferenceOgcRs:
         self.poisoned_item_ids: set[str] = set()
         self.token_lifetime_s = token_lifetime_s
         self.db_path = db_path
+        # Seconds every execution answer waits after the lines were stored: a slow OGC RS that commits first.
+        self.answer_latency_s = answer_latency_s
         self.verbose = verbose
         self.faults = FaultPlan(fault_seed)
         self.token_faults = FaultPlan(fault_seed)
@@ -565,8 +567,9 @@ class ReferenceOgcRs:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.executescript(_SCHEMA)
+        if database_url is not None and db_path != ":memory:":
+            raise ValueError("give db_path (SQLite) or database_url (PostgreSQL), not both")
+        self.store: MeteringStore = open_store(db_path=db_path, database_url=database_url)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -595,8 +598,7 @@ class ReferenceOgcRs:
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = None
-        with self._lock:
-            self._db.close()
+        self.store.close()
 
     def __enter__(self) -> ReferenceOgcRs:
         return self.start()
@@ -664,25 +666,26 @@ class ReferenceOgcRs:
 
     # ---- storage ---------------------------------------------------------------------------------
 
+    @property
+    def database_url(self) -> str:
+        """Where the tables are: ``sqlite:///path`` or the PostgreSQL URL (``metering.ogc_rs_database`` opens it)."""
+        return self.store.location
+
     def rows(self) -> list[MeteringRow]:
         """All ``metering`` rows, in insertion order."""
-        with self._lock:
-            cursor = self._db.execute(
-                "SELECT id, user_id, collection_id, api_path, timestamp, resp_size FROM metering ORDER BY id"
-            )
-            return [MeteringRow(*row) for row in cursor.fetchall()]
+        return self.store.rows()
 
     def stored_lines(self) -> list[str]:
         """The stored lines exactly as received (untrimmed, backend included), in insertion order."""
-        with self._lock:
-            cursor = self._db.execute("SELECT raw_line FROM received_line ORDER BY metering_id")
-            return [line for (line,) in cursor.fetchall()]
+        return self.store.stored_lines()
 
     def row_count(self) -> int:
         """Number of ``metering`` rows."""
-        with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM metering").fetchone()
-            return int(count)
+        return self.store.row_count()
+
+    def job_statuses(self) -> dict[str, str]:
+        """``jobs_table`` status (ACCEPTED, RUNNING, SUCCESSFUL, FAILED) of every execution, by job id."""
+        return self.store.job_statuses()
 
     def wait_for_rows(self, count: int, timeout_s: float = 5.0) -> bool:
         """Poll until at least ``count`` rows are stored (e.g. after a delayed answer); False on timeout."""
@@ -695,25 +698,12 @@ class ReferenceOgcRs:
 
     def _store(self, lines: Sequence[ParsedLogLine]) -> None:
         """Insert a validated batch in one transaction."""
-        with self._lock:
-            if self._stopping.is_set():
-                raise LineRejectedError(503, "Server is shutting down")
-            self._db.execute("BEGIN")
-            try:
-                for line in lines:
-                    cursor = self._db.execute(
-                        "INSERT INTO metering (user_id, collection_id, api_path, timestamp, resp_size)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (line.user_id, line.collection_id, line.api_path, line.timestamp, line.resp_size),
-                    )
-                    self._db.execute(
-                        "INSERT INTO received_line (metering_id, raw_line, storage_backend) VALUES (?, ?, ?)",
-                        (cursor.lastrowid, line.raw_line, line.storage_backend),
-                    )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        if self._stopping.is_set():
+            raise LineRejectedError(503, "Server is shutting down")
+        try:
+            self.store.insert(lines)
+        except Exception as error:  # the transaction rolled back: OGC RS answers 500, the job ends FAILED
+            raise LineRejectedError(500, f"Failed during batch log insertion ({type(error).__name__})") from error
 
     # ---- endpoint logic (no sockets here) ----------------------------------------------------------
 
@@ -762,11 +752,19 @@ class ReferenceOgcRs:
         if process_id != self.process_id:
             return _ogc_error(404, "Process does not exist")
         try:
-            logs = _logs_from_body(body)
+            inputs = _inputs_from_body(body)
         except LineRejectedError as error:
             return _ogc_error(error.status, error.description)
         job_id = str(uuid.uuid4())
-        job, status = self._run_job(job_id, logs)
+        refused = self._start_job(job_id, process_id, inputs)
+        if refused is not None:
+            return refused
+        job, status = self._run_job(job_id, inputs["logs"])
+        return self._job_answer(job, status)
+
+    def _job_answer(self, job: JobRecord, status: int) -> _Response:
+        """201 ACCEPTED in async mode; else 200 with the count, or the error that failed the job."""
+        job_id = job.job_id
         if self.mode == "async":
             return _Response(
                 201,
@@ -793,17 +791,31 @@ class ReferenceOgcRs:
             },
         )
 
+    def _start_job(self, job_id: str, process_id: str, inputs: dict[str, Any]) -> _Response | None:
+        """Record the job (ACCEPTED) as OGC RS does before running anything; the 500 it answers when it cannot."""
+        user_id = job_user_id(self.client_id)
+        # jobs_table.input: the body's inputs object with what OGC RS's API layer adds to it.
+        job_input = {**inputs, "processId": process_id, "userId": user_id, "role": "admin"}
+        try:
+            self.store.start_job(job_id, process_id, user_id, job_input)
+        except Exception as error:  # e.g. PostgreSQL refusing a NUL in jsonb: OGC RS answers 500, stores nothing
+            return _ogc_error(500, f"Failed to create a job ({type(error).__name__})")
+        return None
+
     def _run_job(self, job_id: str, logs: Sequence[object]) -> tuple[JobRecord, int]:
         """Validate and store a batch; record the job and return it with the status a sync run answers."""
+        self.store.set_job_status(job_id, "RUNNING", "Starting Audit Logs Ingestion Process")
         try:
             lines = validate_logs(logs)
             self._refuse_poisoned(lines)
             self._store(lines)
         except LineRejectedError as error:
             job, status = JobRecord(job_id, "failed", error.description), error.status
+            self.store.set_job_status(job_id, "FAILED", error.description)
         else:
             job = JobRecord(job_id, "successful", f"{len(lines)} logs inserted", logs_inserted=len(lines))
             status = 200
+            self.store.set_job_status(job_id, "SUCCESSFUL", f"Completed Audit Logs Ingestion - {job.message}")
         with self._lock:
             self.jobs[job_id] = job
         return job, status
@@ -916,6 +928,7 @@ class _Handler(BaseHTTPRequestHandler):
                 _ogc_error,
                 lambda: self.app._execute(process_id, authorization, body),
                 lines=_count_lines(body),
+                latency_s=self.app.answer_latency_s,
             )
         else:
             self._answer(_ogc_error(404, f"No route for POST {path}"))
@@ -939,6 +952,7 @@ class _Handler(BaseHTTPRequestHandler):
         error: Callable[[int, str], _Response],
         compute: Callable[[], _Response],
         lines: int,
+        latency_s: float = 0.0,
     ) -> None:
         fault = plan.next_fault()
         if fault.kind is FaultKind.DELAY and self.app._stopping.wait(fault.delay_s):
@@ -960,6 +974,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             response = compute()
         if fault.kind is FaultKind.STORE_THEN_DROP:
+            self._drop(lines, fault)
+            return
+        # A slow OGC RS: what it stored is committed already; the answer comes late (or never, if it stops).
+        wait_s = latency_s + (fault.delay_s if fault.kind is FaultKind.STORE_THEN_DELAY else 0.0)
+        if wait_s > 0 and self.app._stopping.wait(wait_s):
             self._drop(lines, fault)
             return
         self._answer(response, lines, None if fault.kind is FaultKind.OK else fault.kind)
@@ -1015,6 +1034,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     parser.add_argument("--db", default=":memory:", help="SQLite file for the metering table (default in memory)")
+    parser.add_argument("--database-url", help="PostgreSQL URL: OGC RS's own tables there instead of SQLite")
+    parser.add_argument("--answer-latency", type=float, default=0.0, help="seconds to answer after storing")
     parser.add_argument("--client-id", help="client id to accept (default: a new UUID)")
     parser.add_argument("--client-secret", help="client secret to accept (default: 40 new hex chars)")
     parser.add_argument("--rs-host", default=DEFAULT_RS_HOST, help="itemId the token endpoint accepts")
@@ -1034,12 +1055,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         process_id=args.process_id,
         mode=args.mode,
         db_path=args.db,
+        database_url=args.database_url,
+        answer_latency_s=args.answer_latency,
         host=args.host,
         port=args.port,
         verbose=args.verbose,
     )
     with server:
-        print(f"# reference OGC RS on {server.base_url} ({server.mode}, db {args.db})")
+        print(f"# reference OGC RS on {server.base_url} ({server.mode}, db {args.database_url or args.db})")
         print(f"PROCESS_API_URL={server.process_url}")
         print(f"AUTH_URL={server.token_url}")
         print("OGC_AUDIT_ALLOW_HTTP=1")  # it speaks plain http: the functions refuse http URLs without this

@@ -19,7 +19,9 @@ from urllib.parse import quote
 
 from minio_relay.routes import WEBHOOK_PATH
 
-ACCOUNT = "111122223333"
+# The emulated account (testbed.stack_template.ACCOUNT): the local runs' trail and buckets are this account's, and
+# s3_audit meters CloudTrail files of its own account only (TRAIL_ACCOUNT_IDS).
+ACCOUNT = "123456789012"
 REGION = "ap-south-1"
 ASSET_BUCKET = "stac-assets-prod"
 MINIO_DEPLOYMENT = "8f3c1f2e-5b7a-4c1d-9e2f-0a1b2c3d4e5f"

@@ -27,6 +27,16 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "kms-create": {"kmsKey": "create"},
     "kms-create-minio-only": {"kmsKey": "create", "enableS3Audit": "false"},
     "kms-existing-key": {"kmsKey": "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+    # Every writer control: both sources, the event path, a break-glass role, the webhook's addresses and WAF.
+    "writers": {
+        "awsSource": "both",
+        "eventBridge": "true",
+        "breakGlassRoleArn": "arn:aws:iam::123456789012:role/ops/break-glass",
+        "trailAccountIds": "444455556666",
+        "minioSourceCidrs": "203.0.113.0/24,198.51.100.7/32",
+        "webhookWaf": "true",
+    },
+    "waf-without-addresses": {"webhookWaf": "true", "enableS3Audit": "false"},
 }
 
 

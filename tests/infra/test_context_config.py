@@ -121,6 +121,17 @@ def test_asset_buckets_accept_a_json_list_string() -> None:
         ("kmsKey", True, 'Context key "kmsKey" must be empty, "create" or a KMS key ARN (arn:aws:kms:<region>'),
         ("eventBridge", "on", 'Context key "eventBridge" must be true or false, got "on"'),
         ("eventBridge", 1, 'Context key "eventBridge" must be true or false, got 1'),
+        ("breakGlassRoleArn", "break-glass", 'Context key "breakGlassRoleArn" must be empty or an IAM role ARN'),
+        ("breakGlassRoleArn", "arn:aws:iam::123456789012:user/bob", 'Context key "breakGlassRoleArn" must be empty'),
+        ("breakGlassRoleArn", 7, 'Context key "breakGlassRoleArn" must be empty or an IAM role ARN'),
+        ("trailAccountIds", ["12345"], 'Context key "trailAccountIds" must list 12-digit AWS account ids, got "12345"'),
+        ("trailAccountIds", "[1]", 'Context key "trailAccountIds" must list 12-digit AWS account ids, got 1'),
+        ("trailAccountIds", {"a": 1}, 'Context key "trailAccountIds" must be a list of 12-digit AWS account ids'),
+        ("minioSourceCidrs", ["10.0.0.1/24"], 'Context key "minioSourceCidrs" must list IPv4 CIDR blocks such as'),
+        ("minioSourceCidrs", "minio.example.org", 'Context key "minioSourceCidrs" must list IPv4 CIDR blocks'),
+        ("minioSourceCidrs", ["0.0.0.0/0"], 'Context key "minioSourceCidrs" must name MinIO\'s addresses, not the'),
+        ("minioSourceCidrs", ["2001:db8::/32"], 'Context key "minioSourceCidrs" must list IPv4 CIDR blocks'),
+        ("webhookWaf", "maybe", 'Context key "webhookWaf" must be true or false, got "maybe"'),
     ],
 )
 def test_wrong_value_names_the_key_in_one_sentence(key: str, value: Any, message: str) -> None:
@@ -129,6 +140,22 @@ def test_wrong_value_names_the_key_in_one_sentence(key: str, value: Any, message
     text = str(raised.value)
     assert text.startswith(message)
     assert "\n" not in text
+
+
+def test_writer_and_caller_restrictions_are_read_from_lists_or_the_command_line() -> None:
+    config = config_from(
+        breakGlassRoleArn=" arn:aws:iam::123456789012:role/ops/break-glass ",
+        trailAccountIds="444455556666, 777788889999,444455556666",
+        minioSourceCidrs='["203.0.113.0/24", "198.51.100.7/32"]',
+        webhookWaf="true",
+    )
+    assert config.break_glass_role_arn == "arn:aws:iam::123456789012:role/ops/break-glass"
+    assert config.trail_account_ids == ("444455556666", "777788889999")
+    assert config.minio_source_cidrs == ("203.0.113.0/24", "198.51.100.7/32")
+    assert config.webhook_waf is True
+    defaults = config_from()
+    assert (defaults.break_glass_role_arn, defaults.trail_account_ids, defaults.minio_source_cidrs) == ("", (), ())
+    assert defaults.webhook_waf is False
 
 
 def test_switching_both_flows_off_is_refused() -> None:

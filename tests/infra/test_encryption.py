@@ -5,6 +5,7 @@ moto does not enforce key policies, so the key policy and the roles' kms grants 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -187,6 +188,24 @@ def test_key_policy_administers_without_using_and_lets_the_account_use_it_only_t
     assert rendered(grants["Condition"])["Bool"] == {"kms:GrantIsForAWSResource": "true"}
 
 
+def test_only_dynamodb_may_create_grants_on_the_key(created_key_app: SynthesizedApp) -> None:
+    """A grant lets its grantee use the key beyond kms:ViaService: no statement may allow kms:CreateGrant (by name
+    or by a wildcard such as AWS's default kms:Create*) but DynamoDB's own, bound to the service and AWS resources."""
+    granting = {
+        sid
+        for sid, statement in key_policy(created_key_app).items()
+        if statement["Effect"] == "Allow"
+        and any(fnmatch.fnmatchcase("kms:CreateGrant", action) for action in as_list(statement["Action"]))
+    }
+    assert granting == {"DynamoDBTableGrants"}
+    grants = key_policy(created_key_app)["DynamoDBTableGrants"]
+    assert grants["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+    administration = as_list(key_policy(created_key_app)["KeyAdministration"]["Action"])
+    assert not [action for action in administration if "*" in action]  # listed one by one
+    assert "kms:PutKeyPolicy" in administration
+    assert "kms:ScheduleKeyDeletion" in administration
+
+
 def test_key_policy_lets_each_service_in_only_for_this_account(created_key_app: SynthesizedApp) -> None:
     policy = key_policy(created_key_app)
     assert set(policy) == {
@@ -352,7 +371,8 @@ def test_default_keeps_aws_managed_encryption(default_app: SynthesizedApp) -> No
         for owner, statement in policy_statements(default_app.templates[stack]):
             assert not [a for a in as_list(statement["Action"]) if a.startswith("kms:")], owner
     trail = only_resource(default_app.templates[S3_AUDIT_STACK_NAME], "AWS::CloudTrail::Trail")
-    assert "TrailName" not in trail["Properties"]  # a deployed trail is not replaced by an upgrade
+    # Named with and without a key: the log bucket policy binds CloudTrail to exactly this trail's ARN.
+    assert trail["Properties"]["TrailName"] == DOWNLOAD_TRAIL_NAME
 
 
 def test_default_skips_the_customer_managed_key_checks_saying_why(default_app: SynthesizedApp) -> None:

@@ -19,6 +19,7 @@ from tests.infra.synth import (
     function,
     get_att_arn,
     ledger_table,
+    logical_id,
     only_resource,
     queue_ids,
     render,
@@ -128,6 +129,17 @@ def test_delivering_function_reserves_exactly_the_concurrency_it_may_use_against
     assert properties["TracingConfig"] == {"Mode": "Active"}
 
 
+def log_origins(template: Template, names: FlowStackNames) -> dict[str, Any]:
+    """The s3_audit function's log origins in the default configuration (awsSource cloudtrail): the trail's bucket
+    and this account; the MinIO functions have none."""
+    if names.service != "s3_audit":
+        return {}
+    return {
+        "CLOUDTRAIL_LOG_BUCKET": {"Ref": logical_id(template, "AWS::S3::Bucket", "LogBucket")},
+        "TRAIL_ACCOUNT_IDS": {"Ref": "AWS::AccountId"},
+    }
+
+
 def test_delivering_function_environment_is_exactly_the_ogc_rs_settings(
     template: Template, names: FlowStackNames
 ) -> None:
@@ -147,6 +159,8 @@ def test_delivering_function_environment_is_exactly_the_ogc_rs_settings(
         "CLIENT_CREDENTIALS_SECRET_ARN": credentials_import,
         "BATCH_MAX_LINES": "500",
         "IDEMPOTENCY_TABLE_NAME": {"Ref": ledger_table(template)},
+        # s3_audit only: where each source's log files may come from (s3_audit.sources.registry.LogOrigins).
+        **log_origins(template, names),
     }
     assert (properties["Handler"], properties["Architectures"], properties["Runtime"]) == (
         names.handler,

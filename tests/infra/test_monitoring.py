@@ -11,8 +11,9 @@ import pytest
 
 from infra.constants import MINIO_RELAY_STACK_NAME, S3_AUDIT_STACK_NAME
 from metering import metric_names as names
-from metering.metrics import flow_metrics, record_delivery_failure, record_outcomes
+from metering.metrics import flow_metrics, record_delivery_failure, record_outcomes, record_uncertain
 from metering.outcomes import OutcomeTally
+from metering.uncertain import UncertainTally
 from tests.infra.synth import (
     SynthesizedApp,
     as_list,
@@ -163,6 +164,7 @@ def delivery_alarms(dimensions: list[dict[str, str]]) -> dict[str, dict[str, Any
         ),
         "MonitoringDeliveryRedirect": expected("OgcAuditIngest", "DeliveryFailures", of_kind("redirect"), threshold=1),
         "MonitoringQuarantined": expected("OgcAuditIngest", "Quarantined", dimensions, threshold=1, period=3600),
+        "MonitoringPossibleDuplicates": expected("OgcAuditIngest", "LinesPossiblyDuplicated", dimensions, threshold=1),
     }
 
 
@@ -276,6 +278,7 @@ def test_custom_metric_alarms_read_what_the_functions_publish(
         record_outcomes(metrics, OutcomeTally())
         record_delivery_failure(metrics, "configuration")
         record_delivery_failure(metrics, "redirect")
+        record_uncertain(metrics, UncertainTally(uncertain=2, possible_duplicates=2))
         metrics.add_metric(name=names.WEBHOOK_AUTH_FAILURES, unit="Count", value=1)
         metrics.flush_metrics()
     published = published_metrics(capsys.readouterr().out)

@@ -14,7 +14,6 @@ from tests.infra.synth import SynthesizedApp, as_list, logical_id, render, resou
 Template = Mapping[str, Any]
 ACCOUNT = {"Ref": "AWS::AccountId"}
 TRAIL_ARN = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/OgcAuditS3-downloads"
-ANY_TRAIL_ARN = "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/*"
 ALARMS_ARN = "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"
 
 
@@ -98,28 +97,28 @@ def with_key(module_tmp: Path) -> SynthesizedApp:
     return synthesize(module_tmp / "key", enableMinioRelay=False, kmsKey="create")
 
 
-@pytest.mark.parametrize("named", [False, True], ids=["cloudformation-named-trail", "named-trail-with-key"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["aws-managed-encryption", "with-key"])
 def test_cloudtrail_may_check_the_acl_and_write_only_for_this_trail(
-    named: bool, app: SynthesizedApp, with_key: SynthesizedApp
+    keyed: bool, app: SynthesizedApp, with_key: SynthesizedApp
 ) -> None:
-    template = (with_key if named else app).templates[S3_AUDIT_STACK_NAME]
+    template = (with_key if keyed else app).templates[S3_AUDIT_STACK_NAME]
     by_action = {
         render(statement["Action"]): statement for statement in statements_for(template, "cloudtrail.amazonaws.com")
     }
     log_bucket = "${" + logical_id(template, "AWS::S3::Bucket", "LogBucket") + ".Arn}"
     trail = template["Resources"][logical_id(template, "AWS::CloudTrail::Trail", "DownloadTrail")]
-    # A trail CloudFormation names (no TrailName: a deployed trail is not replaced by an upgrade) is bound to the
-    # trails of this account and region; a named trail to exactly its ARN.
-    bound = {"StringEquals aws:SourceArn": TRAIL_ARN} if named else {"ArnLike aws:SourceArn": ANY_TRAIL_ARN}
+    # With or without a key the trail has a fixed name, and CloudTrail is bound to exactly its ARN: bound to "any
+    # trail of the account", anyone allowed to create a trail could deliver log files into the bucket.
+    bound = {"StringEquals aws:SourceArn": TRAIL_ARN}
 
-    assert ("TrailName" in trail["Properties"]) is named
+    assert "TrailName" in trail["Properties"]
     assert set(by_action) == {"s3:GetBucketAcl", "s3:PutObject"}
     assert render(by_action["s3:GetBucketAcl"]["Resource"]) == log_bucket
     assert conditions(by_action["s3:GetBucketAcl"]) == bound
     assert render(by_action["s3:PutObject"]["Resource"]) == f"{log_bucket}/AWSLogs/${{AWS::AccountId}}/*"
     assert conditions(by_action["s3:PutObject"]) == {"StringEquals s3:x-amz-acl": "bucket-owner-full-control", **bound}
-    if named:  # the ARN in the conditions is the trail's: its name is the one the trail resource carries
-        assert TRAIL_ARN.endswith(f":trail/{trail['Properties']['TrailName']}")
+    # The ARN in the conditions is the trail's: its name is the one the trail resource carries.
+    assert TRAIL_ARN.endswith(f":trail/{trail['Properties']['TrailName']}")
 
 
 def test_s3_may_notify_the_log_file_queue_only_for_the_log_bucket_of_this_account(app: SynthesizedApp) -> None:
@@ -216,6 +215,9 @@ def test_eventbridge_may_fill_the_event_queue_and_its_dlq_only_from_the_download
         name for name in resources_of_type(template, "AWS::SQS::QueuePolicy") if name.startswith("DownloadEvents")
     }
     assert {statement["Resource"]["Fn::GetAtt"][0] for statement in statements} == queues
-    for statement in statements:  # the actions CDK's SqsQueue target grants: test_event_bridge.py pins them
-        assert "sqs:SendMessage" in as_list(statement["Action"])
-        assert conditions(statement) == {"ArnEquals aws:SourceArn": f"${{{rule}.Arn}}"}
+    for statement in statements:  # written by download_events.RuleBoundQueueTarget, key or no key
+        assert as_list(statement["Action"]) == ["sqs:SendMessage"]
+        assert conditions(statement) == {
+            "ArnEquals aws:SourceArn": f"${{{rule}.Arn}}",
+            "StringEquals aws:SourceAccount": "${AWS::AccountId}",
+        }

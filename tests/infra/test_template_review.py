@@ -22,7 +22,19 @@ from tests.infra.synth import REPO_ROOT, synthesize
 
 CHECKOV = REPO_ROOT / ".venv-checkov" / "bin" / "checkov"
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
-CONFIGURATIONS: dict[str, dict[str, Any]] = {"default": {}, "kms-create": {"kmsKey": "create"}}
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "kms-create": {"kmsKey": "create"},
+    # Every writer control at once: both sources, the event path, a break-glass role, the webhook's address
+    # restriction and its WAF web ACL (resources the other two configurations do not have).
+    "writers": {
+        "awsSource": "both",
+        "eventBridge": True,
+        "breakGlassRoleArn": "arn:aws:iam::123456789012:role/ops/break-glass",
+        "minioSourceCidrs": ["203.0.113.0/24"],
+        "webhookWaf": True,
+    },
+}
 # A template no one reviewed: scanned with the default configuration, it must fail, or the scan proves nothing.
 CANARY = "Canary.template.json"
 CANARY_TEMPLATE = {"Resources": {"PlainQueue": {"Type": "AWS::SQS::Queue", "Properties": {}}}}
@@ -142,10 +154,11 @@ def test_the_security_review_explains_every_skipped_check(scans: dict[str, Scan]
     assert sorted(check for check in skipped if f"{check} " not in review and f"{check}," not in review) == []
 
 
-def test_created_key_templates_pass_cfn_lint(scans: dict[str, Scan], tmp_path: Path) -> None:
-    # make synth and test_cdk_cli_synth lint the default templates; these are the kmsKey=create ones.
+@pytest.mark.parametrize("configuration", ["kms-create", "writers"])
+def test_other_configurations_pass_cfn_lint(scans: dict[str, Scan], tmp_path: Path, configuration: str) -> None:
+    # make synth and test_cdk_cli_synth lint the default templates; these are the others.
     paths = []
-    for file_name, template in scans["kms-create"].templates.items():
+    for file_name, template in scans[configuration].templates.items():
         path = tmp_path / file_name
         path.write_text(json.dumps(template))
         paths.append(str(path))

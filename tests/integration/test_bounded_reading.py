@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -251,3 +252,55 @@ def test_the_largest_whole_document_still_read_stays_under_300_mb(tmp_path: Path
     assert result["summary"]["quarantined"] == {}
     assert result["summary"]["entries"] > 2_000_000
     assert result["peak_mb"] < PEAK_MB, result
+
+
+# A file of tiny records up to the 1 GiB bound: ``{"Records":[{},{},...]}`` (3 bytes a record) and a Records array of
+# scalars (2 bytes, the slowest per record: no boundary to cut at, each value taken alone). Read in full they would
+# take minutes of CPU, past the function's 300 s timeout (SQS would retry the file five times, then dead-letter it).
+TINY_RECORDS = {
+    "empty_objects": (b"{},", b"{}]}"),
+    "scalars": (b"1,", b"1]}"),
+}
+# The function's timeout is 300 s on ~0.6 of a vCPU (1,024 MB): the reading must stay far below.
+MAX_CPU_SECONDS = 60
+
+
+def tiny_records_file(path: Path, shape: str) -> int:
+    filler, tail = TINY_RECORDS[shape]
+    return bombs.write_gzip_bomb(path, b'{"Records":[', filler * (bombs.MIB // len(filler)), 1023, tail)
+
+
+def run_timed(*arguments: str) -> tuple[dict[str, Any], float]:
+    """``run_measured`` and the CPU seconds (user + system) its subprocess used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_measured(*arguments)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+@pytest.mark.parametrize("shape", sorted(TINY_RECORDS))
+def test_a_file_of_tiny_records_up_to_the_bound_is_quarantined_in_bounded_time(tmp_path: Path, shape: str) -> None:
+    path = tmp_path / f"{shape}.json.gz"
+    inflated = tiny_records_file(path, shape)
+    assert ReadLimits().max_file_bytes - 2 * bombs.MIB < inflated <= ReadLimits().max_file_bytes
+
+    result, cpu_seconds = run_timed("extract", "cloudtrail", str(path))
+
+    print(f"extract cloudtrail {shape}: {inflated >> 20} MiB, {cpu_seconds:.1f} CPU-s, peak {result['peak_mb']} MB")
+    summary = result["summary"]
+    assert summary["quarantined"].pop(Reason.TOO_MANY_RECORDS.value) == 1
+    assert summary["entries"] == ReadLimits().max_records + 1  # each record up to the bound, then the file
+    assert cpu_seconds < MAX_CPU_SECONDS
+    assert result["peak_mb"] < PEAK_MB, result
+
+
+def test_the_handler_quarantines_a_file_of_tiny_records_instead_of_failing_it(tmp_path: Path) -> None:
+    path = tmp_path / "empty_objects.json.gz"
+    tiny_records_file(path, "empty_objects")
+
+    result, cpu_seconds = run_timed("handler", str(path))
+
+    print(f"handler on empty objects: {cpu_seconds:.1f} CPU-s, peak {result['peak_mb']} MB")
+    assert result["response"] == {"batchItemFailures": []}  # not retried, so never dead-lettered
+    assert result["totals"]["quarantined"] == {Reason.TOO_MANY_RECORDS.value: 1}
+    assert cpu_seconds < MAX_CPU_SECONDS

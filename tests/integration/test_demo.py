@@ -48,6 +48,11 @@ def test_demo_meters_both_flows_exactly_once(demo: tuple[subprocess.CompletedPro
     assert "MinIO flow: 4 lines stored, 4 expected: OK" in result.stdout
     assert "POST with a wrong token -> 401" in result.stdout
     assert "metering table of the reference OGC RS (15 rows)" in result.stdout
+    # The closing reconcile: every download of the period (both flows) has exactly its row.
+    assert (
+        "reconcile 2025-10-27T10:00:00Z .. 2025-10-27T11:00:00Z: "
+        "15 downloads, 15 rows, 0 missing, 0 duplicated, 0 unexpected (15 matched)"
+    ) in result.stdout
     assert "demo-webhook-token" not in result.stdout + result.stderr
 
 

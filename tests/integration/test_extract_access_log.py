@@ -76,6 +76,37 @@ def test_a_quarantined_line_sets_the_exit_status(tmp_path: Path, capsys: pytest.
     assert summary["quarantined"] == {"malformed_entry": 1}
 
 
+def test_each_quarantined_line_is_named_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "log"
+    good = event_bytes("access_log/presigned_get.log")
+    path.write_bytes(good + event_bytes("access_log/truncated.log") + good + event_bytes("access_log/bad_time.log"))
+
+    main(["extract", "--source", "s3-access-log", str(path)])
+    notes = capsys.readouterr().err.strip().splitlines()[:-1]
+
+    assert notes == [
+        f"quarantined malformed_entry: {path}: record 2: the record ends before the Referer",
+        f"quarantined invalid_timestamp: {path}: record 4: timestamp '27/Okt/2025:10:12:30 +0000'",
+    ]
+
+
+def test_the_first_20_quarantined_lines_are_named_and_the_rest_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(b"".join(f"bad line {number}\n".encode() for number in range(1, 26)))
+
+    status = main(["extract", "--source", "s3-access-log", str(path)])
+    notes = capsys.readouterr().err.strip().splitlines()
+
+    assert status == 1
+    assert len(notes) == 22  # 20 named, one line for the other 5, the summary
+    assert notes[0].startswith(f"quarantined malformed_entry: {path}: record 1: ")
+    assert notes[19].startswith(f"quarantined malformed_entry: {path}: record 20: ")
+    assert notes[20] == "quarantined: 5 more not shown (the first 20 are)"
+    assert json.loads(notes[21])["quarantined"] == {"malformed_entry": 25}
+
+
 def test_s3_prefix_reads_only_access_log_objects(mocked_aws: None, capsys: pytest.CaptureFixture[str]) -> None:
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="access-archive")

@@ -127,6 +127,35 @@ def test_damaged_file_exits_1_and_keeps_the_good_records(tmp_path: Path, capsys:
     assert summary["quarantined"] == {"bad_gzip": 1, "malformed_entry": 1}
 
 
+def test_each_quarantined_record_is_named_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    too_early = fixture("presigned_get", event_id="00000000-0000-4000-8000-000000000002")
+    too_early["eventTime"] = "1970-01-01T00:00:00Z"
+    records = [fixture("presigned_get"), fixture("event_name_number"), too_early, fixture("negative_bytes")]
+    path = write(tmp_path / "trail.json.gz", gzip.compress(records_document(records)))
+
+    status = main(["extract", "--source", "cloudtrail", path])
+    notes = capsys.readouterr().err.strip().splitlines()[:-1]
+
+    assert status == 1
+    assert [note.split(": ")[:3] for note in notes] == [
+        ["quarantined malformed_entry", path, "record 1"],
+        ["quarantined invalid_timestamp", path, "record 2"],
+        ["quarantined invalid_bytes", path, "record 3"],
+    ]
+    assert "eventName" in notes[0]
+    assert "1970-01-01T00:00:00Z" in notes[1]
+
+
+def test_a_damaged_file_is_named_with_where_it_broke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path / "damaged.json.gz", gzip.compress(records_document(MIXED))[:-12])
+
+    main(["extract", "--source", "cloudtrail", path])
+    notes = capsys.readouterr().err.strip().splitlines()[:-1]
+
+    assert len(notes) == 1
+    assert notes[0].startswith(f"quarantined bad_gzip: {path}: truncated gzip stream")
+
+
 @pytest.fixture
 def log_bucket(mocked_aws: None) -> Any:
     s3 = boto3.client("s3", region_name="us-east-1")

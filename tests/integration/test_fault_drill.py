@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from metering.auth import TokenProvider
-from metering.errors import DeliveryError
+from metering.errors import DeliveryError, UncertainDeliveryError
 from metering.exactly_once import KeyedChunk, deliver_chunks_once
 from metering.ledger import SqliteLedger
+from metering.line import Backend, MeteredDownload
 from metering.ogc_rs import OgcRsClient, http_session
+from metering.ogc_rs_database import open_ogc_rs_database
 from metering.settings import ClientCredentials
+from metering.uncertain import UncertainResolver
+from s3_audit.ingest import deliver_downloads_once
 from testbed.fault_drill import WEBHOOK_TOKEN, DrillConfig, run_drill
 from testbed.reference_rs import FaultKind, ReferenceOgcRs
+from tests import helpers
 from tests.helpers import cli_env
 
 # Small runs: a few seconds each, yet every fault kind fires many times.
@@ -28,12 +34,16 @@ QUIET: dict[str, Any] = {
     "outage_s": 0.0,
     "sqs_faults": 0.0,
     "lost_answers": 0.0,
+    "slow_s": 0.0,
+    # Without OGC RS's database a lost answer is re-sent once after the grace period: one extra copy per line of
+    # each answer-lost request, which these tests count exactly.
+    "database": False,
 }
 
 
 def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
     arguments = ["--log-files", "6", "--records-per-file", "30", "--bodies", "10", "--max-entries", "12"]
-    arguments += ["--rounds", "4", "--seed", "11"]
+    arguments += ["--rounds", "4", "--seed", "11", "--slow-s", "3", "--slow-log-files", "2", "--slow-bodies", "3"]
     result = subprocess.run(
         [sys.executable, "-m", "testbed.fault_drill", *arguments],
         check=False,
@@ -52,7 +62,19 @@ def test_the_drill_prints_its_figures_and_holds_the_guarantees() -> None:
     assert figures["poison_lines"] > 0
     assert figures["poison_quarantined"] == figures["poison_lines"]
     assert figures["delivered_distinct"] == figures["expected_distinct"] > 0
-    assert figures["duplicated"] == figures["duplicates_inside_window"] <= figures["window_lines"]
+    # Copies per line: every expected line is stored at least once; the slow phase (OGC RS storing on receipt and
+    # answering 3 s later, past the client's read timeout) delivered lines of its own.
+    assert "0" not in figures["copies_per_line"]
+    assert sum(figures["copies_per_line"].values()) == figures["expected_distinct"]
+    assert figures["slow_expected"] > 0
+    # A slow answer is no reason for a second copy: each of those lines was stored exactly once.
+    assert figures["slow_copies_per_line"] == {"1": figures["slow_expected"]}
+    assert figures["slow_duplicated"] == 0
+    assert "slow OGC RS               answers 3 s after storing" in result.stdout
+    # The functions read OGC RS's database: every lost answer was resolved, none stored a line twice.
+    assert figures["database"] is True
+    assert figures["duplicated"] == figures["duplicates_inside_window"] == 0
+    assert figures["window_lines"] > 0  # answers were lost (the slow phase alone loses every one)
     assert sum(figures["flows"]["redriven"].values()) > 0  # the outage sent messages to the DLQs
     assert len(figures["faults_applied"]) >= 5  # of 503, 500, 429, delay, drop, store_then_drop, unauthorized
     assert "redirects followed" in result.stdout
@@ -119,6 +141,36 @@ def test_a_chunk_split_around_a_refused_line_is_not_sent_twice_after_a_failure(
     assert sorted(reference_rs.stored_lines()) == lines[:3]
     assert [rejected.line for rejected in report.delivery.rejected] == [lines[3]]
     assert deliver_chunks_once(client, ledger, [chunk]).delivery.requests == 0
+
+
+def test_an_uncertain_half_of_a_split_chunk_resolved_stored_sends_the_answered_half_once(tmp_path: Path) -> None:
+    """Found by the drill: a chunk is split around a refused line; its first half is stored and answered, a later
+    request of it loses its answer (stored). Resolved through OGC RS's database, the retry must send neither half
+    again, though its chunks are cut differently (the stored requests are known now), and the refused line must
+    reach an ERROR log."""
+    user, collection = "0b6f1c1e-8d0e-4a53-9d1b-2f0c7f1d2a3b", "6a4f6a52-3d5b-4c8e-9f1a-0c2b3d4e5f60"
+    items = ["item-0", "item-1", "item-2", "poisoned"]
+    downloads = [
+        MeteredDownload(user, collection, item, f"2025-10-27T10:00:0{n}Z", 100, Backend.AWS_S3, f"s3-request:b/{n}")
+        for n, item in enumerate(items)
+    ]
+    lines = [download.to_line() for download in downloads]
+    with ReferenceOgcRs(db_path=str(tmp_path / "metering.sqlite3")) as rs, open_ogc_rs_database(rs.database_url) as db:
+        rs.poisoned_item_ids = {"poisoned"}
+        client = helpers.client_for(rs, batch_max_lines=4)
+        ledger = SqliteLedger()
+        resolver = UncertainResolver(db, not_stored_after_s=0.0, ask_again_s=0.0)
+        # [0..3]: 400 (poison); [0, 1]: stored; [2, 3]: 400; [2]: stored, the answer lost
+        rs.faults.push("ok", times=3).push("store_then_drop")
+        with pytest.raises(UncertainDeliveryError):
+            deliver_downloads_once(downloads, client, ledger, resolver=resolver)
+        assert sorted(rs.stored_lines()) == lines[:3]
+        report = deliver_downloads_once(downloads, client, ledger, resolver=resolver)  # SQS delivers it again
+        assert sorted(rs.stored_lines()) == lines[:3]  # nothing stored twice
+        assert [rejected.line for rejected in report.delivery.rejected] == [lines[3]]
+        requests = len(rs.requests_log)
+        deliver_downloads_once(downloads, client, ledger, resolver=resolver)
+        assert len(rs.requests_log) == requests
 
 
 def test_redirects_and_poisoned_values_lose_nothing_and_spoil_nothing() -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import socket
 import time
 import uuid
 
 import pytest
+import requests
 
-from metering.errors import ConfigurationError, DeliveryError
+from metering.errors import ConfigurationError, DeliveryError, UncertainDeliveryError
+from metering.ogc_rs import http_session, provably_not_sent
 from testbed.reference_rs import ReferenceOgcRs
 from tests import helpers
 
@@ -62,29 +65,82 @@ def test_401_twice_is_a_configuration_error(reference_rs: ReferenceOgcRs) -> Non
     assert reference_rs.row_count() == 0
 
 
-def test_5xx_and_429_are_retried_with_backoff(reference_rs: ReferenceOgcRs) -> None:
-    reference_rs.faults.push("status", 503).push("status", 500).push("status", 429, retry_after=0)
+def test_429_and_503_store_nothing_and_are_retried_with_backoff(reference_rs: ReferenceOgcRs) -> None:
+    reference_rs.faults.push("status", 503).push("status", 429, retry_after=0).push("status", 503)
     report = client_for(reference_rs).deliver(make_lines(4))
     assert report.delivered == 4
-    statuses = [record.status for record in reference_rs.requests_log if "processes" in record.path]
-    assert statuses == [503, 500, 429, 200]
+    assert posted_statuses(reference_rs) == [503, 429, 503, 200]
     assert reference_rs.row_count() == 4
 
 
 def test_outage_past_the_retries_raises_delivery_error(reference_rs: ReferenceOgcRs) -> None:
     reference_rs.faults.push("status", 503, times=10)
     started = time.monotonic()
-    with pytest.raises(DeliveryError, match="503"):
+    with pytest.raises(DeliveryError, match="503") as raised:
         client_for(reference_rs).deliver(make_lines(2))
+    assert not isinstance(raised.value, UncertainDeliveryError)
     assert time.monotonic() - started < 30
     assert reference_rs.row_count() == 0
 
 
-def test_dropped_connection_is_retried(reference_rs: ReferenceOgcRs) -> None:
-    reference_rs.faults.push("drop")
-    report = client_for(reference_rs).deliver(make_lines(2))
-    assert report.delivered == 2
-    assert reference_rs.row_count() == 2
+def posted_statuses(rs: ReferenceOgcRs) -> list[int | None]:
+    return [record.status for record in rs.requests_log if "processes" in record.path]
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_500_502_504_make_the_request_uncertain_and_are_never_resent(reference_rs: ReferenceOgcRs, status: int) -> None:
+    lines = make_lines(7)
+    reference_rs.faults.push("ok").push("status", status)
+    settled: list[int] = []
+    with pytest.raises(UncertainDeliveryError, match=str(status)) as raised:
+        client_for(reference_rs, batch_max_lines=3).deliver(lines, on_settled=settled.extend)
+    assert posted_statuses(reference_rs) == [200, status]  # one try, and the third chunk was not sent
+    assert (raised.value.logs, raised.value.positions, settled) == (tuple(lines[3:6]), (3, 4, 5), [0, 1, 2])
+
+
+def test_a_read_timeout_is_uncertain_and_not_resent_though_the_lines_land(reference_rs: ReferenceOgcRs) -> None:
+    """An OGC RS that answers after the client's read timeout, and stores the lines anyway."""
+    reference_rs.faults.push("delay", 1.5)
+    lines = make_lines(3)
+    client = client_for(reference_rs, read_timeout_s=0.5)
+    with pytest.raises(UncertainDeliveryError) as raised:
+        client.deliver(lines)
+    assert raised.value.logs == tuple(lines)
+    assert reference_rs.wait_for_rows(3)
+    time.sleep(0.5)
+    assert reference_rs.row_count() == 3  # once: no retry of its own after the timeout
+    assert len(posted_statuses(reference_rs)) == 1
+
+
+@pytest.mark.parametrize("fault", ["drop", "store_then_drop"])
+def test_a_connection_lost_after_sending_is_uncertain(reference_rs: ReferenceOgcRs, fault: str) -> None:
+    reference_rs.faults.push(fault)
+    lines = make_lines(2)
+    with pytest.raises(UncertainDeliveryError) as raised:
+        client_for(reference_rs).deliver(lines)
+    assert raised.value.logs == tuple(lines)
+    assert len(posted_statuses(reference_rs)) == 1
+    assert reference_rs.row_count() == (2 if fault == "store_then_drop" else 0)
+
+
+def test_a_connection_never_established_is_retried_then_fails_cleanly() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    session = http_session(retries=2, backoff_factor=0.01)
+    with pytest.raises(requests.exceptions.ConnectionError) as raised:
+        session.post(f"http://127.0.0.1:{port}/processes/x/execution", json={}, timeout=(1, 1))
+    assert provably_not_sent(raised.value)
+    assert "Max retries exceeded" in str(raised.value)
+
+
+def test_a_read_timeout_is_not_provably_unsent(reference_rs: ReferenceOgcRs) -> None:
+    reference_rs.faults.push("delay", 1.0)
+    with pytest.raises(requests.RequestException, match="Read timed out") as raised:
+        http_session().post(reference_rs.process_url, json={}, timeout=(1, 0.2))
+    assert not provably_not_sent(raised.value)
+    time.sleep(1.2)  # the delayed request is logged when its answer goes out
+    assert len(posted_statuses(reference_rs)) == 1  # urllib3 did not send it again
 
 
 def test_201_accepted_is_success(reference_rs: ReferenceOgcRs) -> None:

@@ -311,3 +311,129 @@ def _parsed(line: str) -> AccessLogRecord | str:
         return parse_record(line)
     except MalformedLine as error:
         return str(error)
+
+
+# --- presigned, unambiguously (issue 19: a header-signed GET never becomes presigned) -------------------------
+
+SIGV2_QUERY = "AWSAccessKeyId=AKIAQX2EXAMPLE7ZPR3Q&Expires=1761563550&Signature=dGhpc2lzYXNpZ25hdHVyZQ%3D%3D"
+_SIGV4_QUERY = re.compile(r"X-Amz-Algorithm=[^ ]*&(userId=)")
+
+
+def sigv2(line: str) -> str:
+    """A fixture line turned into the same request through a SigV2 presigned URL."""
+    line = _SIGV4_QUERY.sub(r"\1", line).replace("&X-Amz-Signature=", "&x-sig=").replace(" SigV4 ", " SigV2 ")
+    return line.replace("&x-id=GetObject", f"&x-id=GetObject&{SIGV2_QUERY}")
+
+
+@pytest.mark.parametrize("fixture", ["presigned_get", "legacy_presigned"])
+def test_a_sigv2_presigned_url_is_presigned(fixture: str) -> None:
+    line = sigv2(fixture_line(fixture))
+    assert "X-Amz-" not in line
+
+    outcome = meter_line(line)
+
+    assert isinstance(outcome, MeteredDownload)
+    assert outcome.to_line() == f"{USER}|{COLLECTION}|{ITEM}|2025-10-27T10:12:30Z|16384|aws_s3"
+
+
+@pytest.mark.parametrize("missing", ["AWSAccessKeyId", "Expires", "Signature"])
+def test_an_old_record_needs_all_three_sigv2_parameters(missing: str) -> None:
+    line = re.sub(rf"&{missing}=[^& ]*", "", sigv2(fixture_line("legacy_presigned")))
+
+    assert outcome_of_line(line) == ("filtered", "not_presigned")
+
+
+def test_a_header_signed_get_with_presigned_parameters_is_not_presigned() -> None:
+    line = fixture_line("header_signed").replace("&x-id=GetObject", f"&x-id=GetObject&{SIGV2_QUERY}&X-Amz-Signature=ab")
+
+    assert outcome_of_line(line) == ("filtered", "not_presigned")
+
+
+def outcome_of_line(line: str) -> tuple[str, str]:
+    outcome = meter_line(line)
+    assert isinstance(outcome, Skip)
+    return outcome.kind, outcome.reason.value
+
+
+# A User-Agent written to shift the fields after it: read up to its first '" ', the record would say QueryString.
+FORGED_AGENT = '"curl" - x SigV4 TLS_AES_128_GCM_SHA256 QueryString h TLSv1.3 - - "x"'
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("User-Agent", FORGED_AGENT),
+        ("Referer", '"a" "b" - x SigV4 TLS_AES_128_GCM_SHA256 QueryString h TLSv1.3 - - "c"'),
+        ("User-Agent", '"curl" - x SigV4 TLS_AES_128_GCM_SHA256 QueryString h"'),
+    ],
+    ids=["user-agent", "referer", "user-agent-ending-in-a-quote"],
+)
+def test_a_header_signed_get_never_reads_as_presigned_through_a_quote(field: str, value: str) -> None:
+    line = fixture_line("header_signed")
+    line = line.replace('"python-requests/2.32.3"', value) if field == "User-Agent" else line.replace('"-"', value, 1)
+
+    outcome = meter_line(line)
+
+    assert isinstance(outcome, Skip)
+    assert (outcome.kind, outcome.reason.value) == ("quarantined", "malformed_entry")
+    assert "ambiguous" in outcome.detail
+
+
+def test_a_quote_that_changes_nothing_leaves_the_record_readable() -> None:
+    # Whichever quote ends the User-Agent, this presigned GET is presigned: nothing to be unsure about.
+    line = fixture_line("presigned_get").replace('"python-requests/2.32.3"', '"agent" x/1.0"')
+
+    outcome = meter_line(line)
+
+    assert isinstance(outcome, MeteredDownload)
+
+
+def test_an_authentication_type_s3_never_writes_is_quarantined() -> None:
+    line = fixture_line("presigned_get").replace(" QueryString ", " querystring ")
+
+    outcome = meter_line(line)
+
+    assert isinstance(outcome, Skip)
+    assert (outcome.kind, outcome.reason.value) == ("quarantined", "malformed_entry")
+    assert "Authentication Type 'querystring'" in outcome.detail
+
+
+@pytest.mark.parametrize(
+    "time", ["01/Jan/1970:00:00:00 +0000", "31/Dec/2005:23:59:59 +0000", "31/Dec/9999:23:59:59 +0000"]
+)
+def test_a_time_outside_the_sane_window_is_quarantined(time: str) -> None:
+    line = fixture_line("presigned_get").replace("27/Oct/2025:10:12:30 +0000", time)
+
+    outcome = meter_line(line)
+
+    assert isinstance(outcome, Skip)
+    assert (outcome.kind, outcome.reason.value) == ("quarantined", "invalid_timestamp")
+
+
+def test_too_many_lines_end_the_reading_of_an_object() -> None:
+    from s3_audit.log_file import ReadLimits
+
+    good = event_bytes("access_log/presigned_get.log")
+    limits = ReadLimits(max_file_bytes=3 * 512)  # three lines at most
+
+    found = list(access_log.access_log_outcomes([good + b"x\n" * 5], limits))
+
+    assert [o.reason.value if isinstance(o, Skip) else "metered" for o in found] == [
+        "metered",
+        "malformed_entry",
+        "malformed_entry",
+        "too_many_records",
+    ]
+
+
+def test_a_line_full_of_quotes_is_quarantined_quickly() -> None:
+    import time
+
+    line = fixture_line("header_signed").replace('"python-requests/2.32.3"', '"' + 'a" ' * 200_000 + '"')
+    started = time.process_time()
+
+    outcome = meter_line(line)
+
+    assert time.process_time() - started < 2
+    assert isinstance(outcome, Skip)
+    assert "too many quotes" in outcome.detail

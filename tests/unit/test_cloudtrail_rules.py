@@ -45,6 +45,82 @@ def test_either_presigned_marker_is_enough(fixture: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "fixture",
+    [
+        "presigned_get_sigv2",  # what CloudTrail writes: SignatureVersion SigV2, AuthenticationMethod QueryString
+        "presigned_get_sigv2_parameters_only",  # no AuthenticationMethod: AWSAccessKeyId with Expires
+    ],
+)
+def test_a_sigv2_presigned_url_is_presigned(fixture: str) -> None:
+    outcome = outcome_of(fixture)
+
+    assert isinstance(outcome, MeteredDownload)
+    assert outcome.to_line() == f"{USER}|{COLLECTION}|{ITEM}|2025-10-27T10:12:30Z|16384|aws_s3"
+
+
+def test_authentication_by_header_is_never_presigned_whatever_the_query_held() -> None:
+    # AuthHeader with X-Amz-Expires and X-Amz-Credential in requestParameters: the header decides.
+    assert outcome_of("header_signed_with_presign_parameters") == Skip.filtered(Reason.NOT_PRESIGNED)
+
+
+@pytest.mark.parametrize("method", ["AuthHeader", "", "querystring", "QUERYSTRING"])
+def test_any_authentication_method_but_query_string_is_not_presigned(method: str) -> None:
+    record: dict[str, Any] = load_event("cloudtrail/presigned_get")
+    record["additionalEventData"]["AuthenticationMethod"] = method
+
+    decoded = record_from_object(record)
+
+    assert not isinstance(decoded, Skip)
+    assert classify(decoded) == Skip.filtered(Reason.NOT_PRESIGNED)
+
+
+def test_sigv2_parameters_need_both_the_key_id_and_expires() -> None:
+    record: dict[str, Any] = load_event("cloudtrail/presigned_get_sigv2_parameters_only")
+    del record["requestParameters"]["Expires"]
+
+    decoded = record_from_object(record)
+
+    assert not isinstance(decoded, Skip)
+    assert classify(decoded) == Skip.filtered(Reason.NOT_PRESIGNED)
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["1970-01-01T00:00:00Z", "2005-12-31T23:59:59Z", "9999-12-31T23:59:59Z", "2006-01-01T00:30:00+01:00", "future"],
+)
+def test_a_time_outside_the_sane_window_is_quarantined(when: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    if when == "future":
+        when = f"{datetime.now(UTC) + timedelta(days=1, minutes=5):%Y-%m-%dT%H:%M:%SZ}"
+    record: dict[str, Any] = load_event("cloudtrail/presigned_get")
+    record["eventTime"] = when
+
+    outcome = outcome_of_record(record)
+
+    assert isinstance(outcome, Skip)
+    assert (outcome.kind, outcome.reason) == ("quarantined", Reason.INVALID_TIMESTAMP)
+    assert "before 2006-01-01" in outcome.detail
+
+
+@pytest.mark.parametrize("when", ["2006-01-01T00:00:00Z", "2006-01-01T05:30:00+05:30", "soon"])
+def test_a_time_inside_the_window_is_metered(when: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    if when == "soon":  # a clock a little ahead of this one
+        when = f"{datetime.now(UTC) + timedelta(hours=23):%Y-%m-%dT%H:%M:%SZ}"
+    record: dict[str, Any] = load_event("cloudtrail/presigned_get")
+    record["eventTime"] = when
+
+    assert isinstance(outcome_of_record(record), MeteredDownload)
+
+
+def outcome_of_record(record: dict[str, Any]) -> MeteredDownload | Skip:
+    decoded = decode_record(json.dumps(record).encode())
+    return decoded if isinstance(decoded, Skip) else classify(decoded)
+
+
+@pytest.mark.parametrize(
     ("fixture", "reason"),
     [
         ("kms_decrypt", Reason.NOT_S3_EVENT),

@@ -181,3 +181,36 @@ def test_non_object_entry_is_quarantined(entry: object) -> None:
     outcome = classify_entry(entry)
     assert isinstance(outcome, Skip)
     assert (outcome.kind, outcome.reason) == ("quarantined", Reason.MALFORMED_ENTRY)
+
+
+def sigv2_entry(*, drop: str = "") -> dict[str, Any]:
+    """The presigned GetObject entry, its URL signed the SigV2 way (AWSAccessKeyId, Expires, Signature)."""
+    entry = copy.deepcopy(current())
+    query = {name: value for name, value in entry["requestQuery"].items() if not name.startswith("X-Amz-")}
+    query |= {"AWSAccessKeyId": "stacpresigner", "Expires": "1761563550", "Signature": "dGhpc2lzYXNpZ25hdHVyZQ=="}
+    query.pop(drop, None)
+    entry["requestQuery"] = query
+    return entry
+
+
+def test_a_sigv2_presigned_url_is_presigned() -> None:
+    outcome = classify_entry(sigv2_entry())
+
+    assert isinstance(outcome, MeteredDownload)
+    assert outcome.to_line() == line("2025-10-27T10:12:30Z", 1048576)
+
+
+@pytest.mark.parametrize("missing", ["AWSAccessKeyId", "Expires", "Signature"])
+def test_sigv2_needs_all_three_parameters(missing: str) -> None:
+    assert classify_entry(sigv2_entry(drop=missing)) == Skip.filtered(Reason.NOT_PRESIGNED)
+
+
+@pytest.mark.parametrize("when", ["1970-01-01T00:00:00Z", "2005-12-31T23:59:59.999Z", "9999-12-31T23:59:59Z"])
+def test_a_time_outside_the_sane_window_is_quarantined(when: str) -> None:
+    entry = copy.deepcopy(current())
+    entry["time"] = when
+
+    outcome = classify_entry(entry)
+
+    assert isinstance(outcome, Skip)
+    assert (outcome.kind, outcome.reason) == ("quarantined", Reason.INVALID_TIMESTAMP)

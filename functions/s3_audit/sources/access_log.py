@@ -8,9 +8,16 @@ server access log format"): Bucket Owner, Bucket, Time, Remote IP, Requester, Re
 Request-URI, HTTP status, Error Code, Bytes Sent, Object Size, Total Time, Turn-Around Time, Referer,
 User-Agent, Version Id, Host Id, Signature Version, Cipher Suite, Authentication Type, Host Header, ...
 
+S3 writes the Referer and User-Agent as sent, quotes included: a ``"`` followed by a space inside them could end the
+field early and shift the fields after it (a header-signed GET would then read as Authentication Type
+``QueryString``). A record whose later fields read differently depending on where those fields end, so that
+whether it is presigned depends on the reading, is quarantined, never reinterpreted.
+
 Objects are plain text (a gzipped copy, e.g. given to ``ogc-audit extract``, is inflated by the same bounded layer
 as CloudTrail files), read as a stream of lines in bounded memory: a line longer than ``MAX_LINE_BYTES`` is
-quarantined and skipped without being held whole, and a malformed line is quarantined alone.
+quarantined and skipped without being held whole, and a malformed line is quarantined alone. At most
+``max_records`` lines of an object are judged (``ReadLimits``): the rest of a hostile object of tiny lines is
+refused as TOO_MANY_RECORDS, so its reading stays within the function's time.
 """
 
 from __future__ import annotations
@@ -22,9 +29,9 @@ from urllib.parse import unquote_plus
 
 import msgspec
 
-from metering.line import Backend, MeteredDownload, build_download, check_ids
+from metering.line import Backend, LineBuilder, MeteredDownload
 from metering.outcomes import Reason, Skip
-from s3_audit.log_file import LogFileFault, decompressed
+from s3_audit.log_file import LogFileFault, ReadLimits, decompressed, read_limits, too_many_records
 from s3_audit.sources.identity import request_key
 
 NAME = "s3-access-log"
@@ -32,8 +39,14 @@ DOWNLOAD_OPERATION = "REST.GET.OBJECT"
 SUCCESS_STATUSES = frozenset({"200", "206"})
 # The Authentication Type S3 writes for a request signed in its query string (a presigned URL).
 PRESIGNED_AUTHENTICATION = "QueryString"
-# Records written before the Authentication Type field existed: a SigV4 presigned URL carries this parameter.
+# Records written before the Authentication Type field existed: a SigV4 presigned URL carries this parameter,
 PRESIGNED_PARAMETER = "X-Amz-Signature"
+# and a SigV2 one all of these.
+SIGV2_PRESIGNED_PARAMETERS = ("Signature", "AWSAccessKeyId", "Expires")
+# The values S3 writes in the Authentication Type field; any other value there means the fields are shifted.
+_AUTHENTICATION_TYPES = frozenset({"AuthHeader", PRESIGNED_AUTHENTICATION, "-"})
+# Readings tried for a line whose Referer or User-Agent hold quotes: beyond this many, it is quarantined.
+_MAX_READINGS = 64
 MAX_LINE_BYTES = 1 << 20  # a record is a few hundred bytes; a longer line is damage or hostile input
 # Authentication Type is the 5th field after the User-Agent (Version Id, Host Id, Signature Version, Cipher Suite).
 _AUTHENTICATION_AFTER_USER_AGENT = 4
@@ -44,6 +57,7 @@ _MONTHS = {
     )
 }
 _FILTERED = {reason: Skip.filtered(reason) for reason in Reason}
+_NOT_GET_OBJECT = _FILTERED[Reason.NOT_GET_OBJECT]
 _NEWLINE = b"\n"
 # [prefix]YYYY-mm-DD-HH-MM-SS-UniqueString, or with date-based partitioning
 # [prefix]<account>/<region>/<bucket>/YYYY/mm/DD/YYYY-mm-DD-HH-MM-SS-UniqueString: both end the same way.
@@ -93,12 +107,14 @@ def _head(line: str) -> list[str]:
 
 def _record(parts: list[str]) -> AccessLogRecord:
     # The common shape in one C-level match; anything else (quotes inside a field, a short or odd record) takes
-    # the field-by-field path below, which also names what is wrong.
-    common = _COMMON_REST.match(parts[8])
-    if common is not None:
-        uri, status, sent, authentication_type = common.groups()
-        return _from_fields(parts, uri, status, sent, authentication_type)
+    # the field-by-field path below, which also names what is wrong. A quote after the match may mean that the
+    # Referer or User-Agent held one: the field-by-field path decides whether the reading is ambiguous.
     rest = parts[8]
+    common = _COMMON_REST.match(rest)
+    if common is not None and rest.find('"', common.end()) < 0:
+        uri, status, sent, authentication_type = common.groups()
+        if authentication_type is None or authentication_type in _AUTHENTICATION_TYPES:
+            return _from_fields(parts, uri, status, sent, authentication_type)
     key_end = rest.find(" ")
     if key_end < 0:
         raise MalformedLine("the record ends after the Key")
@@ -109,14 +125,78 @@ def _record(parts: list[str]) -> AccessLogRecord:
     http_status = fields[0]
     if not (http_status.isdigit() or http_status == "-"):
         raise MalformedLine(f"HTTP status {http_status[:16]!r} is not a number")
-    _referer, rest = _quoted(fields[6], "Referer")
-    _user_agent, rest = _quoted(rest, "User-Agent", last=True)
-    authentication: str | None = None
-    if rest:
-        tail = rest.split(" ", _AUTHENTICATION_AFTER_USER_AGENT + 1)
-        if len(tail) > _AUTHENTICATION_AFTER_USER_AGENT:
-            authentication = tail[_AUTHENTICATION_AFTER_USER_AGENT]
+    readings = _tail_readings(fields[6])
+    authentication = readings[0]
+    if any(_presigned(other, request_uri) != _presigned(authentication, request_uri) for other in readings[1:]):
+        raise MalformedLine(
+            "the Referer or User-Agent holds a quote and a space: the fields after it read as Authentication Type "
+            f"{' or '.join(sorted({str(reading) for reading in readings}))}, so whether it is presigned is ambiguous"
+        )
     return _from_fields(parts, request_uri, http_status, fields[2], authentication)
+
+
+def _tail_readings(text: str) -> list[str | None]:
+    """The Authentication Type (None: a record older than it) of each way to read the Referer, the User-Agent and
+    the fields after them from ``text`` that gives a record; the reading that ends each quoted field at its first
+    ``" `` comes first when it is one.
+
+    Raises MalformedLine (the first reading's fault) when no reading gives a record.
+    """
+    readings: list[str | None] = []
+    first_error: MalformedLine | None = None
+    tries = 0
+    for referer_end in _closing_quotes(text, last=False):
+        try:
+            _referer, after_referer = _quoted(text, "Referer", end=referer_end)
+        except MalformedLine as error:
+            first_error = first_error or error
+            continue
+        for agent_end in _closing_quotes(after_referer, last=True):
+            tries += 1
+            if tries > _MAX_READINGS:  # each try costs a split of the line: hostile quotes must not make it quadratic
+                raise MalformedLine("the Referer and User-Agent hold too many quotes to be read unambiguously")
+            try:
+                _agent, tail = _quoted(after_referer, "User-Agent", last=True, end=agent_end)
+                readings.append(_authentication_type(tail))
+            except MalformedLine as error:
+                first_error = first_error or error
+    if not readings:
+        assert first_error is not None
+        raise first_error
+    return readings
+
+
+def _closing_quotes(text: str, *, last: bool) -> Iterator[int | None]:
+    """Where a quoted field at the start of ``text`` may end: each ``" `` after its opening quote, first to last
+    (and the final quote of the line for the last field); a single None when the field is not quoted."""
+    if text[:1] != '"':
+        yield None
+        return
+    position = text.find('" ', 1)
+    if position < 0:
+        yield None  # _quoted names the fault, or takes the line's last quote
+        return
+    while position >= 0:
+        yield position
+        position = text.find('" ', position + 1)
+    if last and len(text) > 1 and text[-1] == '"':
+        yield len(text) - 1
+
+
+def _authentication_type(tail: str) -> str | None:
+    """The Authentication Type of the fields after the User-Agent (None when the record ends before it).
+
+    Raises MalformedLine when the field holds a value S3 never writes there: the fields are shifted.
+    """
+    if not tail:
+        return None
+    fields = tail.split(" ", _AUTHENTICATION_AFTER_USER_AGENT + 1)
+    if len(fields) <= _AUTHENTICATION_AFTER_USER_AGENT:
+        return None
+    authentication = fields[_AUTHENTICATION_AFTER_USER_AGENT]
+    if authentication not in _AUTHENTICATION_TYPES:
+        raise MalformedLine(f"Authentication Type {authentication[:32]!r} is not one S3 writes: the fields are shifted")
+    return authentication
 
 
 def _from_fields(
@@ -135,12 +215,15 @@ def _from_fields(
     )
 
 
-def _quoted(text: str, name: str, *, last: bool = False) -> tuple[str, str]:
-    """A field in double quotes (or ``-``) at the start of ``text``, and the text after it and its space."""
+def _quoted(text: str, name: str, *, last: bool = False, end: int | None = None) -> tuple[str, str]:
+    """A field in double quotes (or ``-``) at the start of ``text``, and the text after it and its space.
+
+    The closing quote is the first one followed by a space (or ending the line) unless ``end`` names another.
+    """
     if text[:1] == '"':
-        # The closing quote is the one followed by a space (or the end of the line): values may hold quotes.
-        end = text.find('" ', 1)
-        if end < 0:
+        if end is None:
+            end = text.find('" ', 1)
+        if end < 0 or end == len(text) - 1:
             if last and len(text) > 1 and text[-1] == '"':
                 return text[1:-1], ""
             raise MalformedLine(f"the {name} field has no closing quote")
@@ -192,16 +275,36 @@ def query_parameter(query: str, name: str) -> str | None:
 
 
 def is_presigned(record: AccessLogRecord, query: str) -> bool:
-    """Authentication Type QueryString; a record older than that field: X-Amz-Signature in the query."""
+    """Authentication Type QueryString (SigV4 or SigV2 alike); a record older than that field: ``X-Amz-Signature``
+    in the query, or a SigV2 presigned URL's ``Signature``, ``AWSAccessKeyId`` and ``Expires``."""
     if record.authentication_type is None:
-        return query_parameter(query, PRESIGNED_PARAMETER) is not None
+        return _presigned_query(query)
     return record.authentication_type == PRESIGNED_AUTHENTICATION
+
+
+def _presigned_query(query: str) -> bool:
+    if query_parameter(query, PRESIGNED_PARAMETER) is not None:
+        return True
+    return all(query_parameter(query, name) is not None for name in SIGV2_PRESIGNED_PARAMETERS)
+
+
+def _presigned(authentication_type: str | None, request_uri: str) -> bool:
+    """``is_presigned`` of a reading of a record (invalid percent-encoding in the query reads as not presigned)."""
+    if authentication_type is not None:
+        return authentication_type == PRESIGNED_AUTHENTICATION
+    try:
+        return _presigned_query(query_string(request_uri))
+    except UnicodeDecodeError:
+        return False
+
+
+_LINES = LineBuilder(Backend.AWS_S3, time_text=rfc3339)
 
 
 def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
     """Apply the metering rules in docs/design.md order: the first rule that fails names the reason."""
     if record.operation != DOWNLOAD_OPERATION:
-        return _FILTERED[Reason.NOT_GET_OBJECT]
+        return _NOT_GET_OBJECT
     if record.http_status not in SUCCESS_STATUSES:
         return _FILTERED[Reason.FAILED_REQUEST]
     query = query_string(record.request_uri)
@@ -213,17 +316,12 @@ def classify(record: AccessLogRecord) -> MeteredDownload | Skip:
         item_id = query_parameter(query, "itemId")
     except UnicodeDecodeError:
         return Skip.quarantined(Reason.MALFORMED_ENTRY, "a query parameter percent-decodes to invalid UTF-8")
-    bad_ids = check_ids(user_id, collection_id, item_id)
-    if bad_ids is not None:
-        return bad_ids
-    assert user_id is not None and collection_id is not None and item_id is not None  # noqa: PT018
-    return build_download(
-        user_id=user_id,
-        collection_id=collection_id,
-        item_id=item_id,
-        timestamp=rfc3339(record.time),
+    return _LINES.download(
+        user_id,
+        collection_id,
+        item_id,
+        timestamp=record.time,
         bytes_sent=0 if record.bytes_sent == "-" else record.bytes_sent,
-        backend=Backend.AWS_S3,
         event_id=request_key(record.bucket, record.request_id) or "",
     )
 
@@ -237,7 +335,7 @@ def meter_line(line: str) -> MeteredDownload | Skip:
     try:
         parts = _head(line)
         if parts[7] != DOWNLOAD_OPERATION:
-            return _FILTERED[Reason.NOT_GET_OBJECT]
+            return _NOT_GET_OBJECT
         return classify(_record(parts))
     except MalformedLine as error:
         return Skip.quarantined(Reason.MALFORMED_ENTRY, str(error))
@@ -311,10 +409,18 @@ def _too_long(number: int, max_line: int) -> Skip:
     return Skip.quarantined(Reason.MALFORMED_ENTRY, f"line {number}: longer than {max_line} bytes, skipped")
 
 
-def access_log_outcomes(chunks: Iterable[bytes]) -> Iterator[MeteredDownload | Skip]:
-    """The outcome of every line of an access-log object, in order (repeats are judged by the caller)."""
+def access_log_outcomes(chunks: Iterable[bytes], limits: ReadLimits | None = None) -> Iterator[MeteredDownload | Skip]:
+    """The outcome of every line of an access-log object, in order (repeats are judged by the caller).
+
+    Past ``limits.max_records`` lines (default ``read_limits()``) the rest of the object is refused: one
+    TOO_MANY_RECORDS quarantine, after the outcomes of the lines before it.
+    """
+    max_records = (read_limits() if limits is None else limits).max_records
     try:
         for number, line in enumerate(read_lines(decompressed(chunks)), 1):
+            if number > max_records:
+                yield too_many_records(max_records, "lines")
+                return
             if isinstance(line, Skip):
                 yield line
                 continue

@@ -1,0 +1,1 @@
+"""``ogc-audit serve``: the standalone MinIO relay (accept, spool, answer; deliver behind)."""
