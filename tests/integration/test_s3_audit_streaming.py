@@ -168,7 +168,7 @@ def test_requests_another_input_is_delivering_fail_the_message_after_the_rest_is
     assert ledger.claim([held]).claimed == {held}  # an EventBridge event of the same request, being delivered
     use(monkeypatch, s3, client_for(reference_rs, batch_max_lines=2), ledger)
 
-    with pytest.raises(BatchProcessingError, match="being delivered by another input"):
+    with pytest.raises(BatchProcessingError, match="being delivered by another"):
         handler(SQS_EVENT, CONTEXT)
 
     assert stored(reference_rs) == sorted(set(lines_of(9)) - {line("w-4")})
