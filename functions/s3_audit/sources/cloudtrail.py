@@ -18,6 +18,7 @@ import msgspec
 
 from metering.line import Backend, LineBuilder, MeteredDownload
 from metering.outcomes import Reason, Skip
+from s3_audit.seen_requests import SeenRequests
 from s3_audit.sources.identity import cloudtrail_event_key, request_key
 
 NAME = "cloudtrail"
@@ -162,26 +163,8 @@ def classify(record: CloudTrailRecord) -> MeteredDownload | Skip:
     )
 
 
-class EventIdSet:
-    """The request identity (``event_id``) of every download metered so far, so a repeated one is metered once.
-
-    Only metered events are remembered: a repeated filtered event is simply filtered again, and memory stays
-    proportional to the downloads, not to the records. An event without an id cannot be matched and is kept.
-    """
-
-    def __init__(self) -> None:
-        self._seen: set[str] = set()
-
-    def first_time(self, download: MeteredDownload) -> bool:
-        """True the first time an event id is offered (and for events without an id), False for a repeat."""
-        event_id = download.event_id
-        if not event_id:
-            return True
-        seen = self._seen
-        if event_id in seen:
-            return False
-        seen.add(event_id)
-        return True
+EventIdSet = SeenRequests
+"""The request identity of every download metered so far in one input (``s3_audit.seen_requests``), held compactly."""
 
 
 def meter(record: CloudTrailRecord, seen: EventIdSet) -> MeteredDownload | Skip:
