@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
@@ -25,9 +25,9 @@ CredentialsSource = Callable[[bool], ClientCredentials]
 
 @dataclass(frozen=True, slots=True)
 class AccessToken:
-    """A bearer token and the epoch second it expires."""
+    """A bearer token and the epoch second it expires; its repr and str never show the token (logs, tracebacks)."""
 
-    value: str
+    value: str = field(repr=False)
     expiry: float
 
 

@@ -230,8 +230,9 @@ class LineBuilder:
     """``check_ids`` then ``build_download`` for the downloads of one source, remembering what it validated.
 
     Users, collections and timestamps repeat across a log file (a few hundred users, one timestamp per second),
-    so a UUID or a timestamp seen valid is not checked again; an itemId is checked with one C-level
-    ``isprintable`` (which no control character passes) unless that is inconclusive. Whatever is remembered, the
+    so a UUID or a timestamp seen valid is not checked again (a new UUID costs one regular-expression match); an
+    itemId is checked with one C-level ``isprintable`` (which no control character passes) unless that is
+    inconclusive; anything not plainly valid goes through ``check_ids`` itself. Whatever is remembered, the
     outcome is exactly the one ``check_ids`` and ``build_download`` give (a property test holds them equal).
     Memory: at most ``max_remembered`` values of each kind; then it forgets them all and starts again.
     ``time_text`` turns a source's own time text into RFC 3339 before ``normalize_timestamp`` sees it.
@@ -243,7 +244,7 @@ class LineBuilder:
         self.backend = backend
         self.time_text = time_text
         self.max_remembered = max_remembered
-        self._uuids: dict[str, str] = {}  # a valid user or collection id as written -> trimmed
+        self._uuids: dict[str, str] = {}  # the user and collection ids found to be UUIDs
         self._times: dict[str, str] = {}  # a time as written -> its normalized text, inside the window
 
     def download(
@@ -259,18 +260,19 @@ class LineBuilder:
         """The download of these raw values, or the skip ``check_ids``/``build_download`` give for them."""
         uuids = self._uuids
         user = uuids.get(user_id) if type(user_id) is str else None
+        if user is None and type(user_id) is str and _UUID.fullmatch(user_id):
+            user = self._remember(user_id)  # a UUID as it is: nothing to trim
         collection = uuids.get(collection_id) if type(collection_id) is str else None
+        if collection is None and type(collection_id) is str and _UUID.fullmatch(collection_id):
+            collection = self._remember(collection_id)
         item = item_id.strip() if type(item_id) is str and item_id.isprintable() and "|" not in item_id else ""
         if user is None or collection is None or not item:
+            # Not plainly valid: the shared rules decide, and name the reason (padded UUIDs pass, trimmed).
             bad_ids = check_ids(user_id, collection_id, item_id)
             if bad_ids is not None:
                 return bad_ids
             assert user_id is not None and collection_id is not None and item_id is not None  # noqa: PT018
-            if len(uuids) >= self.max_remembered:
-                uuids.clear()
-            user = uuids[user_id] = user_id.strip()
-            collection = uuids[collection_id] = collection_id.strip()
-            item = item_id.strip()
+            user, collection, item = user_id.strip(), collection_id.strip(), item_id.strip()
         when = self._times.get(timestamp) if type(timestamp) is str else None
         if when is None:
             when_or_skip = self._timestamp(timestamp)
@@ -279,6 +281,8 @@ class LineBuilder:
             when = when_or_skip
         if type(bytes_sent) is int and 0 <= bytes_sent <= _MAX_BYTES:
             size = bytes_sent
+        elif type(bytes_sent) is float and bytes_sent.is_integer() and 0 <= bytes_sent <= _MAX_BYTES:
+            size = int(bytes_sent)  # 16384.0: how EventBridge (and a third of some log files) write it
         elif type(bytes_sent) is str and bytes_sent.isdigit() and bytes_sent.isascii() and len(bytes_sent) < 19:
             size = int(bytes_sent)  # plain digits of fewer than 19: always in range
         else:
@@ -287,6 +291,12 @@ class LineBuilder:
                 return Skip.quarantined(Reason.INVALID_BYTES, f"byte count {_excerpt(bytes_sent)!r}")
             size = normalized
         return MeteredDownload(user, collection, item, when, size, self.backend, event_id)
+
+    def _remember(self, uuid: str) -> str:
+        if len(self._uuids) >= self.max_remembered:
+            self._uuids.clear()
+        self._uuids[uuid] = uuid
+        return uuid
 
     def _timestamp(self, timestamp: object) -> str | Skip:
         """The normalized time, remembered when valid; else the quarantine ``build_download`` gives."""

@@ -31,7 +31,6 @@ from metering.settings import SettingsError
 __all__ = [
     "DEFAULT_UNCERTAIN_GRACE_S",
     "LandingCheck",
-    "RequestLanding",
     "Resolution",
     "UncertainResolver",
     "UncertainTally",
@@ -51,8 +50,8 @@ DEFAULT_ASK_AGAIN_S = 60.0
 class LandingCheck(Protocol):
     """Read-only access to OGC RS's database, as far as resolving needs it."""
 
-    def landing(self, logs: Sequence[str]) -> str:
-        """Whether the request with exactly this ``logs`` array landed: a RequestLanding value."""
+    def landing(self, logs: Sequence[str]) -> RequestLanding:
+        """Whether the request with exactly this ``logs`` array landed (``OgcRsDatabase.landing``)."""
         ...
 
 
@@ -207,7 +206,7 @@ class UncertainResolver:
         if self.database is None:
             return None
         try:
-            return RequestLanding(str(self.database.landing(request.logs)))
+            return self.database.landing(request.logs)
         except Exception as error:  # an unreachable database must not stop delivery: the grace period applies
             logger.warning(
                 "OGC RS's database could not be asked about request %s (%s): the grace period applies",

@@ -7,6 +7,7 @@ neither is required. Every entry ends as a MeteredDownload or a Skip; wrong type
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 
@@ -29,6 +30,12 @@ MAX_ITEM_ID_CHARS = 32_768
 
 def _malformed(detail: str) -> Skip:
     return Skip.quarantined(Reason.MALFORMED_ENTRY, detail)
+
+
+@functools.cache
+def _not_an_object(kind: str) -> Skip:
+    """One Skip per JSON type: a body of two million numbers must not build two million."""
+    return _malformed(f"entry is a JSON {kind}, not an object")
 
 
 def entry_identity(entry: Mapping[str, object]) -> str:
@@ -88,7 +95,7 @@ def _request_filter(api: Mapping[str, object], query: Mapping[str, object]) -> S
 def _parts(entry: object) -> tuple[dict[str, object], dict[str, object]] | Skip:
     """The ``api`` and ``requestQuery`` objects of a client request, or why the entry is not one."""
     if not isinstance(entry, dict):
-        return _malformed(f"entry is a JSON {type(entry).__name__}, not an object")
+        return _not_an_object(type(entry).__name__)
     if not entry:
         # Releases before 2024-03 POST a literal {} when the target starts, to see that it is online.
         return Skip.filtered(Reason.STARTUP_PROBE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ import msgspec
 
 from metering import env_names
 from metering.line import MeteredDownload
-from metering.outcomes import OutcomeTally, Reason, Skip
+from metering.outcomes import OutcomeKind, OutcomeTally, Reason, Skip
 from metering.settings import DEFAULT_BATCH_MAX_LINES, MAX_BATCH_MAX_LINES, SettingsError, positive_int
 from minio_relay.audit_entry import classify_entry
 from minio_relay.body import BodyError, ParsedBody, parse_body
@@ -34,6 +35,8 @@ _BEARER = "bearer "
 # Excerpts of a quarantined entry leave out the request and response headers it carries.
 _HEADER_FIELDS = ("requestHeader", "responseHeader")
 _EXCERPT_CHARS = 200
+# Quarantined entries of one body logged one by one; the rest are counted by reason in one more line.
+MAX_LOGGED_ENTRIES = 10
 
 _encode = msgspec.json.Encoder().encode
 
@@ -168,29 +171,66 @@ def _entry_excerpt(entry: object) -> str:
         return repr(entry)[:_EXCERPT_CHARS]
 
 
+@dataclass(slots=True)
+class QuarantineLog:
+    """The log of one body's quarantined entries, bounded: the first ``limit`` one line each (reason, detail,
+    excerpt), then one line counting the rest by reason. A 4 MiB body of 2-byte bad lines would otherwise write two
+    million log records (~150 MB of log text, half a minute) on a 10 s function."""
+
+    limit: int = MAX_LOGGED_ENTRIES
+    logged: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def has_room(self) -> bool:
+        """Whether one more entry is logged on its own line."""
+        return self.logged.total() < self.limit
+
+    def entry(self, reason: Reason, detail: str, excerpt: str) -> None:
+        """Log one quarantined entry (the caller asked ``has_room``)."""
+        self.logged[reason.value] += 1
+        logger.warning("quarantined %s: %s: %s", reason, detail, excerpt)
+
+    def close(self, quarantined: Mapping[str, int]) -> None:
+        """One line for the body's quarantined entries (``quarantined``: counts by reason) not logged on their own."""
+        rest = {reason: count - self.logged[reason] for reason, count in sorted(quarantined.items())}
+        rest = {reason: count for reason, count in rest.items() if count > 0}
+        if rest:
+            logger.warning(
+                "quarantined %d more entries of this body, not logged one by one: %s", sum(rest.values()), rest
+            )
+
+
 def meter_entries(parsed: ParsedBody, tally: OutcomeTally, seen: set[str] | None = None) -> list[MeteredDownload]:
-    """Judge every entry of a body; count each outcome and log each quarantined input.
+    """Judge every entry of a body; count each outcome and log a bounded sample of the quarantined ones.
 
     MinIO re-sends a batch it thinks failed, so the same request can appear twice: it is metered once.
     ``seen`` holds the keys already metered (a file read in parts); by default the body alone is considered.
+    A body can hold two million entries: outcomes are counted in a local Counter and added to ``tally`` once.
     """
+    quarantine_log = QuarantineLog()
+    skipped: Counter[tuple[OutcomeKind, Reason]] = Counter()
+    skipped["quarantined", Reason.BAD_JSON] = parsed.bad_line_count
     for bad in parsed.bad_lines:
-        tally.count(Skip.quarantined(Reason.BAD_JSON))
-        logger.warning("quarantined %s: body line %d: %s: %s", Reason.BAD_JSON, bad.number, bad.error, bad.excerpt)
+        if quarantine_log.has_room:
+            quarantine_log.entry(Reason.BAD_JSON, f"body line {bad.number}: {bad.error}", bad.excerpt)
     downloads: list[MeteredDownload] = []
     seen = set() if seen is None else seen
     for entry in parsed.entries:
         outcome = classify_entry(entry)
         if isinstance(outcome, Skip):
-            tally.count(outcome)
-            if outcome.kind == "quarantined":
-                logger.warning("quarantined %s: %s: %s", outcome.reason, outcome.detail, _entry_excerpt(entry))
+            skipped[outcome.kind, outcome.reason] += 1
+            if outcome.kind == "quarantined" and quarantine_log.has_room:
+                quarantine_log.entry(outcome.reason, outcome.detail, _entry_excerpt(entry))
         elif outcome.event_id in seen:
-            tally.count(Skip.filtered(Reason.DUPLICATE_EVENT))
+            skipped["filtered", Reason.DUPLICATE_EVENT] += 1
         else:
             seen.add(outcome.event_id)
             tally.metered += 1
             downloads.append(outcome)
+    for (kind, reason), count in skipped.items():
+        if count:
+            tally.count(Skip(kind, reason), count)
+    quarantine_log.close({reason.value: count for (kind, reason), count in skipped.items() if kind == "quarantined"})
     return downloads
 
 

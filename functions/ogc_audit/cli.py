@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a deliverer holds spooled lines before another instance may take them over (renewed)",
     )
+    serve.add_argument(
+        "--ogc-rs-read-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long one OGC RS request may take to answer; past it the request is uncertain and resolved, "
+        "never re-sent blindly (default 60)",
+    )
 
     verify = commands.add_parser(
         "verify",
@@ -203,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             delivery_workers=args.delivery_workers,
             lease_s=args.lease,
         )
+        if args.ogc_rs_read_timeout is not None:
+            options = dataclasses.replace(options, ogc_rs_read_timeout_s=args.ogc_rs_read_timeout)
         return run_serve(listener, options, workers=args.workers)
     if args.command == "verify":
         from ogc_audit.verify import run_verify

@@ -37,8 +37,7 @@ def run_extract(source: str, paths: Sequence[str], out: TextIO | None = None, er
     tally = OutcomeTally()
     write = out.write
     for download in extract_downloads(paths, tally):
-        write(download.to_line())
-        write("\n")
+        write(download.to_line() + "\n")
     out.flush()
     err.write(json.dumps({"source": source, **tally.as_dict()}, indent=None) + "\n")
     return 1 if tally.quarantined else 0

@@ -82,7 +82,7 @@ def run_replay(url: str, since_text: str, until_text: str, *, dry_run: bool, err
     import boto3
 
     from metering.errors import DeliveryError
-    from metering.runtime import delivery_ledger, ogc_rs_client
+    from metering.runtime import delivery_ledger, ogc_rs_client, uncertain_resolver
     from s3_audit.ingest import ingest_log_file, meter_log_file, s3_object_chunks
 
     err = sys.stderr if err is None else err
@@ -94,6 +94,8 @@ def run_replay(url: str, since_text: str, until_text: str, *, dry_run: bool, err
         totals = ReplayTotals()
         client = None if dry_run else ogc_rs_client()
         ledger = None if dry_run else delivery_ledger()
+        # Near OGC RS, OGC_RS_DATABASE_URL lets a replay resolve requests an earlier try left uncertain.
+        resolver = None if dry_run else uncertain_resolver()
         for ref in log_files_in_period(s3, url, since, until):
             totals.files += 1
             if client is None:
@@ -101,7 +103,7 @@ def run_replay(url: str, since_text: str, until_text: str, *, dry_run: bool, err
                 totals.tally.merge(batch.tally)
                 err.write(json.dumps({"input": ref.uri, "dry_run": True, **batch.tally.as_dict()}) + "\n")
                 continue
-            result = ingest_log_file(ref, s3=s3, sink=client, ledger=ledger)
+            result = ingest_log_file(ref, s3=s3, sink=client, ledger=ledger, resolver=resolver)
             totals.tally.merge(result.tally)
             totals.delivered += result.delivered
             totals.already_delivered += result.already_delivered

@@ -17,7 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from metering.ledger import DeliveryLedger
@@ -105,10 +105,22 @@ def presigned_url(s3: Any, marker: Marker, expires_s: int = 600) -> str:
     return url
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx is the answer, never followed: a presigned GET that redirects is a fault to report (a wrong region
+    endpoint, a proxy), and following it would send the signed URL to another host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        """Follow nothing: urllib then raises the 3xx as an HTTPError."""
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def download(url: str) -> tuple[int, str]:
-    """GET the URL; (HTTP status, S3 request ID). The emulator names the header ``x-amzn-requestid``."""
+    """GET the URL without following redirects; (HTTP status, S3 request ID). The emulator names the header
+    ``x-amzn-requestid``."""
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - an https URL S3 presigned
+        with _OPENER.open(url, timeout=30) as response:
             response.read()
             headers = response.headers
             return response.status, headers.get("x-amz-request-id") or headers.get("x-amzn-requestid") or ""
@@ -116,12 +128,76 @@ def download(url: str) -> tuple[int, str]:
         return error.code, error.headers.get("x-amz-request-id", "")
 
 
-def _new_objects(s3: Any, bucket: str, prefix: str, since: datetime, seen: set[str]) -> Iterator[str]:
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for entry in page.get("Contents", []):
-            if entry["Key"] not in seen and entry["LastModified"] >= since.replace(microsecond=0):
-                seen.add(entry["Key"])
-                yield entry["Key"]
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One narrow listing of a log bucket: a folder of one day, from the first name that can hold the marker."""
+
+    prefix: str
+    start_after: str = ""
+    folder_only: bool = False  # the objects directly in ``prefix``, not those of its sub-folders
+
+
+# Log objects are named after the time they were written, which can trail the download by this much clock skew.
+_NAME_MARGIN = timedelta(minutes=15)
+
+
+def _folders(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """The sub-folders of ``prefix`` (``Delimiter`` listing: one name per folder, not every object in it)."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+    return [folder["Prefix"] for page in pages for folder in page.get("CommonPrefixes", [])]
+
+
+def _days(since: datetime) -> list[datetime]:
+    """Each UTC day from the earliest name the marker can be in (since less the margin) to today."""
+    first = (since - _NAME_MARGIN).replace(hour=0, minute=0, second=0, microsecond=0)
+    return [first + timedelta(days=offset) for offset in range((datetime.now(UTC) - first).days + 1)]
+
+
+def _last_name(folder: str) -> str:
+    return folder.rstrip("/").rsplit("/", 1)[-1]
+
+
+def cloudtrail_listings(s3: Any, bucket: str, prefix: str, since: datetime, asset_bucket: str) -> Iterator[Listing]:
+    """The day folders of every trail region under ``AWSLogs/<account>/`` (or ``AWSLogs/<o-id>/<account>/``) for
+    the days since the download, each from the first file name written after it: never the whole ``AWSLogs/``."""
+    start = since - _NAME_MARGIN
+    for top in _folders(s3, bucket, prefix):
+        accounts = _folders(s3, bucket, top) if _last_name(top).startswith("o-") else [top]
+        for account_folder in accounts:
+            account = _last_name(account_folder)
+            for region_folder in _folders(s3, bucket, f"{account_folder}CloudTrail/"):
+                region = _last_name(region_folder)
+                for day in _days(since):
+                    folder = f"{region_folder}{day:%Y/%m/%d}/"
+                    first = f"{folder}{account}_CloudTrail_{region}_{start:%Y%m%dT%H%MZ}"
+                    yield Listing(folder, first if day.date() == start.date() else "")
+
+
+def access_log_listings(s3: Any, bucket: str, prefix: str, since: datetime, asset_bucket: str) -> Iterator[Listing]:
+    """The access logs written since the download: in the simple form (``prefix`` + time + unique string) and in the
+    date-partitioned form (``prefix<account>/<region>/<asset bucket>/YYYY/mm/DD/`` + time), from that time on."""
+    start = since - _NAME_MARGIN
+    stamp = f"{start:%Y-%m-%d-%H-%M-%S}"
+    yield Listing(prefix, f"{prefix}{stamp}", folder_only=True)
+    for account_folder in _folders(s3, bucket, prefix):
+        for region_folder in _folders(s3, bucket, account_folder):
+            for day in _days(since):
+                folder = f"{region_folder}{asset_bucket}/{day:%Y/%m/%d}/"
+                yield Listing(folder, f"{folder}{stamp}" if day.date() == start.date() else "")
+
+
+def _new_objects(s3: Any, place: Place, marker: Marker, since: datetime, seen: set[str]) -> Iterator[str]:
+    for listing in place.listings(s3, place.bucket, place.prefix, since, marker.bucket):
+        parameters = {"Bucket": place.bucket, "Prefix": listing.prefix}
+        if listing.start_after:
+            parameters["StartAfter"] = listing.start_after
+        if listing.folder_only:
+            parameters["Delimiter"] = "/"
+        for page in s3.get_paginator("list_objects_v2").paginate(**parameters):
+            for entry in page.get("Contents", []):
+                if entry["Key"] not in seen and entry["LastModified"] >= since.replace(microsecond=0):
+                    seen.add(entry["Key"])
+                    yield entry["Key"]
 
 
 def _chunks(s3: Any, bucket: str, key: str) -> Iterable[bytes]:
@@ -208,6 +284,8 @@ class Place:
     prefix: str
     find: Callable[[Iterable[bytes], Marker, str], Sighting | None]
     timeout_s: float
+    listings: Callable[[Any, str, str, datetime, str], Iterator[Listing]] = cloudtrail_listings
+    """The narrow listings that can hold the marker's record: (s3, bucket, prefix, since, asset bucket)."""
 
 
 def wait_for_record(
@@ -217,7 +295,7 @@ def wait_for_record(
     seen: set[str] = set()
     started = time.monotonic()
     while True:
-        for key in _new_objects(s3, place.bucket, place.prefix, since, seen):
+        for key in _new_objects(s3, place, marker, since, seen):
             sighting = place.find(_chunks(s3, place.bucket, key), marker, f"s3://{place.bucket}/{key}")
             if sighting is not None:
                 return sighting
@@ -267,14 +345,23 @@ def verify(
         return report
     report.record("upload marker", True, f"s3://{asset_bucket}/{marker.key}")
     since = datetime.now(UTC)
-    status, request_id = download(presigned_url(s3, marker))
+    try:
+        status, request_id = download(presigned_url(s3, marker))
+    except BaseException:
+        _remove_marker(s3, marker, report)
+        raise
     marker = Marker(marker.user_id, marker.collection_id, marker.item_id, marker.bucket, marker.key, request_id)
-    if not report.record(
+    advice = f"the presigned GET answered HTTP {status}: check the presigning credentials and the bucket policy"
+    if 300 <= status <= 399:
+        advice = f"the presigned GET answered HTTP {status}, a redirect (not followed): check the bucket's region"
+    downloaded = report.record(
         "presigned download",
         status == 200,
         f"HTTP {status}, request ID {request_id or '?'}, itemId {marker.item_id}",
-        f"the presigned GET answered HTTP {status}: check the presigning credentials and the bucket policy",
-    ):
+        advice,
+    )
+    _remove_marker(s3, marker, report)  # the request is made (and logged): the object is no longer needed
+    if not downloaded:
         return report
     if on_downloaded is not None:
         on_downloaded(marker)
@@ -308,6 +395,23 @@ def verify(
     return report
 
 
+def _remove_marker(s3: Any, marker: Marker, report: VerifyReport) -> None:
+    """Delete the marker object once downloaded (its record is written by then): verify leaves nothing behind."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.delete_object(Bucket=marker.bucket, Key=marker.key)
+    except (BotoCoreError, ClientError) as error:
+        report.record(
+            "remove marker",
+            False,
+            str(error),
+            f"cannot delete s3://{marker.bucket}/{marker.key} ({error}): delete it by hand",
+        )
+        return
+    report.record("remove marker", True, f"s3://{marker.bucket}/{marker.key} deleted")
+
+
 def places_for(source: str, log_bucket: str, access_log_bucket: str, waiting: Waiting) -> list[Place]:
     """The places to watch for ``awsSource`` = ``source``."""
     places = []
@@ -315,7 +419,14 @@ def places_for(source: str, log_bucket: str, access_log_bucket: str, waiting: Wa
         places.append(Place("cloudtrail", log_bucket, CLOUDTRAIL_PREFIX, find_in_cloudtrail, waiting.cloudtrail_s))
     if source in {"access-logs", "both"}:
         places.append(
-            Place("access-logs", access_log_bucket, ACCESS_LOG_PREFIX, find_in_access_log, waiting.access_logs_s)
+            Place(
+                "access-logs",
+                access_log_bucket,
+                ACCESS_LOG_PREFIX,
+                find_in_access_log,
+                waiting.access_logs_s,
+                access_log_listings,
+            )
         )
     return places
 

@@ -111,15 +111,21 @@ def work_in_event(event: Mapping[str, object]) -> list[Work]:
 
 
 def work_in_message(text: str) -> list[Work]:
-    """The units of work in a message body: an SQS body or an SNS ``Message`` (JSON text)."""
+    """The units of work in a message body: an SQS body or an SNS ``Message`` (JSON text).
+
+    Whatever the body holds, this returns: JSON nested deeper than the decoder (or the excerpt of an unknown
+    envelope) can follow raises RecursionError, which would fail the whole SQS batch; it is one skipped message.
+    """
     try:
         # A 4,300+-digit number would raise here and lose the whole message: it reaches the rules as text.
         message = json.loads(text, parse_int=bounded_json_int)
+        if not isinstance(message, dict):
+            return [SkippedInput(SkipReason.UNKNOWN_ENVELOPE, f"not a JSON object: {text[:200]!r}")]
+        return work_in_event(message)
     except ValueError:
         return [SkippedInput(SkipReason.UNKNOWN_ENVELOPE, f"not JSON: {text[:200]!r}")]
-    if not isinstance(message, dict):
-        return [SkippedInput(SkipReason.UNKNOWN_ENVELOPE, f"not a JSON object: {text[:200]!r}")]
-    return work_in_event(message)
+    except RecursionError:
+        return [SkippedInput(SkipReason.UNKNOWN_ENVELOPE, f"JSON nested too deeply to read: {text[:200]!r}")]
 
 
 def _work_in_record(record: object) -> list[Work]:

@@ -37,7 +37,7 @@ from metering.metrics import (
     record_outcomes,
     record_uncertain,
 )
-from metering.outcomes import OutcomeTally
+from metering.outcomes import OutcomeTally, Reason
 from metering.redelivery import delay_redelivery, retry_after_s
 from metering.uncertain import UncertainResolver
 from s3_audit.envelopes import (
@@ -50,7 +50,7 @@ from s3_audit.envelopes import (
     work_in_message,
 )
 from s3_audit.event_batch import EventBatchResult, QueuedEvent, ingest_event_batch
-from s3_audit.ingest import IngestResult, LineSink, ingest_log_file
+from s3_audit.ingest import MAX_QUARANTINE_DETAILS, IngestResult, LineSink, ingest_log_file
 
 logger = Logger(service=SERVICE_OF_FLOW[FLOW_AWS_S3])
 # The shared package logs too (e.g. lines OGC RS refused before an outage): as JSON, like the handler.
@@ -177,10 +177,15 @@ def _log_result(result: IngestResult) -> None:
         logger.error(
             "input quarantined", extra={"input": result.uri, "reason": skip.reason.value, "detail": skip.detail}
         )
-    for rejected in result.rejected:
+    for rejected in result.rejected[:MAX_QUARANTINE_DETAILS]:
         logger.error(
             "line rejected by OGC RS, quarantined",
             extra={"input": result.uri, "line": rejected.line, "server_message": rejected.message},
+        )
+    unlogged = result.tally.quarantined[Reason.REJECTED_BY_OGC_RS.value] - MAX_QUARANTINE_DETAILS
+    if unlogged > 0:
+        logger.error(
+            "more lines rejected by OGC RS, not logged one by one", extra={"input": result.uri, "lines": unlogged}
         )
     logger.info(
         "input processed",

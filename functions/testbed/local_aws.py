@@ -100,16 +100,24 @@ def _teach_moto_resource_arns() -> None:
     the resource's customer managed key, which AWS checks against the caller and moto never does
     (``caller_kms``): a role without them fails here with AccessDenied naming the kms action.
     """
+    from moto.core.responses import BaseResponse
     from moto.dynamodb.responses import DynamoHandler
     from moto.iam.access_control import IAMRequestBase
     from moto.kms.responses import KmsResponse
     from moto.secretsmanager.responses import SecretsManagerResponse
 
-    def table_arn(self: Any) -> str:
+    def table_arns(self: Any) -> list[str]:
         params = getattr(self, "params", None) or json.loads(self.body or "{}")
-        name = params.get("TableName") or next(iter(params.get("RequestItems") or {}), None)
-        # A batch over several tables is checked against its first one (the functions use one table).
-        return f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{name}" if name else "*"
+        names = [params["TableName"]] if params.get("TableName") else list(params.get("RequestItems") or {})
+        return [f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{name}" for name in names] or ["*"]
+
+    def table_arn(self: Any) -> str:
+        return table_arns(self)[0]
+
+    def authorize_every_table(self: Any, resource: str) -> None:
+        # A batch over several tables needs the action on each of them, as in AWS: check them all, not the first.
+        for arn in table_arns(self):
+            BaseResponse._authenticate_and_authorize_normal_action(self, arn)
 
     def named_by(parameter: str, describe: Callable[[Any, str], Any]) -> Callable[[Any], str]:
         """The ARN of the resource a request names by ``parameter`` (an id, a name or an ARN)."""
@@ -124,6 +132,7 @@ def _teach_moto_resource_arns() -> None:
         return resource_arn
 
     DynamoHandler._determine_resource = table_arn  # type: ignore[attr-defined]
+    DynamoHandler._authenticate_and_authorize_normal_action = authorize_every_table  # type: ignore[assignment]
     SecretsManagerResponse._determine_resource = named_by(  # type: ignore[attr-defined]
         "SecretId", lambda response, secret_id: response.backend.describe_secret(secret_id)
     )
@@ -359,10 +368,12 @@ def _forget_execution_environment() -> None:
 
     for cached in (
         s3_handler.dependencies,
+        s3_handler._sqs_client,
         minio_handler._sqs_client,
         minio_handler._webhook,
         runtime._cached_ledger,
         runtime._cached_client,
+        runtime._cached_resolver,
     ):
         getattr(cached, "cache_clear", lambda: None)()  # a harness may have replaced one (the fault drill does)
 

@@ -5,9 +5,10 @@ The ledger's own contract is tested against every store in ``test_ledger_contrac
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import boto3
 import pytest
@@ -16,6 +17,9 @@ from moto import mock_aws
 from metering.errors import DeliveryError, UncertainDeliveryError, UncertainPendingError
 from metering.exactly_once import InFlightError, KeyedChunk, KeyedLine, chunk_key, deliver_chunks_once, deliver_once
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
+from metering.ogc_rs_database import OgcRsDatabaseError, RequestLanding
+from metering.runtime import build_uncertain_resolver
+from metering.settings import SettingsError
 from metering.uncertain import UncertainResolver
 from testbed.reference_rs import ReferenceOgcRs
 from tests.helpers import client_for, create_ledger_table
@@ -220,3 +224,142 @@ def test_a_sender_that_finds_another_resolving_waits(
     assert pending.value.retry_after_s == resolver.ask_again_s
     assert reference_rs.row_count() == 0
     assert resolver.tally.possible_duplicates == 0
+
+
+class Answers:
+    """OGC RS's database as the resolver sees it, answering what the test says (PENDING cannot be produced by the
+    reference OGC RS on demand: its jobs run to the end before it answers)."""
+
+    def __init__(self, *answers: RequestLanding | Exception) -> None:
+        self.answers = list(answers)
+        self.asked: list[tuple[str, ...]] = []
+
+    def landing(self, logs: Sequence[str]) -> RequestLanding:
+        self.asked.append(tuple(logs))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_a_request_still_running_is_asked_about_again_later(
+    reference_rs: ReferenceOgcRs, ledger: DeliveryLedger, clock: Clock
+) -> None:
+    database = Answers(RequestLanding.PENDING, RequestLanding.STORED)
+    resolver = UncertainResolver(database, not_stored_after_s=0, ask_again_s=30, clock=clock)
+    client = client_for(reference_rs)
+    items = keyed(3)
+    reference_rs.faults.push("store_then_drop")
+    with pytest.raises(UncertainDeliveryError) as raised:
+        deliver_once(client, ledger, items, resolver)
+    assert raised.value.retry_after_s == 0  # with a database, the next try may ask at once
+    with pytest.raises(UncertainPendingError) as pending:
+        deliver_once(client, ledger, items, resolver)
+    assert pending.value.retry_after_s == 30
+    report = deliver_once(client, ledger, items, resolver)
+    assert (report.delivery.requests, report.already_delivered) == (0, 3)
+    assert database.asked == [tuple(item.line for item in items)] * 2  # the exact logs array, in order
+    assert reference_rs.row_count() == 3
+    assert resolver.tally.take().found_stored == 3
+
+
+def test_a_young_not_stored_answer_is_not_trusted_yet(
+    reference_rs: ReferenceOgcRs, ledger: DeliveryLedger, clock: Clock
+) -> None:
+    """A request may still be travelling (a proxy's buffer): NOT_STORED counts only once it is old enough."""
+    database = Answers(RequestLanding.NOT_STORED, RequestLanding.NOT_STORED)
+    resolver = UncertainResolver(database, not_stored_after_s=60, clock=clock)
+    client = client_for(reference_rs)
+    items = keyed(2)
+    clock.now = time.time()
+    reference_rs.faults.push("status", 504)  # the reference's injected 504 stores nothing
+    with pytest.raises(UncertainDeliveryError):
+        deliver_once(client, ledger, items, resolver)
+    with pytest.raises(UncertainPendingError) as pending:
+        deliver_once(client, ledger, items, resolver)
+    assert pending.value.retry_after_s == pytest.approx(60, abs=5)
+    clock.now = time.time() + 61
+    report = deliver_once(client, ledger, items, resolver)
+    assert report.delivery.delivered == 2
+    assert reference_rs.row_count() == 2
+    tally = resolver.tally.take()
+    assert (tally.found_not_stored, tally.possible_duplicates) == (2, 0)
+
+
+def test_an_unreachable_database_falls_back_to_the_grace_period(
+    reference_rs: ReferenceOgcRs, ledger: DeliveryLedger, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Answers(OgcRsDatabaseError("connection refused"), OgcRsDatabaseError("connection refused"))
+    resolver = UncertainResolver(database, grace_s=GRACE_S, clock=clock)
+    client = client_for(reference_rs)
+    items = keyed(1)
+    clock.now = time.time()
+    reference_rs.faults.push("store_then_drop")
+    with pytest.raises(UncertainDeliveryError):
+        deliver_once(client, ledger, items, resolver)
+    with pytest.raises(UncertainPendingError):
+        deliver_once(client, ledger, items, resolver)
+    clock.now = time.time() + GRACE_S
+    deliver_once(client, ledger, items, resolver)
+    assert resolver.tally.take().possible_duplicates == 1
+    assert reference_rs.row_count() == 2
+    assert "OGC RS's database could not be asked" in caplog.text
+    assert "connection refused" not in caplog.text  # the error's text may name the server; its kind is enough
+
+
+@pytest.mark.parametrize(("value", "grace"), [("", 900.0), ("0", 0.0), ("60.5", 60.5)])
+def test_the_grace_period_is_configured_in_seconds(value: str, grace: float) -> None:
+    assert UncertainResolver.from_env({"UNCERTAIN_GRACE_S": value}).grace_s == grace
+
+
+@pytest.mark.parametrize("value", ["-1", "fifteen", "86400", "nan"])
+def test_a_wrong_grace_period_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="UNCERTAIN_GRACE_S"):
+        UncertainResolver.from_env({"UNCERTAIN_GRACE_S": value})
+
+
+@pytest.fixture
+def process_resolver_from(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process-wide resolver built afresh from this test's environment, and forgotten after it."""
+    from metering import runtime
+
+    runtime._cached_resolver.cache_clear()
+    yield
+    runtime._cached_resolver.cache_clear()
+
+
+def test_a_caller_that_passes_no_resolver_gets_the_environments(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str, process_resolver_from: None
+) -> None:
+    """How ``serve`` and the CLI use it: OGC_RS_DATABASE_URL set, nothing else to wire."""
+    with ReferenceOgcRs(database_url=postgres_url) as rs:
+        monkeypatch.setenv("OGC_RS_DATABASE_URL", rs.database_url)
+        client, ledger, items = client_for(rs), SqliteLedger(), keyed(3)
+        rs.faults.push("store_then_drop")
+        with pytest.raises(UncertainDeliveryError):
+            deliver_once(client, ledger, items)
+        report = deliver_once(client, ledger, items)  # found stored in jobs_table: nothing sent
+        assert (report.delivery.requests, report.already_delivered) == (0, 3)
+        assert rs.row_count() == 3
+
+
+def test_a_database_down_at_start_does_not_stop_delivery(reference_rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
+    """OGC_RS_DATABASE_URL is opened at the first question: while it is down the grace period applies."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    resolver = build_uncertain_resolver(
+        {"OGC_RS_DATABASE_URL": f"postgresql://reader@127.0.0.1:{port}/ogc", "UNCERTAIN_GRACE_S": "0"}
+    )
+    client, items = client_for(reference_rs), keyed(2)
+    reference_rs.faults.push("store_then_drop")
+    with pytest.raises(UncertainDeliveryError):
+        deliver_once(client, ledger, items, resolver)
+    report = deliver_once(client, ledger, items, resolver)
+    assert report.delivery.delivered == 2
+    assert resolver.tally.take().possible_duplicates == 2
+
+
+def test_an_ogc_rs_database_url_of_another_kind_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="OGC_RS_DATABASE_URL"):
+        build_uncertain_resolver({"OGC_RS_DATABASE_URL": "mysql://reader@db/ogc"})

@@ -204,6 +204,48 @@ def test_webhook_and_deliver_meter_minio_batches_under_their_roles(
     assert queue_depth(flow.delivery_dead_letter_url) == 0
 
 
+@pytest.mark.parametrize("function", ["s3_audit", "deliver"])
+def test_an_uncertain_request_is_recorded_held_back_and_resolved_under_the_roles(
+    emulator: str,
+    reference_rs: ReferenceOgcRs,
+    flow_templates: Templates,
+    function: str,
+    output: Callable[[], str],
+) -> None:
+    """OGC RS commits a request and loses its answer: the ledger records it uncertain, the message is held back
+    (ChangeMessageVisibility), and after the grace period (0 here) the next receive leases, resolves and re-sends
+    it once: every call under the function's own template policy."""
+    flow = create_flow_resources(
+        boto3,
+        prefix="iam",
+        ogc_rs=reference_rs,
+        webhook_token=TOKEN,
+        local_settings={env_names.BATCH_MAX_LINES: "2", env_names.UNCERTAIN_GRACE_S: "0"},
+        templates=flow_templates,
+    )
+    rng = random.Random(9)
+    if function == "s3_audit":
+        downloads, _ = write_log_file(flow, "uncertain", rng)
+        backend, consumer, queue_url = "aws_s3", flow.s3_audit, flow.log_file_queue_url
+    else:
+        body, downloads = minio_batch(rng, 5)
+        assert flow.webhook.invoke(webhook_event(body))["statusCode"] == 200
+        backend, consumer, queue_url = "minio", flow.deliver, flow.delivery_queue_url
+    reference_rs.faults.push("ok").push("store_then_drop")
+
+    pumped = pump_queue(consumer)
+
+    printed = output()
+    assert "AccessDenied" not in printed
+    assert "could not delay" not in printed
+    assert pumped.failed >= 1  # the uncertain try
+    stored = reference_rs.stored_lines()
+    assert sorted(set(stored)) == sorted(line(download, backend) for download in downloads)
+    assert len(stored) == len(downloads) + 2  # the lost answer's two lines, sent once more after the grace period
+    assert "possible duplicates" in printed
+    assert queue_depth(queue_url) == 0
+
+
 @pytest.fixture(scope="module", params=["aws-managed-encryption", "kmsKey=create"])
 def every_source_templates(request: pytest.FixtureRequest) -> Templates:
     """The S3 flow with every AWS source: the trail's log files, the asset bucket's access logs, EventBridge."""

@@ -148,6 +148,24 @@ def test_unknown_sqs_message_is_logged_at_error_not_retried(
     assert "hello" in logged.__dict__["input"]
 
 
+def test_a_deeply_nested_message_is_a_counted_skip_beside_a_delivered_one(
+    s3: Any, wired: ReferenceOgcRs, caplog: pytest.LogCaptureFixture
+) -> None:
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=log_file("n"))
+    event = load_event("envelopes/sqs_s3_notification")
+    deep = copy.deepcopy(event["Records"][0])
+    deep["messageId"], deep["body"] = "deep", "[" * 50_000 + "]" * 50_000
+    event["Records"].append(deep)
+
+    response = handler(event, CONTEXT)
+
+    assert response == {"batchItemFailures": []}
+    assert stored(wired) == [line("n-1"), line("n-2")]
+    (logged,) = [entry for entry in caplog.records if entry.levelno == logging.ERROR]
+    assert logged.__dict__["reason"] == "unknown_envelope"
+    assert "nested too deeply" in logged.__dict__["input"]
+
+
 def quarantine_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [entry for entry in caplog.records if entry.levelno == logging.ERROR and entry.msg == "input quarantined"]
 

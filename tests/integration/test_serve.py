@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from ogc_audit.cli import main as cli_main
+from testbed.postgres import ThrowawayPostgres
 from testbed.reference_rs import Fault, ReferenceOgcRs
 from testbed.samples import minio_body, minio_entry, random_download
 from tests.events import event_bytes
@@ -52,6 +53,7 @@ def launch(
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """``ogc-audit serve`` on a free loopback port in a subprocess, once it answers ``GET /``."""
     port = port or free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     scheme = "https" if "--certfile" in arguments else "http"
     command = [sys.executable, "-m", "ogc_audit.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     environment = {
@@ -417,21 +419,18 @@ def test_kill_9_right_after_the_answer_loses_nothing(reference_rs: ReferenceOgcR
     # serve's spool when it is killed.
     reference_rs.token_faults.randomize([(Fault.with_status(401), 1.0)])
     port = free_port()
-    base, process = launch(reference_rs, tmp_path, port=port)
+    # A round cut short by the kill is resolved by the grace period (no OGC RS database here): 1 s in this test.
+    base, process = launch(reference_rs, tmp_path, "--lease", "2", port=port, UNCERTAIN_GRACE_S="1")
     for body in bodies:
         assert post(base, body).status_code == 200
-    # Killed once its first delivery round has failed (it backs off for a second): between rounds, so the kill
-    # tests the spool's promise, not what the ledger does with a POST cut short (the exactly-once tests' part).
-    wait_for(lambda: 'kind="configuration"} 0' not in requests.get(base + "/metrics", timeout=5).text, what="a failure")
-    process.kill()  # SIGKILL: no shutdown code runs
+    process.kill()  # SIGKILL right after the last 2xx: no shutdown code runs
     process.wait()
     assert reference_rs.row_count() == 0
 
     reference_rs.token_faults.clear()
-    base, process = launch(reference_rs, tmp_path, "--lease", "2", port=port)
+    base, process = launch(reference_rs, tmp_path, "--lease", "2", port=port, UNCERTAIN_GRACE_S="1")
     try:
-        wait_for(lambda: reference_rs.row_count() >= len(starts), timeout=30, what="the spooled lines delivered")
-        time.sleep(1.0)
+        wait_for(lambda: _metric(base, "ogc_audit_spool_depth") == 0, timeout=40, what="the spooled lines delivered")
         assert stored_once(reference_rs, starts)
     finally:
         stop(process)
@@ -456,7 +455,7 @@ def test_a_full_spool_answers_503_and_accepts_again_once_drained(reference_rs: R
         assert "ogc_audit_spool_depth 10" in metrics
 
         reference_rs.faults.clear()  # OGC RS back: the spool drains and accepts again
-        wait_for(lambda: requests.get(base + "/ready", timeout=5).status_code == 200, what="ready again")
+        wait_for(lambda: requests.get(base + "/ready", timeout=5).json() == {"ready": True, "spoolDepth": 0})
         for body in bodies[2:]:
             assert post(base, body).status_code == 200
         wait_for(lambda: reference_rs.row_count() >= len(starts), what="every line delivered")
@@ -484,3 +483,75 @@ def test_a_slow_ogc_rs_does_not_slow_minio_and_gets_each_line_once(
         assert stored_once(reference_rs, starts)
     finally:
         stop(process)
+
+
+# ---- a slow OGC RS on its own database, and a fleet on PostgreSQL ------------------------------------------------
+
+
+@pytest.fixture
+def slow_rs_on_postgres(postgres_server: ThrowawayPostgres) -> Iterator[ReferenceOgcRs]:
+    """A reference OGC RS writing OGC RS's own tables in PostgreSQL, storing each request on receipt and answering
+    it 3 s later."""
+    with ReferenceOgcRs(database_url=postgres_server.create_database(), answer_latency_s=3.0) as server:
+        yield server
+
+
+def test_an_ogc_rs_answering_after_the_read_timeout_gets_each_line_once(
+    slow_rs_on_postgres: ReferenceOgcRs, tmp_path: Path
+) -> None:
+    rs = slow_rs_on_postgres
+    bodies, starts = download_bodies(4, 10, seed=4)
+    # Every request times out on serve's side (1 s) while OGC RS stores it: each is uncertain, and OGC RS's
+    # database (read-only) shows it stored, so nothing is sent twice.
+    base, process = launch(rs, tmp_path, "--ogc-rs-read-timeout", "1", OGC_RS_DATABASE_URL=rs.database_url)
+    try:
+        for body in bodies:
+            started = time.monotonic()
+            assert post(base, body).status_code == 200
+            assert time.monotonic() - started < 0.5
+        wait_for(lambda: _metric(base, "ogc_audit_spool_depth") == 0, timeout=60, what="an empty spool")
+        assert stored_once(rs, starts)
+        assert _metric(base, "ogc_audit_lines_found_stored_total") >= 1
+        assert _metric(base, "ogc_audit_lines_possibly_duplicated_total") == 0
+    finally:
+        stop(process)
+
+
+def test_a_fleet_on_postgresql_stores_each_entry_once(
+    slow_rs_on_postgres: ReferenceOgcRs, postgres_url: str, tmp_path: Path
+) -> None:
+    rs = slow_rs_on_postgres
+    bodies, starts = download_bodies(6, 20, seed=5)
+    fleet = ("--database-url", postgres_url, "--lease", "2")
+    database = rs.database_url
+    first_base, first = launch(rs, tmp_path / "a", *fleet, OGC_RS_DATABASE_URL=database)
+    for body in bodies[:3]:
+        assert post(first_base, body).status_code == 200
+    # Killed mid-delivery: OGC RS has stored its first request and will answer it 3 s later.
+    wait_for(lambda: rs.row_count() > 0, what="a request stored by OGC RS")
+    first.kill()
+    first.wait()
+
+    second_base, second = launch(rs, tmp_path / "b", *fleet, OGC_RS_DATABASE_URL=database)
+    third_base, third = launch(rs, tmp_path / "c", *fleet, OGC_RS_DATABASE_URL=database)
+    try:
+        # MinIO re-sends the killed instance's bodies (its answers were lost) to the others, and the rest too.
+        for number, body in enumerate([*bodies[:3], *bodies[3:]]):
+            assert post((second_base, third_base)[number % 2], body).status_code == 200
+        assert post(third_base, bodies[4]).status_code == 200  # one more re-send, to the other instance
+
+        wait_for(lambda: _metric(second_base, "ogc_audit_spool_depth") == 0, timeout=90, what="an empty spool")
+        time.sleep(3.5)  # anything still on its way to OGC RS lands
+        assert stored_once(rs, starts)
+        found = sum(_metric(base, "ogc_audit_lines_found_stored_total") for base in (second_base, third_base))
+        assert found >= 1  # the killed instance's request was found stored, not sent again
+    finally:
+        stop(second)
+        stop(third)
+
+
+def _metric(base: str, name: str) -> float:
+    for line in requests.get(base + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")

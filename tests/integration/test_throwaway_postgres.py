@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -21,7 +22,9 @@ def test_read_only_role_reads_but_cannot_write(postgres_server: ThrowawayPostgre
     with psycopg.connect(postgres_url) as connection:
         connection.execute("CREATE TABLE metering (id integer)")
         connection.execute("INSERT INTO metering VALUES (1)")
-    reader = postgres_server.create_read_only_role(postgres_url, "reconciler", ("metering",))
+    # Roles belong to the whole cluster, which the worker's other tests share: a name of this test's own.
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    reader = postgres_server.create_read_only_role(postgres_url, role, ("metering",))
     with psycopg.connect(reader) as connection:
         assert connection.execute("SELECT count(*) FROM metering").fetchone() == (1,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

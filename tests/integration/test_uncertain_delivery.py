@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from metering.ledger import DeliveryLedger, SqliteLedger
 from metering.line import Backend, MeteredDownload
+from metering.ogc_rs_database import open_ogc_rs_database
 from metering.uncertain import UncertainResolver
 from minio_relay import handler as relay_handler
 from minio_relay.delivery_queue import pack_messages
@@ -88,6 +89,21 @@ def wiring(
     monkeypatch: pytest.MonkeyPatch, reference_rs: ReferenceOgcRs, queue: tuple[str, str], fresh_handlers: None
 ) -> Wiring:
     return Wiring(reference_rs, queue, monkeypatch)
+
+
+@pytest.fixture
+def database_wiring(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str, queue: tuple[str, str], fresh_handlers: None
+) -> Iterator[Wiring]:
+    """The reference OGC RS on PostgreSQL with OGC RS's own tables (jobs_table, metering)."""
+    with ReferenceOgcRs(database_url=postgres_url) as rs:
+        yield Wiring(rs, queue, monkeypatch)
+
+
+def database_resolver(rs: ReferenceOgcRs) -> UncertainResolver:
+    """Asks OGC RS's database. A NOT_STORED answer is trusted once the request is 2 s old (60 s in production): the
+    "answers_late" OGC RS only starts on a request after 1 s, as if it had travelled that long."""
+    return UncertainResolver(open_ogc_rs_database(rs.database_url), not_stored_after_s=2.0, ask_again_s=1.0)
 
 
 def wire(
@@ -177,7 +193,29 @@ def emf_values(printed: str, metric: str) -> list[float]:
     return values
 
 
-@pytest.mark.parametrize("fault", [Fault.store_then_drop(), Fault.delay(1.0)], ids=["answer_lost", "answers_late"])
+LATE_FAULTS = [Fault.store_then_drop(), Fault.store_then_delay(1.0), Fault.delay(1.0)]
+LATE_IDS = ["answer_lost", "stored_then_answers_late", "answers_late"]
+
+
+@pytest.mark.parametrize("fault", [*LATE_FAULTS, Fault.with_status(500)], ids=[*LATE_IDS, "status_500"])
+@pytest.mark.parametrize("path", PATHS)
+def test_with_the_database_every_line_lands_exactly_once(
+    path: str, fault: Fault, database_wiring: Wiring, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rs = database_wiring.rs
+    flow = wire(path, database_wiring, ledger=SqliteLedger(), resolver=database_resolver(rs))
+    rs.faults.push("ok").push_fault(fault)
+    pump(flow)
+
+    assert sorted(distinct_items(rs).values()) == [1] * LINES
+    printed = capsys.readouterr().out
+    assert sum(emf_values(printed, "LinesUncertain")) == 2
+    assert sum(emf_values(printed, "LinesPossiblyDuplicated")) == 0
+    stored_first = fault.kind != "status"  # the reference's injected 500 stores nothing
+    assert sum(emf_values(printed, "LinesFoundStored")) == (2 if stored_first else 0)
+
+
+@pytest.mark.parametrize("fault", LATE_FAULTS, ids=LATE_IDS)
 @pytest.mark.parametrize("path", PATHS)
 def test_without_the_database_a_lost_answer_is_held_back_then_sent_once_as_counted_possible_duplicates(
     path: str, fault: Fault, wiring: Wiring, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
@@ -206,6 +244,6 @@ def test_an_ogc_rs_answering_after_3_s_within_the_read_timeout_stores_every_line
 ) -> None:
     # The production read timeout (60 s) is far longer than OGC RS's 3 s.
     flow = wire(path, wiring, ledger=SqliteLedger(), resolver=UncertainResolver(grace_s=GRACE_S), read_timeout_s=60)
-    wiring.rs.faults.push("delay", 3.0)
+    wiring.rs.faults.push_fault(Fault.store_then_delay(3.0))  # stores on receipt, answers 3 s later
     pump(flow)
     assert sorted(distinct_items(wiring.rs).values()) == [1] * LINES

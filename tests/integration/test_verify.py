@@ -4,8 +4,11 @@ bucket, log bucket), a real presigned download, the real s3_audit handler, a led
 from __future__ import annotations
 
 import copy
+import http.server
 import io
+import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -13,7 +16,7 @@ import pytest
 from botocore.config import Config
 
 from metering.ledger import SqliteLedger
-from ogc_audit.verify import Marker, Waiting, places_for, print_report, verify
+from ogc_audit.verify import Marker, Waiting, download, places_for, print_report, verify
 from s3_audit.handler import handler
 from testbed.local_aws import local_aws
 from testbed.reference_rs import ReferenceOgcRs
@@ -25,10 +28,26 @@ from tests.integration.test_s3_audit_handler import CONTEXT, use
 ASSETS = "verify-assets"
 LOGS = "verify-trail-logs"
 ACCESS_LOGS = "verify-access-logs"
-TRAIL_KEY = (
+OLD_TRAIL_KEY = (
     "AWSLogs/111122223333/CloudTrail/ap-south-1/2025/10/27/111122223333_CloudTrail_ap-south-1_20251027T1015Z_v.json.gz"
 )
-ACCESS_KEY = "access-logs/111122223333/ap-south-1/verify-assets/2025/10/27/2025-10-27-10-15-42-7F48A46E2E37A2F9"
+
+
+def trail_key() -> str:
+    """Where CloudTrail writes a log file now (after the download)."""
+    now = datetime.now(UTC)
+    return (
+        f"AWSLogs/111122223333/CloudTrail/ap-south-1/{now:%Y/%m/%d}/"
+        f"111122223333_CloudTrail_ap-south-1_{now:%Y%m%dT%H%MZ}_v.json.gz"
+    )
+
+
+def access_key() -> str:
+    """Where S3 log delivery writes an access log now, date-partitioned under the stack's prefix."""
+    now = datetime.now(UTC)
+    return f"access-logs/111122223333/ap-south-1/{ASSETS}/{now:%Y/%m/%d}/{now:%Y-%m-%d-%H-%M-%S}-7F48A46E2E37A2F9"
+
+
 FAST = Waiting(cloudtrail_s=3, access_logs_s=3, delivery_s=3, poll_s=0.1)
 
 
@@ -97,10 +116,11 @@ def test_both_sources_name_cloudtrail_dropping_the_ids(
     s3: Any, function: SqliteLedger, reference_rs: ReferenceOgcRs
 ) -> None:
     def deliver(marker: Marker) -> None:  # plays CloudTrail and S3 log delivery, then S3's notifications
-        s3.put_object(Bucket=LOGS, Key=TRAIL_KEY, Body=trail_file(marker))
-        s3.put_object(Bucket=ACCESS_LOGS, Key=ACCESS_KEY, Body=access_log(marker))
-        handler(notification(LOGS, TRAIL_KEY), CONTEXT)
-        handler(notification(ACCESS_LOGS, ACCESS_KEY), CONTEXT)
+        trail, access = trail_key(), access_key()
+        s3.put_object(Bucket=LOGS, Key=trail, Body=trail_file(marker))
+        s3.put_object(Bucket=ACCESS_LOGS, Key=access, Body=access_log(marker))
+        handler(notification(LOGS, trail), CONTEXT)
+        handler(notification(ACCESS_LOGS, access), CONTEXT)
 
     status, text = run(s3, "both", function, deliver)
 
@@ -119,8 +139,9 @@ def test_both_sources_name_cloudtrail_dropping_the_ids(
 
 def test_access_logs_alone_pass_every_step(s3: Any, function: SqliteLedger) -> None:
     def deliver(marker: Marker) -> None:
-        s3.put_object(Bucket=ACCESS_LOGS, Key=ACCESS_KEY, Body=access_log(marker))
-        handler(notification(ACCESS_LOGS, ACCESS_KEY), CONTEXT)
+        access = access_key()
+        s3.put_object(Bucket=ACCESS_LOGS, Key=access, Body=access_log(marker))
+        handler(notification(ACCESS_LOGS, access), CONTEXT)
 
     status, text = run(s3, "access-logs", function, deliver)
 
@@ -138,7 +159,7 @@ def test_a_record_that_never_arrives_fails_with_progress_and_advice(s3: Any, fun
 
 def test_a_record_not_delivered_fails_at_the_delivery_step(s3: Any, function: SqliteLedger) -> None:
     def deliver(marker: Marker) -> None:  # the log arrives but the function never runs
-        s3.put_object(Bucket=ACCESS_LOGS, Key=ACCESS_KEY, Body=access_log(marker))
+        s3.put_object(Bucket=ACCESS_LOGS, Key=access_key(), Body=access_log(marker))
 
     status, text = run(s3, "access-logs", function, deliver)
 
@@ -152,3 +173,80 @@ def test_an_unwritable_asset_bucket_fails_first(s3: Any, function: SqliteLedger)
 
     assert print_report(report, out) == 1
     assert "failed at step 'upload marker'" in out.getvalue()
+
+
+def test_access_logs_alone_pass_every_step_and_leave_no_marker(s3: Any, function: SqliteLedger) -> None:
+    def deliver(marker: Marker) -> None:
+        access = access_key()
+        s3.put_object(Bucket=ACCESS_LOGS, Key=access, Body=access_log(marker))
+        handler(notification(ACCESS_LOGS, access), CONTEXT)
+
+    status, text = run(s3, "access-logs", function, deliver)
+
+    assert status == 0, text
+    assert "ok     remove marker: s3://verify-assets/ogc-audit-verify/marker.txt deleted" in text
+    assert s3.list_objects_v2(Bucket=ASSETS).get("Contents", []) == []
+
+
+def test_only_the_folders_of_the_days_since_the_download_are_listed(
+    s3: Any, function: SqliteLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed: list[dict[str, Any]] = []
+    paginate = s3.get_paginator("list_objects_v2").paginate
+
+    class Recording:
+        def paginate(self, **parameters: Any) -> Any:
+            listed.append(parameters)
+            return paginate(**parameters)
+
+    monkeypatch.setattr(s3, "get_paginator", lambda name: Recording())
+
+    def deliver(marker: Marker) -> None:  # the record lands in a folder of another day: it is not looked at
+        s3.put_object(Bucket=LOGS, Key=OLD_TRAIL_KEY, Body=trail_file(marker))
+        for old in range(30):  # what a busy bucket holds from before the download
+            s3.put_object(Bucket=LOGS, Key=OLD_TRAIL_KEY.replace("_v.json", f"_{old}.json"), Body=b"{}")
+
+    status, text = run(s3, "cloudtrail", function, deliver)
+
+    assert status == 1
+    assert "failed at step 'cloudtrail record'" in text
+    assert listed
+    today = f"{datetime.now(UTC):%Y/%m/%d}/"
+    for parameters in listed:  # folder names only, or one day's folder from the download's time on
+        assert parameters.get("Delimiter") == "/" or parameters["Prefix"].endswith(today), parameters
+        assert "2025/10/27" not in parameters["Prefix"]
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """Answers /signed with a redirect to /elsewhere, and counts the requests that reach /elsewhere."""
+
+    followed = 0
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/elsewhere"):
+            type(self).followed += 1
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"marker")
+            return
+        self.send_response(307)
+        self.send_header("Location", "/elsewhere?X-Amz-Signature=copied")
+        self.send_header("x-amz-request-id", "REDIRECTED0000001")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_presigned_download_never_follows_a_redirect() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, request_id = download(f"http://127.0.0.1:{server.server_port}/signed?X-Amz-Signature=s")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert (status, request_id) == (307, "REDIRECTED0000001")
+    assert _Redirecting.followed == 0

@@ -17,6 +17,7 @@ from metering.settings import SettingsError
 from minio_relay import handler
 from minio_relay.delivery_queue import QueueUnavailable, decode_message, enqueue, pack_messages
 from minio_relay.webhook import (
+    MAX_LOGGED_ENTRIES,
     DownstreamUnavailable,
     Webhook,
     WebhookRequest,
@@ -174,6 +175,24 @@ def test_some_malformed_lines_good_ones_kept_bad_ones_logged(
     # excerpts only, and never the headers an entry carries
     assert all(len(message) < 400 for message in quarantined)
     assert "requestHeader" not in caplog.text
+
+
+def test_a_body_of_many_bad_entries_logs_a_sample_and_one_count_by_reason(
+    webhook: Webhook, sink: ListSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = compact_entry("get_object_presigned") + b"x\n" * 500 + b"{\n" * 200 + b"7\n" * 300
+
+    response = post(webhook, body)
+
+    assert response.status == 200
+    assert response.document == {"entries": 1001, "metered": 1, "filtered": 0, "quarantined": 1000}
+    assert len(sink.lines) == 1
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == MAX_LOGGED_ENTRIES + 1
+    assert all(message.startswith("quarantined bad_json: body line") for message in warnings[:MAX_LOGGED_ENTRIES])
+    assert warnings[-1] == (
+        "quarantined 990 more entries of this body, not logged one by one: {'bad_json': 690, 'malformed_entry': 300}"
+    )
 
 
 @pytest.mark.parametrize(

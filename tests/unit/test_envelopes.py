@@ -171,3 +171,20 @@ def test_cloudtrail_keys_keep_the_cloudtrail_source() -> None:
 
     assert isinstance(work, LogFileRef)
     assert work.source == "cloudtrail"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000 + "]" * 100_000,  # deeper than the JSON decoder follows
+        '{"a":' * 100_000 + "1" + "}" * 100_000,
+        '{"Records":[' + '{"x":' * 985 + "1" + "}" * 985 + "]}",  # decodes, but its excerpt is too deep to encode
+    ],
+    ids=["arrays", "objects", "excerpt"],
+)
+def test_a_deeply_nested_message_is_skipped_not_raised(body: str) -> None:
+    (skipped,) = work_in_message(body)
+
+    assert isinstance(skipped, SkippedInput)
+    assert skipped.reason is SkipReason.UNKNOWN_ENVELOPE
+    assert len(skipped.detail) < 300

@@ -10,7 +10,13 @@ from aws_lambda_powertools import Metrics
 
 from metering import env_names
 from metering import metric_names as names
-from metering.errors import ConfigurationError, DeliveryError, RedirectError
+from metering.errors import (
+    ConfigurationError,
+    DeliveryError,
+    RedirectError,
+    UncertainDeliveryError,
+    UncertainPendingError,
+)
 from metering.exactly_once import InFlightError, OnceReport
 from metering.metrics import (
     delivery_failure_kind,
@@ -22,9 +28,11 @@ from metering.metrics import (
     record_outcomes,
     record_rejected_lines,
     record_token_fetches,
+    record_uncertain,
 )
 from metering.ogc_rs import DeliveryReport, RejectedLine
 from metering.outcomes import OutcomeTally, Reason, Skip
+from metering.uncertain import UncertainTally
 
 Document = dict[str, Any]
 
@@ -203,6 +211,8 @@ def test_an_unknown_failure_kind_is_refused() -> None:
         (RedirectError("auth server answered 307"), "redirect"),
         (DeliveryError("OGC RS answered 503"), "unavailable"),
         (TimeoutError(), "unavailable"),
+        (UncertainDeliveryError("OGC RS answered 504", logs=["l"], positions=[0], sent_at=0.0), "uncertain"),
+        (UncertainPendingError("2 keys wait", retry_after_s=60), "uncertain"),
     ],
 )
 def test_delivery_failure_kind_of_an_error(error: BaseException, kind: str) -> None:
@@ -222,6 +232,19 @@ def test_lines_refused_by_ogc_rs_count_as_quarantined_without_counting_entries_a
     assert metric_definitions(documents[key(**MINIO_DIMENSIONS)]) == {"Quarantined": "Count"}
     assert documents[key(**MINIO_DIMENSIONS)]["Quarantined"] == [2.0]
     assert documents[key(**MINIO_DIMENSIONS, reason="rejected_by_ogc_rs")]["Quarantined"] == [2.0]
+
+
+def test_uncertain_requests_publish_their_non_zero_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = flow_metrics("minio")
+    tally = UncertainTally(uncertain=4, found_stored=0, found_not_stored=1, possible_duplicates=3)
+    record_uncertain(metrics, tally.take())
+    record_uncertain(metrics, tally.take())  # taken: nothing more to publish
+    metrics.flush_metrics()
+
+    (document,) = emitted(capsys)
+    assert document["LinesUncertain"] == [4.0]
+    assert document["LinesPossiblyDuplicated"] == [3.0]
+    assert "LinesFoundStored" not in document
 
 
 def test_auth_failures_and_token_fetches(capsys: pytest.CaptureFixture[str]) -> None:

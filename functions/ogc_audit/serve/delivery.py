@@ -6,6 +6,11 @@ or refused for good) and defers the others with a growing back-off. The ledger a
 spooled twice (a body MinIO re-sent to another instance), a lease taken over from a dead instance, or a round cut
 short is never sent again on a hunch; what the client could not confirm stays in the ledger's hands until resolved.
 No time limit binds a round: OGC RS may take as long as the client's timeouts allow, MinIO has its answer already.
+
+A round cut short (its instance killed while its request was on the way, or stalled past its lease) leaves its keys
+claimed in the ledger. Whoever takes its lines over first hands them to the ledger as one *uncertain* request, with
+the lines that round was sending in the order it sent them (``SpoolRound``); ``deliver_once`` then resolves it
+through OGC RS's database (``OGC_RS_DATABASE_URL``) or the grace period, like any request whose answer was lost.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from metering.errors import DeliveryError
+from metering.errors import DeliveryError, UncertainDeliveryError, UncertainPendingError
 from metering.exactly_once import KeyedLine, LineSender, OnceReport, deliver_once
-from metering.ledger import DeliveryLedger
+from metering.ledger import DeliveryLedger, UncertainRequest
 from metering.metrics import delivery_failure_kind
 from metering.outcomes import Reason
+from metering.uncertain import UncertainResolver
 from ogc_audit.serve.metrics import ServeMetrics
 from ogc_audit.serve.settings import DeliverySettings
 from ogc_audit.serve.spool import Spool, SpooledLine
@@ -29,6 +36,8 @@ from ogc_audit.serve.spool import Spool, SpooledLine
 logger = logging.getLogger(__name__)
 
 _EXCERPT_CHARS = 200
+# Lines waiting for an uncertain request are looked at again at least this often.
+RESOLVE_AGAIN_S = 10.0
 
 
 def instance_name() -> str:
@@ -74,16 +83,16 @@ class _Leases:
 class DeliveryLoop:
     """Deliverer threads draining one spool (shared with other instances or not) into OGC RS."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the parts, built by the relay or by a test
         self,
         spool: Spool,
         ledger: DeliveryLedger,
         client: LineSender,
         settings: DeliverySettings,
         metrics: ServeMetrics,
+        resolvers: Callable[[], UncertainResolver] = UncertainResolver,
         *,
         owner: str | None = None,
-        sleep: Callable[[threading.Event, float], bool] | None = None,
     ) -> None:
         self._spool = spool
         self._ledger = ledger
@@ -98,6 +107,9 @@ class DeliveryLoop:
         self._threads: list[threading.Thread] = []
         self._round_ids = iter(range(1, 2**62))
         self._round_lock = threading.Lock()
+        # One resolver per deliverer thread: a resolver's database connection serves one thread at a time.
+        self._new_resolver = resolvers
+        self._local = threading.local()
 
     def start(self) -> None:
         """Start the deliverer threads and the lease keeper."""
@@ -158,13 +170,25 @@ class DeliveryLoop:
             return 0.0
         return min(self._settings.backoff_max_s, max(self._settings.backoff_initial_s, backoff * 2))
 
+    @property
+    def _resolver(self) -> UncertainResolver:
+        resolver: UncertainResolver | None = getattr(self._local, "resolver", None)
+        if resolver is None:
+            resolver = self._local.resolver = self._new_resolver()
+        return resolver
+
     def deliver_round(self, batch: Sequence[SpooledLine], retry_in_s: float) -> bool:
-        """Deliver one claimed batch; True when every line of it is settled (nothing left to retry)."""
+        """Deliver one claimed batch; False when OGC RS failed it (the deliverer backs off), True otherwise (its
+        lines delivered, or deferred until the ledger can resolve them)."""
         round_id = self._next_round()
         self._leases.hold(round_id, [line.id for line in batch])
+        resolver = self._resolver
         failure: BaseException | None = None
         try:
-            report = deliver_once(self._client, self._ledger, [KeyedLine(line.key, line.line) for line in batch])
+            self._recover_lapsed_rounds(batch, resolver)
+            report = deliver_once(
+                self._client, self._ledger, [KeyedLine(line.key, line.line) for line in batch], resolver
+            )
             self._record(report)
         except DeliveryError as error:
             failure = error
@@ -173,20 +197,52 @@ class DeliveryLoop:
             logger.exception("delivery round failed")
         finally:
             self._leases.drop(round_id)
+            self._metrics.resolved(resolver.tally.take())
         return self._settle_spool(batch, failure, retry_in_s)
 
+    def _recover_lapsed_rounds(self, batch: Sequence[SpooledLine], resolver: UncertainResolver) -> None:
+        """Hand the lines of rounds that never finished to the ledger as uncertain requests, before anything of them
+        is sent again: such a round may have posted them (its instance died waiting for the answer)."""
+        lapsed: dict[str, list[SpooledLine]] = {}
+        for line in batch:
+            if line.lapsed_round is not None:
+                lapsed.setdefault(line.lapsed_round, []).append(line)
+        for round_id, taken in lapsed.items():
+            rest = self._spool.round_lines(round_id)  # lines of that round this claim did not take
+            lines = sorted([*taken, *(rest.lines if rest else [])], key=lambda line: line.id)
+            claim = self._ledger.claim([line.key for line in lines])
+            # Claimed now: an expired claim of that round (or never claimed). Still claimed: the round's own claim.
+            maybe_sent = claim.claimed | claim.in_flight
+            if not maybe_sent:
+                continue
+            logs = [line.line for line in lines if line.key in maybe_sent]
+            started = taken[0].lapsed_started_at or time.time()
+            request = UncertainRequest.new(logs, maybe_sent, maybe_sent, sent_at=started)
+            self._ledger.mark_uncertain(request)
+            resolver.record_uncertain(request)
+            logger.warning(
+                "took over %d lines of round %s, whose lease ran out unfinished: resolved before any is sent again",
+                len(logs),
+                round_id,
+            )
+
     def _settle_spool(self, batch: Sequence[SpooledLine], failure: BaseException | None, retry_in_s: float) -> bool:
-        """Remove what the ledger records as delivered; defer the rest. True when nothing is left."""
+        """Remove what the ledger records as delivered; defer the rest (until the ledger can resolve them, when it
+        says when). False when OGC RS itself failed the round."""
         if failure is None:
             done = [line.id for line in batch]
             rest: list[int] = []
         else:
             kind = delivery_failure_kind(failure)
             self._metrics.delivery_failure(kind)
+            if isinstance(failure, UncertainDeliveryError | UncertainPendingError) and failure.retry_after_s:
+                # When the ledger can resolve them, but no later than RESOLVE_AGAIN_S: a request OGC RS's database
+                # shows stored is settled at any age, so asking again soon delivers the rest of the spool sooner.
+                retry_in_s = min(failure.retry_after_s, RESOLVE_AGAIN_S)
             delivered = self._delivered_keys(batch)
             done = [line.id for line in batch if line.key in delivered]
             rest = [line.id for line in batch if line.key not in delivered]
-            log = logger.info if kind == "in_flight" else logger.error
+            log = logger.info if kind in ("in_flight", "uncertain") else logger.error
             log(
                 "delivery of %d spooled lines failed (%s), %d settled, retry in %.0f s: %s",
                 len(batch),
@@ -202,7 +258,7 @@ class DeliveryLoop:
                 self._spool.defer(rest, retry_in_s)
         except Exception as error:  # the leases run out and the lines come back; the ledger keeps them single
             logger.error("could not update the spool after a round: %s", error)
-        return not rest
+        return failure is None or delivery_failure_kind(failure) in ("in_flight", "uncertain") or not rest
 
     def _delivered_keys(self, batch: Sequence[SpooledLine]) -> set[str]:
         try:

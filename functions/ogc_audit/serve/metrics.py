@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from metering.exactly_once import OnceReport
 from metering.metric_names import DELIVERY_FAILURE_KINDS
 from metering.outcomes import OutcomeTally
+from metering.uncertain import UncertainTally
 from ogc_audit.serve.spool import SpoolStats
 
 
@@ -66,6 +67,14 @@ class ServeMetrics:
             self._counts["lines_already_delivered"] += report.already_delivered
             self._counts["delivery_requests"] += report.delivery.requests
 
+    def resolved(self, tally: UncertainTally) -> None:
+        """What resolving uncertain requests did in one round."""
+        with self._lock:
+            self._counts["lines_uncertain"] += tally.uncertain
+            self._counts["lines_found_stored"] += tally.found_stored
+            self._counts["lines_found_not_stored"] += tally.found_not_stored
+            self._counts["lines_possibly_duplicated"] += tally.possible_duplicates
+
     def delivery_failure(self, kind: str) -> None:
         """One delivery round that left lines in the spool, by failure kind."""
         with self._lock:
@@ -114,6 +123,10 @@ class ServeMetrics:
             ("lines_rejected", "Lines OGC RS refused for good (quarantined, logged)."),
             ("lines_already_delivered", "Spooled lines not sent because the ledger had them delivered."),
             ("delivery_requests", "Requests sent to OGC RS."),
+            ("lines_uncertain", "Lines of requests whose answer was lost (or whose round was cut short)."),
+            ("lines_found_stored", "Uncertain lines OGC RS's database showed stored: settled, not sent again."),
+            ("lines_found_not_stored", "Uncertain lines OGC RS's database showed not stored: sent once more."),
+            ("lines_possibly_duplicated", "Uncertain lines sent again after the grace period: reconcile them."),
         ):
             metric(f"{name}_total", "counter", help_text, [("", counts.get(name, 0))])
         metric(

@@ -7,14 +7,17 @@ wrong database URL stops ``serve`` before it listens) and starts the threads, ``
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from metering.exactly_once import KeyedLine, LineSender
 from metering.ledger import DeliveryLedger, SqliteLedger
 from metering.line import MeteredDownload
-from metering.runtime import build_ogc_rs_client
+from metering.ogc_rs import CONNECT_TIMEOUT_S
+from metering.runtime import build_ogc_rs_client, build_uncertain_resolver
 from metering.settings import OgcRsSettings, SettingsError
+from metering.uncertain import UncertainResolver
 from minio_relay.audit_entry import entry_ledger_key
 from minio_relay.webhook import DownstreamUnavailable, Webhook, WebhookSettings
 from ogc_audit.serve.admission import Admission
@@ -61,7 +64,22 @@ def open_stores(store: StoreLocation) -> tuple[Spool, DeliveryLedger]:
         raise SettingsError(f"cannot use the database {store.redacted()}: {message}") from error
     from metering.ledger.postgres import PostgresLedger
 
-    return spool, PostgresLedger(store.target)
+    try:
+        return spool, PostgresLedger(store.target)
+    except psycopg.Error as error:
+        spool.close()
+        raise SettingsError(f"cannot use the database {store.redacted()} for the ledger: {error}") from error
+
+
+def check_resolver(env: dict[str, str]) -> None:
+    """Build the resolver of uncertain requests once, so a wrong UNCERTAIN_GRACE_S or OGC_RS_DATABASE_URL stops
+    serve at start-up (SettingsError, one sentence) rather than its first uncertain request."""
+    try:
+        build_uncertain_resolver(env)
+    except SettingsError:
+        raise
+    except Exception as error:
+        raise SettingsError(f"cannot use OGC_RS_DATABASE_URL: {type(error).__name__}: {error}") from error
 
 
 class Relay:
@@ -75,12 +93,13 @@ class Relay:
         client: LineSender,
         limits: SpoolLimits,
         delivery: DeliverySettings,
+        resolvers: Callable[[], UncertainResolver] = UncertainResolver,
     ) -> None:
         self.metrics = ServeMetrics()
         self.spool = spool
         self.admission = Admission(spool, limits)
         self._commits = GroupCommit(spool)
-        self.delivery = DeliveryLoop(spool, ledger, client, delivery, self.metrics)
+        self.delivery = DeliveryLoop(spool, ledger, client, delivery, self.metrics, resolvers)
         self.webhook = Webhook(
             token=webhook_settings.token_source(), sink=self.spool_lines, max_body_bytes=webhook_settings.max_body_bytes
         )
@@ -88,9 +107,15 @@ class Relay:
     @classmethod
     def build(cls, settings: RelaySettings) -> Relay:
         """Open the stores (creating or migrating their schema) and build the OGC RS client."""
+        resolver_env = dict(os.environ)
+        check_resolver(resolver_env)
         spool, ledger = open_stores(settings.store)
-        client = build_ogc_rs_client(settings.ogc_rs)
-        return cls(settings.webhook, spool, ledger, client, settings.limits, settings.delivery)
+        client = build_ogc_rs_client(settings.ogc_rs, timeout=(CONNECT_TIMEOUT_S, settings.delivery.read_timeout_s))
+
+        def resolvers() -> UncertainResolver:
+            return build_uncertain_resolver(resolver_env)
+
+        return cls(settings.webhook, spool, ledger, client, settings.limits, settings.delivery, resolvers)
 
     def start(self) -> None:
         """Measure the spool and start delivering what it holds (lines a previous run left included)."""

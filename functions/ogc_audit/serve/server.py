@@ -31,6 +31,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
+from metering.ogc_rs import READ_TIMEOUT_S
 from metering.settings import OgcRsSettings, SettingsError
 from minio_relay.webhook import WebhookSettings
 from ogc_audit.serve.app import WebhookApp
@@ -198,14 +199,17 @@ class ServeOptions:
     spool_max_age_s: float = DEFAULT_SPOOL_MAX_AGE_S
     delivery_workers: int = DEFAULT_DELIVERY_WORKERS
     lease_s: float = DEFAULT_LEASE_S
+    ogc_rs_read_timeout_s: float = READ_TIMEOUT_S
 
     def relay_settings(self) -> RelaySettings:
         """The relay's settings from these options and the environment; SettingsError names what is wrong."""
         webhook = WebhookSettings.from_env()
         ogc_rs = OgcRsSettings.from_env()
-        if self.delivery_workers < 1 or self.lease_s <= 0 or self.spool_max_lines < 1 or self.spool_max_age_s <= 0:
+        numbers = (self.delivery_workers, self.lease_s, self.spool_max_lines, self.spool_max_age_s)
+        if min(numbers) <= 0 or self.ogc_rs_read_timeout_s <= 0:
             raise SettingsError(
-                "--delivery-workers, --spool-max-lines, --spool-max-age and --lease must be greater than 0"
+                "--delivery-workers, --spool-max-lines, --spool-max-age, --lease and --ogc-rs-read-timeout must be "
+                "greater than 0"
             )
         return RelaySettings(
             webhook=webhook,
@@ -213,7 +217,10 @@ class ServeOptions:
             store=StoreLocation.parse(self.database_url),
             limits=SpoolLimits(self.spool_max_lines, self.spool_max_age_s),
             delivery=DeliverySettings(
-                batch_lines=ogc_rs.batch_max_lines, workers=self.delivery_workers, lease_s=self.lease_s
+                batch_lines=ogc_rs.batch_max_lines,
+                workers=self.delivery_workers,
+                lease_s=self.lease_s,
+                read_timeout_s=self.ogc_rs_read_timeout_s,
             ),
         )
 

@@ -92,5 +92,8 @@ class DeliverySettings:
     lease_s: float = DEFAULT_LEASE_S
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
+    read_timeout_s: float = 60.0
+    """How long one OGC RS request may take to answer; past it the request is uncertain (resolved, never re-sent
+    blindly). ``serve`` passes the client's own default (``metering.ogc_rs.READ_TIMEOUT_S``) unless told otherwise."""
     idle_poll_s: float = 0.5
     """How often an idle deliverer looks for lines another instance spooled (its own appends wake it at once)."""

@@ -48,6 +48,8 @@ class SpooledLine:
     lapsed_round: str | None = None
     """When this claim took the line over from a round whose lease ran out (its instance died or stalled): that
     round's id. None for a line nobody held."""
+    lapsed_started_at: float | None = None
+    """When that lapsed round was claimed (epoch seconds): the earliest its request can have been sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,8 @@ class SqliteSpool:
         now = self._clock()
         with self._lock, _transaction(self._reader):
             rows = self._reader.execute(
-                "SELECT id, key, line, CASE WHEN owner IS NULL THEN NULL ELSE round_id END FROM ogc_audit_spool"
+                "SELECT id, key, line, CASE WHEN owner IS NULL THEN NULL ELSE round_id END,"
+                " CASE WHEN owner IS NULL THEN NULL ELSE round_started END FROM ogc_audit_spool"
                 " WHERE available_at <= ? ORDER BY available_at, id LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -321,13 +324,14 @@ class PostgresSpool:
         """Lease the oldest available lines no other instance is claiming at this moment."""
         with self._using("_reader", self._lock) as connection:
             rows = connection.execute(
-                "WITH picked AS (SELECT id, owner, round_id FROM ogc_audit_spool WHERE available_at <= now()"
-                "  ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                "WITH picked AS (SELECT id, owner, round_id, round_started FROM ogc_audit_spool"
+                "  WHERE available_at <= now() ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
                 " UPDATE ogc_audit_spool AS spool SET available_at = now() + make_interval(secs => %s), owner = %s,"
                 " attempts = spool.attempts + 1, round_id = %s, round_started = now() FROM picked"
                 " WHERE spool.id = picked.id"
                 " RETURNING spool.id, spool.key, spool.line,"
-                " CASE WHEN picked.owner IS NULL THEN NULL ELSE picked.round_id END",
+                " CASE WHEN picked.owner IS NULL THEN NULL ELSE picked.round_id END,"
+                " CASE WHEN picked.owner IS NULL THEN NULL ELSE extract(epoch FROM picked.round_started)::float8 END",
                 (limit, lease_s, owner, round_id),
             ).fetchall()
         return [SpooledLine(*row) for row in sorted(rows)]

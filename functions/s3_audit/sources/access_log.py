@@ -111,7 +111,7 @@ def _record(parts: list[str]) -> AccessLogRecord:
     # Referer or User-Agent held one: the field-by-field path decides whether the reading is ambiguous.
     rest = parts[8]
     common = _COMMON_REST.match(rest)
-    if common is not None and '"' not in rest[common.end() :]:
+    if common is not None and rest.find('"', common.end()) < 0:
         uri, status, sent, authentication_type = common.groups()
         if authentication_type is None or authentication_type in _AUTHENTICATION_TYPES:
             return _from_fields(parts, uri, status, sent, authentication_type)

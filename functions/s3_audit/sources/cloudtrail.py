@@ -18,6 +18,7 @@ import msgspec
 
 from metering.line import Backend, LineBuilder, MeteredDownload
 from metering.outcomes import Reason, Skip
+from s3_audit.seen_requests import SeenRequests
 from s3_audit.sources.identity import cloudtrail_event_key, request_key
 
 NAME = "cloudtrail"
@@ -151,7 +152,7 @@ def classify(record: CloudTrailRecord) -> MeteredDownload | Skip:
         return _NOT_PRESIGNED
     params = record.request_parameters or _NO_PARAMETERS
     extra = record.additional_event_data
-    size = extra.bytes_transferred_out if extra is not None else None
+    size = None if extra is None else extra.bytes_transferred_out
     return _LINES.download(
         params.user_id,
         params.collection_id,
@@ -162,26 +163,8 @@ def classify(record: CloudTrailRecord) -> MeteredDownload | Skip:
     )
 
 
-class EventIdSet:
-    """The request identity (``event_id``) of every download metered so far, so a repeated one is metered once.
-
-    Only metered events are remembered: a repeated filtered event is simply filtered again, and memory stays
-    proportional to the downloads, not to the records. An event without an id cannot be matched and is kept.
-    """
-
-    def __init__(self) -> None:
-        self._seen: set[str] = set()
-
-    def first_time(self, download: MeteredDownload) -> bool:
-        """True the first time an event id is offered (and for events without an id), False for a repeat."""
-        event_id = download.event_id
-        if not event_id:
-            return True
-        seen = self._seen
-        if event_id in seen:
-            return False
-        seen.add(event_id)
-        return True
+EventIdSet = SeenRequests
+"""The request identity of every download metered so far in one input (``s3_audit.seen_requests``), held compactly."""
 
 
 def meter(record: CloudTrailRecord, seen: EventIdSet) -> MeteredDownload | Skip:
@@ -224,14 +207,17 @@ def file_time(key: str) -> datetime | None:
 def outcomes(chunks: Iterable[bytes]) -> Iterator[MeteredDownload | Skip]:
     """The outcome of every record of a log file (gzip or plain JSON), in order; repeats are judged by the caller."""
     # Imported here: the reader decodes this module's records, so it imports this module.
-    from s3_audit.log_file import read_log_records
+    from s3_audit.log_file import read_log_pieces
 
-    for number, record in enumerate(read_log_records(chunks)):
-        if isinstance(record, Skip):
-            yield record
-            continue
-        outcome = classify(record)
-        if isinstance(outcome, Skip) and outcome.kind == "quarantined":
-            # The reader names the records it refuses; a record the rules refuse is named here the same way.
-            outcome = Skip.quarantined(outcome.reason, f"record {number}: {outcome.detail}")
-        yield outcome
+    number = 0
+    for piece in read_log_pieces(chunks):
+        for record in piece:
+            if isinstance(record, CloudTrailRecord):
+                outcome = classify(record)
+                if isinstance(outcome, Skip) and outcome.kind == "quarantined":
+                    # The reader names the records it refuses; a record the rules refuse is named here the same way.
+                    outcome = Skip.quarantined(outcome.reason, f"record {number}: {outcome.detail}")
+                yield outcome
+            else:
+                yield record
+            number += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 REQUEST_KEY_PREFIX = "s3-request:"
 # A CloudTrail record without a request ID is still known by its eventID (CloudTrail repeats events with it).
 CLOUDTRAIL_EVENT_PREFIX = "cloudtrail-event:"
+_UNKNOWN = frozenset({"", "-"})
 
 
 def request_key(bucket: object, request_id: object) -> str | None:
@@ -18,8 +19,8 @@ def request_key(bucket: object, request_id: object) -> str | None:
 
     The bucket narrows the 16-character request ID to one bucket's requests; bucket names hold no ``/``.
     """
-    if not isinstance(request_id, str) or not isinstance(bucket, str) or request_id in {"", "-"} or not bucket:
-        return None
+    if type(request_id) is not str or type(bucket) is not str or not bucket or request_id in _UNKNOWN:
+        return None  # (type() rather than isinstance: a str subclass is no value a decoder gives; this runs per record)
     return f"{REQUEST_KEY_PREFIX}{bucket}/{request_id}"
 
 
