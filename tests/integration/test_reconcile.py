@@ -132,7 +132,8 @@ def row_ids_of(rs: ReferenceOgcRs, line: str) -> list[int]:
 def test_a_constructed_period_is_reported_exactly(
     period: ConstructedPeriod, postgres_server: ThrowawayPostgres, postgres_url: str
 ) -> None:
-    reader = postgres_server.create_read_only_role(postgres_url, "reconciler", ("metering", "jobs_table"))
+    role = f"reconciler_{uuid.uuid4().hex[:8]}"  # roles are cluster-wide: one name per test
+    reader = postgres_server.create_read_only_role(postgres_url, role, ("metering", "jobs_table"))
     status, report, summary = reconcile(str(period.log_file), database_url=reader, json_path="-")
     assert status == 1
     named = period.downloads
