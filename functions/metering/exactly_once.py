@@ -76,13 +76,14 @@ def deliver_once(
 ) -> OnceReport:
     """Send each key's line unless the ledger shows it delivered; a key repeated in ``items`` is sent once.
 
-    ``resolver`` resolves keys left uncertain by an earlier try (default: the grace period alone, no database).
+    ``resolver`` resolves keys left uncertain by an earlier try (default: the process's, configured by
+    ``UNCERTAIN_GRACE_S`` and ``OGC_RS_DATABASE_URL``: see ``process_resolver``).
     """
     unique: dict[str, str] = {}
     for item in items:
         unique.setdefault(item.key, item.line)
     groups = [KeyedChunk(key, [line]) for key, line in unique.items()]
-    report = _deliver_groups(client, ledger, groups, resolver or UncertainResolver())
+    report = _deliver_groups(client, ledger, groups, process_resolver(resolver))
     report.repeated_in_input = len(items) - len(unique)
     return report
 
@@ -94,7 +95,18 @@ def deliver_chunks_once(
     resolver: UncertainResolver | None = None,
 ) -> OnceReport:
     """Send each chunk unless the ledger shows it delivered; every line of a chunk is sent (they are distinct)."""
-    return _deliver_groups(client, ledger, chunks, resolver or UncertainResolver())
+    return _deliver_groups(client, ledger, chunks, process_resolver(resolver))
+
+
+def process_resolver(resolver: UncertainResolver | None = None) -> UncertainResolver:
+    """``resolver``, or the process's own (``metering.runtime.uncertain_resolver``): the grace period of
+    ``UNCERTAIN_GRACE_S`` and, where ``OGC_RS_DATABASE_URL`` is set (``serve``, the CLI near OGC RS), OGC RS's
+    database. A caller that does not choose still never re-sends an uncertain request blindly."""
+    if resolver is not None:
+        return resolver
+    from metering.runtime import uncertain_resolver  # runtime builds clients and ledgers: imported when needed
+
+    return uncertain_resolver()
 
 
 def claim_resolving(ledger: DeliveryLedger, keys: Collection[str], resolver: UncertainResolver) -> Claim:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
 import requests
 
@@ -13,7 +15,7 @@ from metering import env_names
 from metering.auth import TokenProvider
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
 from metering.ogc_rs import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, OgcRsClient, http_session
-from metering.ogc_rs_database import open_ogc_rs_database
+from metering.ogc_rs_database import OgcRsDatabase, RequestLanding, open_ogc_rs_database
 from metering.settings import ClientCredentials, OgcRsSettings, SettingsError
 from metering.uncertain import LandingCheck, UncertainResolver
 
@@ -111,8 +113,32 @@ def build_uncertain_resolver(env: Mapping[str, str], database: LandingCheck | No
     or ``OGC_RS_DATABASE_URL`` is set (``serve`` and the CLI near OGC RS; the Lambda bundles lack its driver)."""
     url = env.get(env_names.OGC_RS_DATABASE_URL, "").strip()
     if database is None and url:
-        database = open_ogc_rs_database(url)
+        database = DatabaseOnDemand(url)
     return UncertainResolver.from_env(env, database)
+
+
+class DatabaseOnDemand:
+    """OGC RS's database, opened at the first question and again after a failure: a database that is down when
+    the process starts must not stop delivery (meanwhile the grace period applies, see ``UncertainResolver``)."""
+
+    def __init__(self, url: str) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("postgresql", "postgres", "sqlite"):
+            raise SettingsError(
+                f"environment variable {env_names.OGC_RS_DATABASE_URL} must be a postgresql:// (or sqlite:///) URL, "
+                f"got scheme {scheme or 'none'!r}"
+            )
+        self._url = url
+        self._database: OgcRsDatabase | None = None
+        self._lock = threading.Lock()
+
+    def landing(self, logs: Sequence[str]) -> RequestLanding:
+        """``OgcRsDatabase.landing``; raises OgcRsDatabaseError while the database cannot be reached."""
+        with self._lock:
+            if self._database is None:
+                self._database = open_ogc_rs_database(self._url)
+            database = self._database
+        return database.landing(logs)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from metering.errors import DeliveryError, UncertainPendingError
-from metering.exactly_once import InFlightError, KeyedLine, LineSender, OnceReport, deliver_once
+from metering.exactly_once import InFlightError, KeyedLine, LineSender, OnceReport, deliver_once, process_resolver
 from metering.ledger import DeliveryLedger
 from metering.outcomes import Reason
 from metering.uncertain import UncertainResolver
@@ -59,7 +59,7 @@ class BatchDelivery:
     def __init__(self, client: LineSender, ledger: DeliveryLedger, resolver: UncertainResolver | None = None) -> None:
         self._client = client
         self._ledger = ledger
-        self._resolver = resolver or UncertainResolver()
+        self._resolver = process_resolver(resolver)
         self._outage: DeliveryError | None = None
 
     def deliver(self, message_id: str, body: str | bytes) -> OnceReport:

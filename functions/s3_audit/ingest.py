@@ -34,6 +34,7 @@ from metering.exactly_once import (
     chunk_key,
     claim_resolving,
     deliver_chunks_once,
+    process_resolver,
     raise_if_waiting,
 )
 from metering.ledger import Claim, DeliveryLedger
@@ -219,7 +220,7 @@ def deliver_downloads_once(
     delivered. ``already_delivered`` counts chunks an earlier try of this input sent and requests another input
     delivered. DeliveryError propagates after the claims of the requests not delivered are given back.
     """
-    resolver = resolver or UncertainResolver()
+    resolver = process_resolver(resolver)
     keys = list(dict.fromkeys(request_ledger_key(download) for download in downloads if download.event_id))
     claim = claim_resolving(ledger, keys, resolver) if keys else Claim()
     fresh = [d for d in downloads if not d.event_id or request_ledger_key(d) in claim.claimed]

@@ -65,6 +65,7 @@ _ERROR_BYTE = re.compile(r"\(byte (\d+)\)")
 _CUT_TRIES = 16
 # Candidates tried when the input broke off: each try decodes the buffer, so hostile input must not make it quadratic.
 _SALVAGE_TRIES = 256
+_DOCUMENT_BATCH = 4096  # records of a whole document handed out at once
 MAX_RECORD_BYTES = 1 << 20
 """A record larger than this is refused (RECORD_TOO_LARGE): CloudTrail's records stay under 256 KB."""
 MAX_SKIPPED_RECORD_BYTES = 64 << 20
@@ -73,10 +74,11 @@ its file (the skip is fast inside strings, a bracket at a time between them: thi
 MAX_LOG_FILE_BYTES_ENV = env_names.MAX_LOG_FILE_BYTES
 DEFAULT_MAX_LOG_FILE_BYTES = 1 << 30
 """Inflated bytes read from one log file before it is refused (FILE_TOO_LARGE). CloudTrail starts a new file about
-every 5 minutes per region and the busiest trails write files of ~100 MB of JSON: 1 GiB leaves 10x headroom. Read
-by ``ogc-audit extract`` on the 2-core development machine, 100 MB of real records take ~0.4 s of CPU, so 1 GiB
-takes ~4-5 s (bench/README.md); a file of tiny records is stopped by ``max_records`` (docs above). Memory does not
-depend on it (the file is streamed); time does."""
+every 5 minutes per region and the busiest trails write files of ~100 MB of JSON: 1 GiB leaves 10x headroom. Measured
+on the shared 2-core development machine (load 8-16), ``ogc-audit extract`` reads 100 MB of real records in 0.7-0.8
+CPU-s, so 1 GiB in ~8 CPU-s (bench/README.md). A file of tiny records stops at ``max_records``: 3.2 CPU-s for
+``{"Records":[{},{},...]}`` up to the bound, 20 CPU-s for a Records array of scalars, the slowest per record
+(tests/integration/test_bounded_reading.py, load 11). Memory does not depend on it (the file is streamed); time does."""
 MIN_RECORD_BYTES = 512
 """Bytes of JSON per record that a real log file never goes below on average (CloudTrail's S3 data events are ~1-2 KB,
 an access-log line ~300-500 bytes): the file bound divided by it is the most records a file may hold."""
@@ -445,7 +447,10 @@ class _RecordSplitter:
         if self.streaming is None:
             self._detect_start(final=True)
         if not self.streaming:
-            yield list(decode_document(bytes(self.buffer), self.max_record_bytes))
+            # In lists of a bounded length: a document of 8 MiB can hold 2.8 million tiny records.
+            records = decode_document(bytes(self.buffer), self.max_record_bytes)
+            while batch := list(itertools.islice(records, _DOCUMENT_BATCH)):
+                yield batch
             return
         closing = self._closing_bracket()
         if closing is not None:

@@ -5,6 +5,7 @@ The ledger's own contract is tested against every store in ``test_ledger_contrac
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from metering.errors import DeliveryError, UncertainDeliveryError, UncertainPend
 from metering.exactly_once import InFlightError, KeyedChunk, KeyedLine, chunk_key, deliver_chunks_once, deliver_once
 from metering.ledger import DeliveryLedger, DynamoDbLedger, SqliteLedger
 from metering.ogc_rs_database import OgcRsDatabaseError, RequestLanding
+from metering.runtime import build_uncertain_resolver
 from metering.settings import SettingsError
 from metering.uncertain import UncertainResolver
 from testbed.reference_rs import ReferenceOgcRs
@@ -314,3 +316,50 @@ def test_the_grace_period_is_configured_in_seconds(value: str, grace: float) -> 
 def test_a_wrong_grace_period_is_refused_naming_the_variable(value: str) -> None:
     with pytest.raises(SettingsError, match="UNCERTAIN_GRACE_S"):
         UncertainResolver.from_env({"UNCERTAIN_GRACE_S": value})
+
+
+@pytest.fixture
+def process_resolver_from(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process-wide resolver built afresh from this test's environment, and forgotten after it."""
+    from metering import runtime
+
+    runtime._cached_resolver.cache_clear()
+    yield
+    runtime._cached_resolver.cache_clear()
+
+
+def test_a_caller_that_passes_no_resolver_gets_the_environments(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str, process_resolver_from: None
+) -> None:
+    """How ``serve`` and the CLI use it: OGC_RS_DATABASE_URL set, nothing else to wire."""
+    with ReferenceOgcRs(database_url=postgres_url) as rs:
+        monkeypatch.setenv("OGC_RS_DATABASE_URL", rs.database_url)
+        client, ledger, items = client_for(rs), SqliteLedger(), keyed(3)
+        rs.faults.push("store_then_drop")
+        with pytest.raises(UncertainDeliveryError):
+            deliver_once(client, ledger, items)
+        report = deliver_once(client, ledger, items)  # found stored in jobs_table: nothing sent
+        assert (report.delivery.requests, report.already_delivered) == (0, 3)
+        assert rs.row_count() == 3
+
+
+def test_a_database_down_at_start_does_not_stop_delivery(reference_rs: ReferenceOgcRs, ledger: DeliveryLedger) -> None:
+    """OGC_RS_DATABASE_URL is opened at the first question: while it is down the grace period applies."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    resolver = build_uncertain_resolver(
+        {"OGC_RS_DATABASE_URL": f"postgresql://reader@127.0.0.1:{port}/ogc", "UNCERTAIN_GRACE_S": "0"}
+    )
+    client, items = client_for(reference_rs), keyed(2)
+    reference_rs.faults.push("store_then_drop")
+    with pytest.raises(UncertainDeliveryError):
+        deliver_once(client, ledger, items, resolver)
+    report = deliver_once(client, ledger, items, resolver)
+    assert report.delivery.delivered == 2
+    assert resolver.tally.take().possible_duplicates == 2
+
+
+def test_an_ogc_rs_database_url_of_another_kind_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="OGC_RS_DATABASE_URL"):
+        build_uncertain_resolver({"OGC_RS_DATABASE_URL": "mysql://reader@db/ogc"})
