@@ -82,6 +82,7 @@ bench: setup
 	$(BIN)/python -m bench.minio_webhook
 	$(BIN)/python -m bench.eventbridge_latency
 	$(BIN)/python -m bench.reconcile
+	$(BIN)/python -m bench.bounded_work
 
 drill: setup  ## both flows under injected faults and a slow OGC RS: lost 0, duplicated 0, copies per line
 	$(BIN)/python -m testbed.fault_drill

@@ -168,7 +168,7 @@ def ingest_log_file(
     result = IngestResult(uri=ref.uri, tally=OutcomeTally(), quarantined=[])
     outcomes = source_named(ref.source).outcomes(s3_object_chunks(s3, ref))
     downloads = judged(outcomes, result.tally, result.quarantined, SeenRequests())
-    delivery = FileDelivery(sink, ledger, ref.source, result, resolver or UncertainResolver())
+    delivery = FileDelivery(sink, ledger, ref.source, result, process_resolver(resolver))
     for window in windows(downloads, sink.batch_max_lines):
         delivery.send(window)
     delivery.finish()
