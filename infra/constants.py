@@ -66,7 +66,9 @@ ASSET_ACCESS_LOG_PREFIX = "access-logs/"
 ACCESS_LOG_SILENCE = Duration.hours(24)
 
 # MinIO relay.
-WEBHOOK_MEMORY_MB = 512
+# Lambda's CPU share grows with memory (one vCPU at 1,769 MB). A 4 MiB body of bad entries costs up to ~3.2 CPU-s
+# (bench/bounded_work.py webhook): at 512 MB (~0.29 vCPU) that is past the 10 s timeout, at 1024 MB about 5.5 s.
+WEBHOOK_MEMORY_MB = 1024
 # MinIO gives up after 3-5 s; the webhook only parses and enqueues.
 WEBHOOK_TIMEOUT = Duration.seconds(10)
 # API Gateway caps bodies at 10 MB, but Lambda refuses events over 6 MB and the body grows when escaped into

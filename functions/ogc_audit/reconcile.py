@@ -40,6 +40,7 @@ from metering.outcomes import OutcomeTally
 if TYPE_CHECKING:
     from metering.exactly_once import LineSender, OnceReport
     from metering.ledger import DeliveryLedger
+    from metering.uncertain import UncertainResolver
     from s3_audit.extract import LogStream
 
 _Item = TypeVar("_Item")
@@ -419,13 +420,19 @@ class RepairTotals:
     reports: list[OnceReport] = field(default_factory=list)
 
 
-def repair(comparison: Comparison, client: LineSender, ledger: DeliveryLedger) -> RepairTotals:
-    """Send the missing lines through the ledger-guarded delivery: each repaired download once, ever."""
+def repair(
+    comparison: Comparison, client: LineSender, ledger: DeliveryLedger, resolver: UncertainResolver | None = None
+) -> RepairTotals:
+    """Send the missing lines through the ledger-guarded delivery: each repaired download once, ever.
+
+    ``resolver`` settles a repair an earlier run left uncertain (default: the process's, see ``process_resolver``).
+    """
     from metering.exactly_once import KeyedLine, deliver_once
 
     totals = RepairTotals()
     for batch in _batches(comparison.missing(), _REPAIR_BATCH):
-        report = deliver_once(client, ledger, [KeyedLine(repair_key(missing), missing.line) for missing in batch])
+        keyed = [KeyedLine(repair_key(missing), missing.line) for missing in batch]
+        report = deliver_once(client, ledger, keyed, resolver)
         totals.sent += report.delivery.delivered
         totals.already_sent += report.already_delivered
         totals.rejected += len(report.delivery.rejected)
@@ -553,7 +560,7 @@ def _reconcile(request: ReconcileRequest, out: TextIO, err: TextIO) -> int:
             _write_to(request.delete_sql, out, lambda stream: deleted.append(write_delete_sql(comparison, stream)))
             err.write(f"  wrote the DELETE of {deleted[0]} surplus rows to {request.delete_sql}\n")
         if request.repair and counts.missing:
-            _repair(comparison, request, err)
+            _repair(comparison, request, url, err)
     return 0 if counts.exact else 1
 
 
@@ -570,9 +577,9 @@ def _add_downloads(comparison: Comparison, request: ReconcileRequest, period: Pe
         raise ReconcileError(str(error)) from error
 
 
-def _repair(comparison: Comparison, request: ReconcileRequest, err: TextIO) -> None:
+def _repair(comparison: Comparison, request: ReconcileRequest, database_url: str, err: TextIO) -> None:
     from metering.errors import DeliveryError
-    from metering.runtime import ogc_rs_client
+    from metering.runtime import DatabaseOnDemand, build_uncertain_resolver, ogc_rs_client
     from metering.settings import SettingsError
 
     ledger = _open_repair_ledger(request.ledger)
@@ -581,7 +588,9 @@ def _repair(comparison: Comparison, request: ReconcileRequest, err: TextIO) -> N
     except SettingsError as error:
         raise ReconcileError(f"--repair needs OGC RS's settings: {error}") from error
     try:
-        totals = repair(comparison, client, ledger)
+        # The database this run reads settles an earlier repair whose answer was lost (never re-sent blindly).
+        resolver = build_uncertain_resolver(os.environ, DatabaseOnDemand(database_url))
+        totals = repair(comparison, client, ledger, resolver)
     except DeliveryError as error:
         raise ReconcileError(f"repair stopped, OGC RS unavailable ({error}); run it again to resume") from error
     err.write(

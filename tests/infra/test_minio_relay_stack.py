@@ -201,6 +201,14 @@ def test_webhook_keeps_the_accounts_shared_concurrency(relay: Template) -> None:
     assert "ReservedConcurrentExecutions" not in webhook
 
 
+def test_webhook_has_the_cpu_share_to_read_a_hostile_body_within_its_timeout(relay: Template) -> None:
+    # bench/bounded_work.py webhook: a 4 MiB body of bad entries costs up to ~3.2 CPU-s; Lambda gives one vCPU per
+    # 1,769 MB, so the function needs about 1 GB to finish such a body well inside its timeout.
+    _, webhook = function(relay, "WebhookFunction")
+    vcpu_share = webhook["MemorySize"] / 1769
+    assert 3.2 / vcpu_share < 0.6 * webhook["Timeout"]
+
+
 def test_requests_are_traced_from_the_stage_through_the_functions(relay: Template) -> None:
     stage = only_resource(relay, "AWS::ApiGateway::Stage")["Properties"]
     assert stage["TracingEnabled"] is True

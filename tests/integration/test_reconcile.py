@@ -179,6 +179,31 @@ def test_repair_twice_sends_the_missing_lines_once(
     assert len(period.rs.requests_log) == requests_before
 
 
+def test_a_repair_whose_answer_was_lost_is_settled_through_the_database_it_reads(
+    period: ConstructedPeriod, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in helpers.ogc_rs_env(period.rs).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OGC_RS_DATABASE_URL", raising=False)  # only --database-url names the database
+    ledger = str(tmp_path / "repair-ledger.sqlite3")
+    period.rs.faults.push("store_then_drop")  # the repair's lines are stored, its answer is lost
+    status, _, summary = reconcile(str(period.log_file), database_url=postgres_url, repair=True, ledger=ledger)
+    assert status == 2
+    assert "repair stopped" in summary
+    stored = sorted([line_of(period.downloads["missing"]), line_of(period.downloads["twin1"])])
+    assert sorted(period.rs.stored_lines()[-2:]) == stored
+
+    # The rows vanish from view (a lagging replica): the next repair asks jobs_table, finds that request
+    # stored and sends nothing, instead of waiting out the grace period or sending again.
+    with psycopg.connect(postgres_url) as connection:
+        connection.execute("DELETE FROM metering WHERE id > (SELECT MAX(id) - 2 FROM metering)")
+    requests_before = len(period.rs.requests_log)
+    status, _, summary = reconcile(str(period.log_file), database_url=postgres_url, repair=True, ledger=ledger)
+    assert status == 1, summary
+    assert "repaired: 0 lines sent" in summary
+    assert len(period.rs.requests_log) == requests_before
+
+
 def test_delete_sql_and_repair_leave_an_exact_period(
     period: ConstructedPeriod, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
