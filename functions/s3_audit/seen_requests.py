@@ -5,6 +5,10 @@ request keys (``s3-request:<bucket>/<request ID>``, ~45 characters) costs ~130 b
 file. Here each key is reduced to a 64-bit BLAKE2b fingerprint stored in an open-addressing table (``array('Q')``,
 linear probing, at most two thirds full): 12 to 24 bytes per key, about 100 MB at the 1 GiB bound while growing.
 
+Up to EXACT_KEYS keys (a busy CloudTrail file: 50,000 records, ~30,000 metered) the keys themselves sit in a plain
+set, with no fingerprint to compute and no probing in Python (the fast path of ``extract`` and ``s3_audit``); past
+it they move into the table once, and the table takes every later key.
+
 The cost is a false match: two different requests of one file with the same fingerprint, the second filtered as a
 duplicate. For n downloads in a file the chance is about n²/2^65: 3e-10 for 100,000 (a busy CloudTrail file),
 4e-7 for 4 million (the 1 GiB bound). The fingerprint is not keyed by a secret: it must be the same on every retry of
@@ -14,11 +18,13 @@ and CloudTrail, not by whoever writes the file.
 
 from __future__ import annotations
 
+import sys
 from array import array
 from hashlib import blake2b
 
 from metering.line import MeteredDownload
 
+EXACT_KEYS = 1 << 15  # ~4 MB of key strings at most (a busy CloudTrail file meters ~30,000), then the table
 _INITIAL_SLOTS = 1 << 10  # a power of two: a slot is found by masking
 _EMPTY = 0  # a fingerprint of 0 is stored as 1, so 0 always means a free slot
 
@@ -36,24 +42,39 @@ class SeenRequests:
     proportional to the downloads, not to the records. A download without an id cannot be matched and is kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, exact_keys: int = EXACT_KEYS) -> None:
+        self._exact: set[str] | None = set()
+        self._exact_keys = exact_keys
         self._slots = array("Q", bytes(8 * _INITIAL_SLOTS))
         self._mask = _INITIAL_SLOTS - 1
         self._count = 0
 
     def __len__(self) -> int:
-        return self._count
+        return self._count if self._exact is None else len(self._exact)
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the table."""
+        """Bytes held by the table (or, while the keys are few, by the set of them, strings included)."""
+        if self._exact is not None:
+            return sys.getsizeof(self._exact) + sum(sys.getsizeof(key) for key in self._exact)
         return self._slots.itemsize * len(self._slots)
 
     def first_time(self, download: MeteredDownload) -> bool:
         """True the first time a request is offered (and for downloads without an id), False for a repeat."""
-        if not download.event_id:
+        key = download.event_id
+        if not key:
             return True
-        return self._add(fingerprint(download.event_id))
+        exact = self._exact
+        if exact is None:
+            return self._add(fingerprint(key))
+        if key in exact:
+            return False
+        exact.add(key)
+        if len(exact) > self._exact_keys:
+            self._exact = None
+            for known in exact:
+                self._add(fingerprint(known))
+        return True
 
     def _add(self, value: int) -> bool:
         slots, mask = self._slots, self._mask

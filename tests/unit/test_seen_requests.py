@@ -39,6 +39,19 @@ def test_every_key_is_remembered_across_growth_and_the_table_stays_compact() -> 
     assert seen.memory_bytes >= 8 * len(keys) * 3 // 2
 
 
+def test_the_keys_of_a_small_file_are_held_exactly_then_move_into_the_table() -> None:
+    seen = SeenRequests(exact_keys=100)
+    keys = [f"s3-request:stac-assets/{index:016X}" for index in range(1000)]
+
+    assert all(seen.first_time(download(key)) for key in keys[:100])
+    small = seen.memory_bytes
+    assert not seen.first_time(download(keys[42]))
+    assert all(seen.first_time(download(key)) for key in keys[100:])  # the 101st key moves them all
+    assert not any(seen.first_time(download(key)) for key in keys)
+    assert len(seen) == len(keys)
+    assert seen.memory_bytes < small * len(keys) // 100 // 4  # the table: a fraction of the strings' bytes
+
+
 def test_the_fingerprint_is_the_same_in_every_process() -> None:
     # A retried file must meet the same duplicates in its next invocation: not Python's per-process hash().
     key = "s3-request:stac-assets/7KQ4B1S9XW2M3N5P"
