@@ -27,12 +27,17 @@ _SCHEMA = (
 )
 
 
-def _create_private(path: str) -> None:
-    """Create the file readable by its owner only (the ledger names downloads and users) unless it exists."""
-    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+def create_private_file(path: str) -> None:
+    """Create ``path`` readable by its owner only (0600), or narrow an existing file to that, before SQLite opens it:
+    the ledger names downloads and users, a spool their lines. SQLite gives its -wal and -shm files the same mode."""
+    if path == ":memory:" or path.startswith("file:"):
         return
-    descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(descriptor)
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        if os.fstat(descriptor).st_mode & 0o077:
+            os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
 
 
 class SqliteLedger:
@@ -49,7 +54,7 @@ class SqliteLedger:
         in_progress_s: float = IN_PROGRESS_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        _create_private(path)
+        create_private_file(path)
         # Workers of the standalone server share the file: wait for each other's short transactions.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         if path != ":memory:":

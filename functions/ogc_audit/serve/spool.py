@@ -17,7 +17,6 @@ share the next one, so a disk that syncs in 10 ms still accepts thousands of bod
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from metering.exactly_once import KeyedLine
+from metering.ledger.sqlite import create_private_file
 
 logger = logging.getLogger(__name__)
 
@@ -106,17 +106,6 @@ class Spool(Protocol):
     def close(self) -> None:
         """Close the store's connections."""
         ...
-
-
-def create_private_file(path: str) -> None:
-    """Create ``path`` readable by its owner only (0600), or narrow an existing file to that, before SQLite opens it:
-    the spool holds users' ids and the ledger the requests' ids. SQLite gives its -wal and -shm files the same mode."""
-    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        if os.fstat(descriptor).st_mode & 0o077:
-            os.fchmod(descriptor, 0o600)
-    finally:
-        os.close(descriptor)
 
 
 class SqliteSpool:
