@@ -128,38 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             "2N": build(folder / "2n", server, 2 * args.downloads, 2),
         }
         report = folder / "report.json"
+
+        def reconcile_command(database_url: str, files: list[str]) -> list[str]:
+            period = ["--source", "cloudtrail", "--since", SINCE, "--until", UNTIL]
+            return [*cli, "reconcile", *period, "--database-url", database_url, "--json", str(report), *files]
+
         commands = {
             "extract N": [*cli, "extract", "--source", "cloudtrail", *sets["N"].files],
-            "reconcile N": [
-                *cli,
-                "reconcile",
-                "--source",
-                "cloudtrail",
-                "--since",
-                SINCE,
-                "--until",
-                UNTIL,
-                "--database-url",
-                sets["N"].database_url,
-                "--json",
-                str(report),
-                *sets["N"].files,
-            ],
-            "reconcile 2N": [
-                *cli,
-                "reconcile",
-                "--source",
-                "cloudtrail",
-                "--since",
-                SINCE,
-                "--until",
-                UNTIL,
-                "--database-url",
-                sets["2N"].database_url,
-                "--json",
-                str(report),
-                *sets["2N"].files,
-            ],
+            "reconcile N": reconcile_command(sets["N"].database_url, sets["N"].files),
+            "reconcile 2N": reconcile_command(sets["2N"].database_url, sets["2N"].files),
         }
         results: dict[str, list[tuple[float, int, int]]] = {name: [] for name in commands}
         for _ in range(args.runs):

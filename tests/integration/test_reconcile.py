@@ -123,6 +123,12 @@ def period(postgres_url: str, tmp_path: Path) -> Iterator[ConstructedPeriod]:
         yield ConstructedPeriod(rs, log_file, named, unexpected)
 
 
+def use_period_rs(period: ConstructedPeriod, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point this process's OGC RS settings (what --repair sends with) at the period's reference OGC RS."""
+    for name, value in helpers.ogc_rs_env(period.rs).items():
+        monkeypatch.setenv(name, value)
+
+
 def row_ids_of(rs: ReferenceOgcRs, line: str) -> list[int]:
     """The ids of the rows of a line's user (each user id of these tests is drawn afresh)."""
     user_id = line.split("|", 1)[0].lower()
@@ -158,8 +164,7 @@ def test_a_constructed_period_is_reported_exactly(
 def test_repair_twice_sends_the_missing_lines_once(
     period: ConstructedPeriod, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in helpers.ogc_rs_env(period.rs).items():
-        monkeypatch.setenv(name, value)
+    use_period_rs(period, monkeypatch)
     ledger = str(tmp_path / "repair-ledger.sqlite3")
     before = len(period.rs.stored_lines())
     status, _, summary = reconcile(str(period.log_file), database_url=postgres_url, repair=True, ledger=ledger)
@@ -182,8 +187,7 @@ def test_repair_twice_sends_the_missing_lines_once(
 def test_a_repair_whose_answer_was_lost_is_settled_through_the_database_it_reads(
     period: ConstructedPeriod, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in helpers.ogc_rs_env(period.rs).items():
-        monkeypatch.setenv(name, value)
+    use_period_rs(period, monkeypatch)
     monkeypatch.delenv("OGC_RS_DATABASE_URL", raising=False)  # only --database-url names the database
     ledger = str(tmp_path / "repair-ledger.sqlite3")
     period.rs.faults.push("store_then_drop")  # the repair's lines are stored, its answer is lost
@@ -207,8 +211,7 @@ def test_a_repair_whose_answer_was_lost_is_settled_through_the_database_it_reads
 def test_delete_sql_and_repair_leave_an_exact_period(
     period: ConstructedPeriod, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in helpers.ogc_rs_env(period.rs).items():
-        monkeypatch.setenv(name, value)
+    use_period_rs(period, monkeypatch)
     # The unexpected row is the operator's to explain; remove it, as an operator would after checking it.
     (unexpected_id,) = row_ids_of(period.rs, period.unexpected_line)
     with psycopg.connect(postgres_url) as connection:
